@@ -1,0 +1,1 @@
+"""Inference backends: one interface, a local onnxruntime and a Triton implementation."""

