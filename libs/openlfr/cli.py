@@ -1,8 +1,237 @@
-"""The ``openlfr`` command line (placeholder until the subcommands are wired)."""
+"""The ``openlfr`` command line.
+
+Subcommands (stable; other tools build on them):
+  openlfr models build [--force]                 build every ONNX model from installed packages
+  openlfr faces IMAGE_OR_VIDEO... [--json]       detect, align and embed faces; print them
+  openlfr triton serve [--variant python]        run a real Triton server over the built models
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from openlfr import paths
+from openlfr.config import ModelSettings
+
+logger = logging.getLogger("openlfr")
+
+#: Sample inputs of the demo, relative to the shared face set beside the checkout.
+DEMO_INPUTS = (
+    "face_recognition/examples/two_people.jpg",
+    "deepface/couple.jpg",
+    "dlib/examples/faces/2008_002506.jpg",
+    "facenet_pytorch/examples/video.mp4",
+)
+
+
+def samples_dir() -> Path:
+    """The shared face set (``OPENLFR_SAMPLES_DIR`` overrides ``<repo>/../shared/data/faces``)."""
+    return Path(os.environ.get("OPENLFR_SAMPLES_DIR", paths.REPO_ROOT.parent / "shared" / "data" / "faces"))
+
+
+def _settings(args: argparse.Namespace) -> ModelSettings:
+    overrides: dict[str, Any] = {}
+    for key in ("backend", "detector", "triton_url", "triton_protocol", "threads", "model_dir"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    return ModelSettings(**overrides)
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    """Build every model; print one line per model."""
+    from openlfr.inference.triton_repo import assemble_repository
+    from openlfr.models.build import build_all
+    from openlfr.models.specs import ALL_MODELS
+
+    settings = _settings(args)
+    for result in build_all(settings.model_dir, force=args.force):
+        state = f"built in {result.seconds:.1f}s" if result.built else "up to date"
+        print(f"{result.name:16s} {state:18s} sha256={result.sha256[:12]} {result.path}")
+    repo = assemble_repository(
+        "python", paths.build_dir() / "triton" / "python", settings.model_dir, list(ALL_MODELS.values())
+    )
+    print(f"triton repository (python backend, CPU): {repo}")
+    return 0
+
+
+def _iter_inputs(items: Sequence[str], sample_fps: float) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Yield (record header, image or exception) for every image and sampled video frame."""
+    from openlfr.vision.exceptions import ImageError
+    from openlfr.vision.images import load_image
+    from openlfr.vision.video import is_video, iter_video_frames
+
+    for item in items:
+        path = Path(item)
+        if is_video(path):
+            try:
+                for frame in iter_video_frames(path, sample_fps=sample_fps):
+                    yield {"source": item, "frame": frame.index, "time_s": round(frame.time_s, 3)}, frame.image
+            except ImageError as exc:
+                yield {"source": item}, exc
+            continue
+        try:
+            yield {"source": item}, load_image(path)
+        except ImageError as exc:
+            yield {"source": item}, exc
+
+
+def cmd_faces(args: argparse.Namespace) -> int:
+    """Print the faces of images and videos (JSON lines with --json)."""
+    from openlfr.models.build import model_version
+    from openlfr.models.specs import EMBEDDER
+    from openlfr.vision.factory import build_analyzer
+
+    inputs = list(args.inputs)
+    if args.demo or not inputs:
+        base = samples_dir()
+        inputs = [str(base / rel) for rel in DEMO_INPUTS if (base / rel).exists()]
+        if not inputs:
+            print(f"openlfr faces: no inputs given and no sample images under {base}", file=sys.stderr)
+            return 2
+    settings = _settings(args)
+    analyzer = build_analyzer(settings)
+    version = model_version(settings.model_dir, EMBEDDER.name)
+    failures = 0
+    total_faces = 0
+    start = time.perf_counter()
+    for header, image in _iter_inputs(inputs, args.video_fps):
+        if isinstance(image, Exception):
+            failures += 1
+            record = {**header, "error": str(image)}
+            print(json.dumps(record) if args.json else f"{header['source']}: ERROR {image}")
+            continue
+        faces = analyzer.analyze(image)
+        total_faces += len(faces)
+        record = {
+            **header,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "model_version": version,
+            "faces": faces.to_records(),
+        }
+        if args.json:
+            print(json.dumps(record))
+        else:
+            where = header["source"] + (f" frame {header['frame']}" if "frame" in header else "")
+            print(f"{where}: {len(faces)} face(s) in {image.shape[1]}x{image.shape[0]}")
+            for rec in record["faces"]:
+                q = rec["quality"]
+                print(
+                    f"  box={rec['box']} score={rec['score']:.3f} inter_eye={q['inter_eye_px']:.1f}px "
+                    f"blur={q['blur']:.0f} yaw={q['yaw']:+.2f} quality={q['score']:.2f} "
+                    f"embedding[:4]={[round(v, 3) for v in rec['embedding'][:4]]}"
+                )
+    elapsed = time.perf_counter() - start
+    print(
+        f"openlfr faces: {total_faces} face(s), {failures} input error(s), {elapsed:.1f}s, "
+        f"backend={settings.backend}, model={version}",
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
+
+
+def cmd_triton_serve(args: argparse.Namespace) -> int:
+    """Run a Triton server in the foreground until interrupted."""
+    from openlfr.inference.triton_repo import assemble_repository
+    from openlfr.inference.triton_server import TritonServer
+    from openlfr.models.specs import ALL_MODELS
+
+    settings = _settings(args)
+    repo = assemble_repository(
+        args.variant, paths.build_dir() / "triton" / args.variant, settings.model_dir, list(ALL_MODELS.values())
+    )
+    with TritonServer(
+        model_repository=repo,
+        work_dir=paths.build_dir() / "triton-work",
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    ) as server:
+        print(
+            f"triton ready: grpc={server.grpc_url} http={server.http_url} metrics={server.metrics_url}",
+            flush=True,
+        )
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="openlfr", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def backend_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--backend", choices=["local", "triton"], help="inference backend (OPENLFR_BACKEND)")
+        p.add_argument("--triton-url", dest="triton_url", help="Triton address host:port (OPENLFR_TRITON_URL)")
+        p.add_argument("--protocol", dest="triton_protocol", choices=["grpc", "http"], help="Triton protocol")
+        p.add_argument("--detector", choices=["full", "short"], help="BlazeFace model (OPENLFR_DETECTOR)")
+        p.add_argument("--threads", type=int, help="onnxruntime threads for the local backend")
+        p.add_argument("--model-dir", dest="model_dir", type=Path, help="built models (OPENLFR_MODEL_DIR)")
+
+    models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
+    build = models.add_parser("build", help="build every model from the installed packages (idempotent)")
+    build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--model-dir", dest="model_dir", type=Path)
+    build.set_defaults(func=cmd_models_build)
+
+    faces = sub.add_parser("faces", help="detect, align and embed the faces of images or videos")
+    faces.add_argument("inputs", nargs="*", help="image or video files")
+    faces.add_argument("--json", action="store_true", help="one JSON object per image or frame")
+    faces.add_argument("--video-fps", dest="video_fps", type=float, default=2.0, help="frames per second sampled")
+    faces.add_argument("--demo", action="store_true", help="run on the shared sample images and video")
+    backend_args(faces)
+    faces.set_defaults(func=cmd_faces)
+
+    triton = sub.add_parser("triton", help="Triton server").add_subparsers(dest="triton_command", required=True)
+    serve = triton.add_parser("serve", help="serve the built models with a real Triton server")
+    serve.add_argument("--variant", choices=["python", "onnxruntime", "onnxruntime-gpu"], default="python")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--model-dir", dest="model_dir", type=Path)
+    serve.set_defaults(func=cmd_triton_serve)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
-    return 0
+    """Entry point of the ``openlfr`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "OPENLFR_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"openlfr: bad setting {name}: {err['msg']}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a command-line tool reports, it does not dump a traceback
+        from openlfr.inference.exceptions import InferenceError
+        from openlfr.models.exceptions import ModelFormatError
+
+        if isinstance(exc, (InferenceError, ModelFormatError, ValueError, OSError)):
+            logger.debug("command failed", exc_info=True)
+            print(f"openlfr: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

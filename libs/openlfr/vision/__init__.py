@@ -1,0 +1,1 @@
+"""Face vision: detection, landmarks, alignment, quality and embedding on top of a backend."""

@@ -1,0 +1,113 @@
+"""The one path from an image to faces with embeddings, shared by enrolment and live queries.
+
+detect (BlazeFace, on the backend) -> 5 landmarks (dlib's shape predictor, in-process) ->
+aligned 150x150 chip (dlib's face-chip transform) -> quality -> embedding (dlib ResNet, on the
+backend). Enrolment and live matching must call this same code, or their vectors drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from openlfr.models.shape_predictor import ShapePredictor
+from openlfr.vision import quality
+from openlfr.vision.align import face_chips
+from openlfr.vision.detector import FaceDetector
+from openlfr.vision.embedder import FaceEmbedder
+from openlfr.vision.faces import FaceQuality, Faces
+from openlfr.vision.images import to_rgb
+
+logger = logging.getLogger(__name__)
+
+CHIP_PADDING = 0.25
+
+
+def predictor_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Map BlazeFace boxes to the boxes dlib's shape predictor was trained on.
+
+    The 5-point model was trained on dlib's own detector boxes, which sit lower and are
+    tighter than BlazeFace's; feeding it a box of another convention shifts the landmarks.
+    The factors come from ``benchmarks/calibrate_predictor_box.py`` (a least-squares fit of
+    dlib HOG boxes against BlazeFace boxes on the shared face set).
+    """
+    if boxes.shape[0] == 0:
+        return boxes
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + PREDICTOR_BOX_FIT[0] * w
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + PREDICTOR_BOX_FIT[1] * h
+    half_w = PREDICTOR_BOX_FIT[2] * w / 2
+    half_h = PREDICTOR_BOX_FIT[3] * h / 2
+    return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
+
+
+#: (dx, dy, sw, sh): centre shift as a fraction of the box size, then size scale.
+PREDICTOR_BOX_FIT = (0.0, 0.0, 1.0, 1.0)
+
+
+class FaceAnalyzer:
+    """Finds, aligns, assesses and embeds the faces of images."""
+
+    def __init__(
+        self,
+        *,
+        detector: FaceDetector,
+        predictor: ShapePredictor,
+        embedder: FaceEmbedder,
+        min_face_px: float = 0.0,
+        keep_chips: bool = False,
+    ) -> None:
+        self.detector = detector
+        self.predictor = predictor
+        self.embedder = embedder
+        self.min_face_px = min_face_px
+        self.keep_chips = keep_chips
+
+    def analyze(self, image: np.ndarray) -> Faces:
+        """Faces of one RGB image (HxW grey and HxWx4 are converted)."""
+        return self.analyze_many([image])[0]
+
+    def analyze_many(self, images: Sequence[np.ndarray]) -> list[Faces]:
+        """Faces of several images; detection and embedding run batched across them."""
+        rgb = [to_rgb(img, name=f"image[{i}]") for i, img in enumerate(images)]
+        detections = self.detector.detect_many(rgb)
+        per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        all_chips: list[np.ndarray] = []
+        for img, det in zip(rgb, detections):
+            boxes = np.asarray(det.boxes, np.float32).reshape(-1, 4)
+            scores = np.asarray(det.scores, np.float32).reshape(-1)
+            keep = (boxes[:, 2] - boxes[:, 0]) >= self.min_face_px
+            boxes, scores = boxes[keep], scores[keep]
+            if boxes.shape[0]:
+                landmarks = self.predictor.predict_many(img, predictor_boxes(boxes)).astype(np.float32)
+                chips = face_chips(img, landmarks, size=self.embedder.chip_size, padding=CHIP_PADDING)
+            else:
+                landmarks = np.zeros((0, 5, 2), np.float32)
+                chips = np.zeros((0, self.embedder.chip_size, self.embedder.chip_size, 3), np.uint8)
+            per_image.append((boxes, scores, landmarks, chips))
+            all_chips.append(chips)
+        embeddings = self.embedder.embed(np.concatenate(all_chips, axis=0))
+        out: list[Faces] = []
+        start = 0
+        for boxes, scores, landmarks, chips in per_image:
+            n = boxes.shape[0]
+            q = (
+                quality.assess(boxes=boxes, scores=scores, landmarks=landmarks, chips=chips)
+                if n
+                else FaceQuality.empty()
+            )
+            out.append(
+                Faces(
+                    boxes=boxes,
+                    scores=scores,
+                    landmarks=landmarks,
+                    quality=q,
+                    embeddings=embeddings[start : start + n],
+                    chips=chips if self.keep_chips else None,
+                )
+            )
+            start += n
+        return out

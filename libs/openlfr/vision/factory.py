@@ -1,0 +1,34 @@
+"""Builds the face analyzer from settings: the single construction path for every caller."""
+
+from __future__ import annotations
+
+from openlfr.config import ModelSettings
+from openlfr.inference.base import InferenceBackend
+from openlfr.inference.factory import make_backend
+from openlfr.models import sources
+from openlfr.models.shape_predictor import ShapePredictor
+from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
+from openlfr.vision.analyzer import FaceAnalyzer
+from openlfr.vision.detector import FaceDetector
+from openlfr.vision.embedder import FaceEmbedder
+
+
+def build_analyzer(
+    settings: ModelSettings, *, backend: InferenceBackend | None = None, keep_chips: bool = False
+) -> FaceAnalyzer:
+    """A ready analyzer; models are loaded and checked against their specs here, at start."""
+    backend = backend or make_backend(settings)
+    spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    detector = FaceDetector(
+        backend=backend,
+        spec=spec,
+        score_threshold=settings.detector_score_threshold,
+        tiling=settings.tiling,
+    )
+    return FaceAnalyzer(
+        detector=detector,
+        predictor=ShapePredictor.load(sources.dlib_model_path("shape_predictor_5")),
+        embedder=FaceEmbedder(backend=backend),
+        min_face_px=settings.min_face_px,
+        keep_chips=keep_chips,
+    )

@@ -1,0 +1,56 @@
+"""Session fixtures shared by every tier: the shared face set and the built models."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from openlfr import paths
+
+FACES_DIR = paths.REPO_ROOT.parent / "shared" / "data" / "faces"
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """The shared, labelled face set (``../shared/data/faces``)."""
+    if not (FACES_DIR / "labels.csv").is_file():
+        pytest.fail(f"the shared face set is missing: {FACES_DIR}/labels.csv")
+    return FACES_DIR
+
+
+@pytest.fixture(scope="session")
+def face_labels(faces_dir: Path) -> list[dict[str, str]]:
+    """Rows of labels.csv."""
+    with (faces_dir / "labels.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The project's built models; built here if set-up has not (idempotent)."""
+    from openlfr.models.build import build_all
+
+    directory = paths.model_dir()
+    build_all(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def local_backend(model_dir: Path):
+    """One onnxruntime backend over the built models for the whole session."""
+    from openlfr.inference.local import LocalBackend
+
+    backend = LocalBackend(model_dir)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def analyzer(local_backend):
+    """The production face analyzer on the local backend."""
+    from openlfr.config import ModelSettings
+    from openlfr.vision.factory import build_analyzer
+
+    return build_analyzer(ModelSettings(), backend=local_backend, keep_chips=True)
