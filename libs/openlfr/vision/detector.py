@@ -209,6 +209,21 @@ def weighted_nms(
     )
 
 
+def suppress_duplicates(boxes: np.ndarray, *, iou_threshold: float) -> np.ndarray:
+    """Indices (best first) of boxes kept by greedy hard NMS; boxes must be sorted by score.
+
+    Runs after the weighted NMS: anchors of one face from crops at different scales can form
+    two clusters that each survive blending yet still overlap each other well above the
+    threshold once blended.
+    """
+    keep: list[int] = []
+    for i in range(len(boxes)):
+        if keep and (box_iou(boxes[i : i + 1], boxes[keep])[0] > iou_threshold).any():
+            continue
+        keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class Tile:
     """One crop of a frame and where it sits in the model input after letterboxing.
@@ -605,6 +620,8 @@ class FaceDetector:
             drop[np.flatnonzero(cut)[covered]] = True
             boxes, scores, keypoints = boxes[~drop], scores[~drop], keypoints[~drop]
         boxes, scores, keypoints = weighted_nms(boxes, scores, keypoints, iou_threshold=self.nms_iou)
+        kept = suppress_duplicates(boxes, iou_threshold=self.nms_iou)
+        boxes, scores, keypoints = boxes[kept], scores[kept], keypoints[kept]
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
         keep = (boxes[:, 2] - boxes[:, 0] >= max(self.min_face_px, 1e-3)) & (boxes[:, 3] > boxes[:, 1])

@@ -585,3 +585,14 @@ def test_default_pyramid_size_for_common_frames(detector: FaceDetector) -> None:
     assert math.isclose(detector.tiles_for(1920, 1080)[0].scale_x, 0.1)
     close_up = detector.tiles_for(1920, 1080)[-1]
     assert close_up.level == -1 and math.isclose(close_up.scale_x, 0.05)
+
+
+def test_blended_clusters_of_one_face_do_not_survive_as_two() -> None:
+    from openlfr.vision.detector import suppress_duplicates
+
+    # Seen on a 1080p frame of the arcade video: two blended clusters on one face, IoU 0.54.
+    blended = np.array([[364.8, 541.0, 499.8, 676.0], [397.1, 553.6, 529.0, 685.4]], np.float32)
+    assert list(suppress_duplicates(blended, iou_threshold=0.3)) == [0]
+    # Two separate faces side by side are both kept.
+    apart = np.array([[0, 0, 100, 100], [120, 0, 220, 100]], np.float32)
+    assert list(suppress_duplicates(apart, iou_threshold=0.3)) == [0, 1]

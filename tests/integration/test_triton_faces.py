@@ -1,0 +1,85 @@
+"""The real face models served by a real Triton server give what the local backend gives.
+
+Starts ``tritonserver`` (nvidia-pytriton's binary, CPU, python backend running the same ONNX
+files) over the models that ``openlfr models build`` made, then runs the whole face path
+(detector, landmarks, chips, embedder) on real photos through Triton over gRPC and HTTP and
+through local onnxruntime: boxes and embeddings must agree within 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openlfr.config import ModelSettings
+from openlfr.inference.triton import TritonBackend
+from openlfr.inference.triton_repo import assemble_repository
+from openlfr.inference.triton_server import TritonServer
+from openlfr.models.specs import ALL_MODELS
+from openlfr.vision.factory import build_analyzer
+from openlfr.vision.images import load_image
+
+pytestmark = pytest.mark.integration
+
+IMAGES = (
+    "face_recognition/examples/obama-720p.jpg",
+    "face_recognition/examples/two_people.jpg",
+    "deepface/couple.jpg",
+    "dlib/examples/faces/2008_002506.jpg",
+    "glint360k_celebs/Barack_Obama/106.png",
+)
+
+
+@pytest.fixture(scope="module")
+def real_triton(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    repo = assemble_repository("python", tmp_path_factory.mktemp("repo"), model_dir, list(ALL_MODELS.values()))
+    with TritonServer(model_repository=repo, work_dir=tmp_path_factory.mktemp("work"), startup_timeout_s=120) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def images(faces_dir: Path) -> list[np.ndarray]:
+    return [load_image(faces_dir / p) for p in IMAGES]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_and_local_give_the_same_faces(
+    real_triton: TritonServer, analyzer, images: list[np.ndarray], protocol: str
+) -> None:
+    url = real_triton.grpc_url if protocol == "grpc" else real_triton.http_url
+    backend = TritonBackend(url=url, protocol=protocol, timeout_s=60)  # type: ignore[arg-type]
+    try:
+        remote = build_analyzer(ModelSettings(), backend=backend)
+        for img, local_faces, triton_faces in zip(images, analyzer.analyze_many(images), remote.analyze_many(images)):
+            assert len(local_faces) == len(triton_faces) > 0
+            np.testing.assert_allclose(triton_faces.boxes, local_faces.boxes, atol=1e-4)
+            np.testing.assert_allclose(triton_faces.landmarks, local_faces.landmarks, atol=1e-4)
+            np.testing.assert_allclose(triton_faces.embeddings, local_faces.embeddings, atol=1e-4)
+    finally:
+        backend.close()
+
+
+def test_cli_faces_json_over_triton(real_triton: TritonServer, faces_dir: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    env = {**os.environ, "OPENLFR_BACKEND": "triton", "OPENLFR_TRITON_URL": real_triton.grpc_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "openlfr.cli", "faces", "--json",
+         str(faces_dir / IMAGES[1]), str(corrupt), str(faces_dir / IMAGES[0])],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1, proc.stderr  # one bad input: reported, the rest processed
+    assert [len(r.get("faces", [])) for r in lines] == [2, 0, 1]
+    assert "error" in lines[1] and "corrupt.jpg" in lines[1]["error"]
+    face = lines[0]["faces"][0]
+    assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and len(face["embedding"]) == 128
+    assert set(face["quality"]) >= {"inter_eye_px", "blur", "yaw", "detector_score", "score"}
+    assert "Traceback" not in proc.stderr
