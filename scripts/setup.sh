@@ -31,3 +31,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 .venv/bin/openlfr models build
+# The Kafka broker's jars from Maven Central (run by the integration tests and the pipeline).
+scripts/kafka-fetch.sh
