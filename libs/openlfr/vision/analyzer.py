@@ -17,7 +17,7 @@ from openlfr.vision import quality
 from openlfr.vision.align import face_chips
 from openlfr.vision.detector import FaceDetector
 from openlfr.vision.embedder import FaceEmbedder
-from openlfr.vision.faces import FaceQuality, Faces
+from openlfr.vision.faces import Faces
 from openlfr.vision.images import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -73,42 +73,49 @@ class FaceAnalyzer:
 
     def analyze_many(self, images: Sequence[np.ndarray]) -> list[Faces]:
         """Faces of several images; detection and embedding run batched across them."""
+        located = self.locate_many(images, keep_chips=True)
+        embedded = self.embed_many(located)
+        return embedded if self.keep_chips else [faces.without_chips() for faces in embedded]
+
+    def locate_many(self, images: Sequence[np.ndarray], *, keep_chips: bool = True) -> list[Faces]:
+        """Detect, place landmarks, cut chips and assess quality: everything but the embedding.
+
+        The live pipeline's detect stage runs this; its embed stage runs ``embed_many`` on the
+        chips. Together they are exactly ``analyze_many``.
+        """
         rgb = [to_rgb(img, name=f"image[{i}]") for i, img in enumerate(images)]
         detections = self.detector.detect_many(rgb)
-        per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        all_chips: list[np.ndarray] = []
+        out: list[Faces] = []
+        size = self.embedder.chip_size
         for img, det in zip(rgb, detections):
             boxes = np.asarray(det.boxes, np.float32).reshape(-1, 4)
             scores = np.asarray(det.scores, np.float32).reshape(-1)
             keep = (boxes[:, 2] - boxes[:, 0]) >= self.min_face_px
             boxes, scores = boxes[keep], scores[keep]
-            if boxes.shape[0]:
-                landmarks = self.predictor.predict_many(img, predictor_boxes(boxes)).astype(np.float32)
-                chips = face_chips(img, landmarks, size=self.embedder.chip_size, padding=CHIP_PADDING)
-            else:
-                landmarks = np.zeros((0, 5, 2), np.float32)
-                chips = np.zeros((0, self.embedder.chip_size, self.embedder.chip_size, 3), np.uint8)
-            per_image.append((boxes, scores, landmarks, chips))
-            all_chips.append(chips)
-        embeddings = self.embedder.embed(np.concatenate(all_chips, axis=0))
+            if boxes.shape[0] == 0:
+                out.append(Faces.empty())
+                continue
+            landmarks = self.predictor.predict_many(img, predictor_boxes(boxes)).astype(np.float32)
+            chips = face_chips(img, landmarks, size=size, padding=CHIP_PADDING)
+            q = quality.assess(boxes=boxes, scores=scores, landmarks=landmarks, chips=chips)
+            out.append(Faces(boxes=boxes, scores=scores, landmarks=landmarks, quality=q, chips=chips))
+        return out if keep_chips else [faces.without_chips() for faces in out]
+
+    def embed_many(self, located: Sequence[Faces]) -> list[Faces]:
+        """Attach descriptors to faces from ``locate_many`` (which must hold chips), batched."""
+        size = self.embedder.chip_size
+        chips = [
+            f.chips if f.chips is not None else np.zeros((0, size, size, 3), np.uint8)
+            for f in located
+        ]
+        for f, c in zip(located, chips):
+            if len(f) and c.shape[0] != len(f):
+                raise ValueError("embed_many needs the chips that locate_many keeps")
+        embeddings = self.embedder.embed(np.concatenate(chips, axis=0))
         out: list[Faces] = []
         start = 0
-        for boxes, scores, landmarks, chips in per_image:
-            n = boxes.shape[0]
-            q = (
-                quality.assess(boxes=boxes, scores=scores, landmarks=landmarks, chips=chips)
-                if n
-                else FaceQuality.empty()
-            )
-            out.append(
-                Faces(
-                    boxes=boxes,
-                    scores=scores,
-                    landmarks=landmarks,
-                    quality=q,
-                    embeddings=embeddings[start : start + n],
-                    chips=chips if self.keep_chips else None,
-                )
-            )
+        for faces in located:
+            n = len(faces)
+            out.append(faces.with_embeddings(embeddings[start : start + n]))
             start += n
         return out

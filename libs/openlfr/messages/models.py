@@ -1,0 +1,200 @@
+"""The messages of every topic. Pydantic models, frozen, ``extra="forbid"``, versioned.
+
+Binary fields (JPEG frames and chips, float32 vectors) travel base64-encoded inside JSON, so a
+message is one self-describing UTF-8 document that any consumer can read. Each message carries
+the frame's capture time and a trace id, so latency per stage can be measured end to end.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def _b64decode(value: object) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise ValueError(f"not valid base64: {exc}") from exc
+    raise ValueError(f"expected base64 text, got {type(value).__name__}")
+
+
+#: Raw bytes in Python, base64 text on the wire.
+B64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_b64decode),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+]
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")]
+
+
+class Message(BaseModel):
+    """Base of every wire message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    camera_id: Id
+    frame_id: Id
+    #: Capture time of the frame, seconds since the Unix epoch (UTC).
+    capture_ts: float = Field(gt=0)
+    trace_id: Annotated[str, Field(min_length=8, max_length=64)]
+
+
+class Frame(Message):
+    """``openlfr.frames.v1``: one sampled camera frame."""
+
+    kind: Literal["frame"] = "frame"
+    width: int = Field(gt=0, le=16384)
+    height: int = Field(gt=0, le=16384)
+    jpeg: B64Bytes = Field(min_length=4)
+    #: Wall time when ingest published it (for ingest's own latency).
+    ingest_ts: float = Field(gt=0)
+
+
+class FaceQualityRecord(BaseModel):
+    """Per-face quality (see ``openlfr.vision.quality``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    face_px: float
+    inter_eye_px: float
+    blur: float
+    yaw: float
+    roll_deg: float
+    detector_score: float
+    score: float
+
+
+class DetectedFace(BaseModel):
+    """One face of a frame, as detect publishes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0)
+    box: tuple[float, float, float, float]
+    score: float = Field(ge=0, le=1)
+    landmarks: tuple[tuple[float, float], ...] = Field(min_length=5, max_length=5)
+    quality: FaceQualityRecord
+    #: The aligned 150x150 RGB chip, PNG-encoded: lossless, so the embedder sees exactly the
+    #: pixels enrolment sees.
+    chip_png: B64Bytes = Field(min_length=8)
+
+
+class Faces(Message):
+    """``openlfr.faces.v1``: the faces detect found in one frame (frames with none are not sent)."""
+
+    kind: Literal["faces"] = "faces"
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    faces: tuple[DetectedFace, ...] = Field(min_length=1, max_length=512)
+    detector_model: str
+
+
+class EmbeddedFace(DetectedFace):
+    """One face with its descriptor."""
+
+    #: float32 little-endian, 128 values.
+    embedding: B64Bytes = Field(min_length=512, max_length=512)
+
+    def vector(self) -> np.ndarray:
+        """The descriptor as a (128,) float32 array."""
+        return np.frombuffer(self.embedding, dtype="<f4").copy()
+
+    @staticmethod
+    def pack(vector: np.ndarray) -> bytes:
+        """Bytes of a (128,) descriptor for the ``embedding`` field."""
+        vector = np.asarray(vector, dtype="<f4").reshape(-1)
+        if vector.shape != (128,) or not np.isfinite(vector).all():
+            raise ValueError(f"embedding: expected 128 finite float32 values, got shape {vector.shape}")
+        return vector.tobytes()
+
+    @field_validator("embedding")
+    @classmethod
+    def _finite(cls, value: bytes) -> bytes:
+        if not np.isfinite(np.frombuffer(value, dtype="<f4")).all():
+            raise ValueError("embedding holds NaN or infinity")
+        return value
+
+
+class Embeddings(Message):
+    """``openlfr.embeddings.v1``: faces of one frame with their descriptors."""
+
+    kind: Literal["embeddings"] = "embeddings"
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    faces: tuple[EmbeddedFace, ...] = Field(min_length=1, max_length=512)
+    detector_model: str
+    embedder_model: str
+
+
+class Match(Message):
+    """``openlfr.matches.v1``: a track-level decision that a tracked face matches a subject.
+
+    ``frame_id``/``capture_ts`` are those of the track's best face (the probe).
+    """
+
+    kind: Literal["match"] = "match"
+    track_id: Id
+    subject_id: Id
+    watchlist_id: Id
+    #: Similarity of the probe to the subject (1 - distance / 2 for dlib distances, 0..1).
+    score: float = Field(ge=0, le=1)
+    #: Score minus the second-best subject's score (1.0 when there is none).
+    margin: float = Field(ge=-1, le=1)
+    #: Frames of the track that voted for this subject, and the track's frames in all.
+    votes: int = Field(ge=1)
+    track_frames: int = Field(ge=1)
+    threshold: float = Field(ge=0, le=1)
+    first_seen_ts: float = Field(gt=0)
+    probe_chip_jpeg: B64Bytes = Field(min_length=4)
+    reference_image_id: Id | None = None
+    embedder_model: str
+
+
+class Alert(Message):
+    """``openlfr.alerts.v1``: a deduplicated alert for human review (the subscribers' contract)."""
+
+    kind: Literal["alert"] = "alert"
+    #: Deterministic: the same track and subject always give the same id, so replays dedupe.
+    alert_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    track_id: Id
+    subject_id: Id
+    watchlist_id: Id
+    score: float = Field(ge=0, le=1)
+    margin: float = Field(ge=-1, le=1)
+    threshold: float = Field(ge=0, le=1)
+    probe_chip_jpeg: B64Bytes = Field(min_length=4)
+    reference_image_id: Id | None = None
+    embedder_model: str
+    alert_ts: float = Field(gt=0)
+    status: Literal["pending"] = "pending"
+
+
+class DeadLetter(BaseModel):
+    """``openlfr.deadletter.v1``: a message a stage could not accept, with why and whence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["deadletter"] = "deadletter"
+    stage: str
+    reason: str = Field(max_length=4000)
+    topic: str
+    partition: int
+    offset: int
+    key: B64Bytes | None = None
+    value: B64Bytes
+    headers: dict[str, str] = Field(default_factory=dict)
+    failed_ts: float = Field(gt=0)
+
+

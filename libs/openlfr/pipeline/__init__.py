@@ -1,0 +1,1 @@
+"""The streaming pipeline's stages as pure handlers, runnable over Kafka or in-process."""
