@@ -1,0 +1,204 @@
+"""The detect stage: frames in, the faces of each frame (with lossless chips) out.
+
+Stale frames are dropped unprocessed; the rest of a batch is decoded and located in one
+``FaceAnalyzer.locate_many`` call, so the detector's backend sees the crops of every camera's
+frames as one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from openlfr.inference.exceptions import InferenceError
+from openlfr.messages.models import DetectedFace, FaceQualityRecord, Faces, Frame, Message
+from openlfr.messages.topics import FACES, FRAMES
+from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.vision import faces as vision_faces
+from openlfr.vision.analyzer import FaceAnalyzer
+from openlfr.vision.exceptions import ImageError
+from openlfr.vision.images import decode_image
+
+logger = logging.getLogger(__name__)
+
+#: Default for ``max_frame_age_s``: a frame captured longer ago than this is not worth a look.
+DEFAULT_MAX_FRAME_AGE_S = 5.0
+
+#: Most faces one ``Faces`` message may hold (the message schema's bound).
+MAX_FACES_PER_FRAME = 512
+
+
+def split_stale(
+    batch: Sequence[Incoming[Message]], *, now: float, max_age_s: float | None
+) -> tuple[list[Incoming[Message]], int]:
+    """Split a batch into the messages still fresh and a count of the stale ones.
+
+    A message is stale when its frame was captured more than ``max_age_s`` before ``now``;
+    ``None`` keeps everything (replays and batch runs of files, whose capture times can lag
+    the wall clock by far more than any live budget).
+    """
+    if max_age_s is None:
+        return list(batch), 0
+    fresh = [item for item in batch if now - item.message.capture_ts <= max_age_s]
+    return fresh, len(batch) - len(fresh)
+
+
+def check_max_age(max_age_s: float | None) -> float | None:
+    """Return ``max_age_s`` if it is ``None`` or positive; raise ``ValueError`` if not."""
+    if max_age_s is not None and not max_age_s > 0:
+        raise ValueError(f"max_frame_age_s must be positive or None, got {max_age_s}")
+    return max_age_s
+
+
+def encode_chip(chip: np.ndarray, *, compression: int = 1) -> bytes:
+    """PNG bytes of an RGB uint8 chip (lossless: decoding gives back the same pixels).
+
+    Raises:
+        ImageError: the chip is not HxWx3 uint8, or encoding failed.
+    """
+    if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
+        raise ImageError(f"chip: expected HxWx3 uint8, got {chip.dtype} {chip.shape}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(chip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise ImageError(f"chip: PNG encoding of a {chip.shape} chip failed")
+    return buf.tobytes()
+
+
+class DetectStage(Stage[Frame]):
+    """``frames`` -> ``faces``: finds, aligns and assesses the faces of each fresh frame.
+
+    Per input frame: stale -> ``dropped["stale"]``; JPEG that does not decode, or whose size
+    differs from the message's -> ``rejected``; no face -> ``dropped["no_face"]``; faces, but
+    none at ``min_quality`` -> ``dropped["low_quality"]``; else one ``Faces`` message keyed by
+    camera id. Face ``index`` is the face's position among the detector's faces of the frame,
+    so it keeps its meaning when the quality gate removes faces.
+    """
+
+    name = "detect"
+    input_topic = FRAMES
+    input_model = Frame
+    output_topic = FACES
+
+    def __init__(
+        self,
+        analyzer: FaceAnalyzer,
+        *,
+        detector_model: str,
+        max_frame_age_s: float | None = DEFAULT_MAX_FRAME_AGE_S,
+        min_quality: float = 0.0,
+        png_compression: int = 1,
+    ) -> None:
+        """Set up the stage.
+
+        Args:
+            analyzer: the face analyzer (its detector's backend does the work).
+            detector_model: version of the detector model, cited in every message
+                (``openlfr.models.build.model_version(model_dir, analyzer.detector.spec.name)``).
+            max_frame_age_s: frames captured longer ago are dropped unprocessed; ``None``
+                turns the check off (replays, batch runs of files).
+            min_quality: faces whose combined quality score is below this are not sent
+                (0 sends every face).
+            png_compression: zlib level of the chip PNGs, 0..9 (lossless at every level).
+
+        Raises:
+            ValueError: an argument out of range, naming it.
+        """
+        if not detector_model:
+            raise ValueError("detector_model must be given")
+        if not 0.0 <= min_quality <= 1.0:
+            raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
+        if not 0 <= png_compression <= 9:
+            raise ValueError(f"png_compression must be in 0..9, got {png_compression}")
+        self.analyzer = analyzer
+        self.detector_model = detector_model
+        self.max_frame_age_s = check_max_age(max_frame_age_s)
+        self.min_quality = min_quality
+        self.png_compression = png_compression
+
+    def handle(self, batch: Sequence[Incoming[Frame]], *, now: float) -> BatchResult:
+        """Detect the faces of a batch of frames (see the class docstring for each outcome).
+
+        Raises:
+            BackendUnavailable: the detector's backend failed; retry the same batch.
+        """
+        result = BatchResult()
+        fresh, stale = split_stale(batch, now=now, max_age_s=self.max_frame_age_s)
+        if stale:
+            result.dropped["stale"] = stale
+        kept: list[Incoming[Frame]] = []
+        images: list[np.ndarray] = []
+        for item in fresh:
+            try:
+                images.append(self._decode(item.message))
+            except ImageError as exc:
+                result.rejected.append((item, str(exc)))
+                continue
+            kept.append(item)
+        if not kept:
+            return result
+        try:
+            located = self.analyzer.locate_many(images, keep_chips=True)
+        except InferenceError as exc:
+            raise BackendUnavailable(f"detect: detector backend failed: {exc}") from exc
+        for item, found in zip(kept, located):
+            frame = item.message
+            if len(found) == 0:
+                result.dropped["no_face"] = result.dropped.get("no_face", 0) + 1
+                continue
+            chosen = self._select(found, frame)
+            if chosen.size == 0:
+                result.dropped["low_quality"] = result.dropped.get("low_quality", 0) + 1
+                continue
+            message = Faces(
+                camera_id=frame.camera_id,
+                frame_id=frame.frame_id,
+                capture_ts=frame.capture_ts,
+                trace_id=frame.trace_id,
+                width=frame.width,
+                height=frame.height,
+                faces=tuple(self._face(found, int(i)) for i in chosen),
+                detector_model=self.detector_model,
+            )
+            result.outputs.append(Outgoing(topic=FACES, key=frame.camera_id, message=message))
+        return result
+
+    @staticmethod
+    def _decode(frame: Frame) -> np.ndarray:
+        image = decode_image(frame.jpeg, name=f"frame {frame.frame_id}")
+        height, width = image.shape[:2]
+        if (width, height) != (frame.width, frame.height):
+            raise ImageError(
+                f"frame {frame.frame_id}: JPEG is {width}x{height}, the message says {frame.width}x{frame.height}"
+            )
+        return image
+
+    def _select(self, found: vision_faces.Faces, frame: Frame) -> np.ndarray:
+        """Indices of the faces to send: those at ``min_quality``, at most the schema's bound."""
+        chosen = np.flatnonzero(found.quality.score >= self.min_quality)
+        if chosen.size > MAX_FACES_PER_FRAME:
+            logger.warning(
+                'frame_id="%s" faces="%d" over the limit; sending the %d most confident',
+                frame.frame_id,
+                chosen.size,
+                MAX_FACES_PER_FRAME,
+            )
+            best = np.argsort(-found.scores[chosen], kind="stable")[:MAX_FACES_PER_FRAME]
+            chosen = np.sort(chosen[best])
+        return chosen
+
+    def _face(self, found: vision_faces.Faces, i: int) -> DetectedFace:
+        if found.chips is None:
+            raise ValueError("locate_many returned no chips")  # a bug: keep_chips=True was asked
+        return DetectedFace(
+            index=i,
+            box=tuple(float(v) for v in found.boxes[i]),
+            # Weighted NMS averages in float32 and can land a rounding step past 1.
+            score=min(max(float(found.scores[i]), 0.0), 1.0),
+            landmarks=tuple((float(x), float(y)) for x, y in found.landmarks[i]),
+            quality=FaceQualityRecord(**found.quality.row(i)),
+            chip_png=encode_chip(found.chips[i], compression=self.png_compression),
+        )

@@ -1,0 +1,149 @@
+"""The embed stage: the faces of each frame in, the same faces with descriptors out.
+
+The chips of every face of every fresh message in a batch go to the embedder together
+(chunked at ``max_batch``), so the backend sees full batches however the faces are spread
+over frames and cameras. Chips travel as PNG, so the embedder sees exactly the pixels the
+detect stage cut: the split detect -> embed gives the vectors ``FaceAnalyzer.analyze_many``
+gives for the same image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from openlfr.inference.exceptions import InferenceError
+from openlfr.messages.models import EmbeddedFace, Embeddings, Faces
+from openlfr.messages.topics import EMBEDDINGS, FACES
+from openlfr.pipeline.detect import DEFAULT_MAX_FRAME_AGE_S, check_max_age, split_stale
+from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.vision.embedder import FaceEmbedder
+from openlfr.vision.exceptions import ImageError
+from openlfr.vision.images import decode_image
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedStage(Stage[Faces]):
+    """``faces`` -> ``embeddings``: one ``Embeddings`` message per fresh ``Faces`` message.
+
+    Per input: stale -> ``dropped["stale"]``; any chip that does not decode to a
+    ``chip_size`` x ``chip_size`` RGB image, or a descriptor that is not finite -> ``rejected``
+    (the whole message: a frame's faces travel together); else one message keyed by camera id.
+    """
+
+    name = "embed"
+    input_topic = FACES
+    input_model = Faces
+    output_topic = EMBEDDINGS
+
+    def __init__(
+        self,
+        embedder: FaceEmbedder,
+        *,
+        embedder_model: str,
+        max_frame_age_s: float | None = DEFAULT_MAX_FRAME_AGE_S,
+        max_batch: int | None = None,
+    ) -> None:
+        """Set up the stage.
+
+        Args:
+            embedder: the face embedder (``FaceAnalyzer.embedder``).
+            embedder_model: version of the embedding model, cited in every message
+                (``openlfr.models.build.model_version(model_dir, embedder.spec.name)``).
+            max_frame_age_s: messages whose frame was captured longer ago are dropped
+                unprocessed; ``None`` turns the check off.
+            max_batch: most chips per backend call; defaults to the model's ``max_batch_size``.
+
+        Raises:
+            ValueError: an argument out of range, naming it.
+        """
+        if not embedder_model:
+            raise ValueError("embedder_model must be given")
+        max_batch = embedder.spec.max_batch_size if max_batch is None else max_batch
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.embedder = embedder
+        self.embedder_model = embedder_model
+        self.max_frame_age_s = check_max_age(max_frame_age_s)
+        self.max_batch = max_batch
+
+    def handle(self, batch: Sequence[Incoming[Faces]], *, now: float) -> BatchResult:
+        """Embed the faces of a batch (see the class docstring for each outcome).
+
+        Raises:
+            BackendUnavailable: the embedder's backend failed; retry the same batch.
+        """
+        result = BatchResult()
+        fresh, stale = split_stale(batch, now=now, max_age_s=self.max_frame_age_s)
+        if stale:
+            result.dropped["stale"] = stale
+        kept: list[Incoming[Faces]] = []
+        chips: list[np.ndarray] = []
+        for item in fresh:
+            try:
+                chips.append(self._decode_chips(item.message))
+            except ImageError as exc:
+                result.rejected.append((item, str(exc)))
+                continue
+            kept.append(item)
+        if not kept:
+            return result
+        vectors = self._embed(np.concatenate(chips, axis=0))
+        start = 0
+        for item, own in zip(kept, chips):
+            n = own.shape[0]
+            try:
+                message = self._message(item.message, vectors[start : start + n])
+            except ValueError as exc:
+                result.rejected.append((item, str(exc)))
+            else:
+                result.outputs.append(Outgoing(topic=EMBEDDINGS, key=item.message.camera_id, message=message))
+            start += n
+        return result
+
+    def _decode_chips(self, message: Faces) -> np.ndarray:
+        size = self.embedder.chip_size
+        chips = []
+        for face in message.faces:
+            chip = decode_image(face.chip_png, name=f"frame {message.frame_id} face {face.index} chip")
+            if chip.shape != (size, size, 3):
+                raise ImageError(
+                    f"frame {message.frame_id} face {face.index} chip: "
+                    f"expected {size}x{size} RGB, got shape {chip.shape}"
+                )
+            chips.append(chip)
+        return np.stack(chips)
+
+    def _embed(self, chips: np.ndarray) -> np.ndarray:
+        parts = []
+        try:
+            for start in range(0, chips.shape[0], self.max_batch):
+                parts.append(self.embedder.embed(chips[start : start + self.max_batch]))
+        except InferenceError as exc:
+            raise BackendUnavailable(f"embed: embedder backend failed: {exc}") from exc
+        return np.concatenate(parts, axis=0)
+
+    def _message(self, message: Faces, vectors: np.ndarray) -> Embeddings:
+        """The ``Embeddings`` message; ``ValueError`` if a descriptor is not finite."""
+        faces = []
+        for face, vector in zip(message.faces, vectors):
+            try:
+                packed = EmbeddedFace.pack(vector)
+            except ValueError as exc:
+                raise ValueError(f"frame {message.frame_id} face {face.index}: {exc}") from exc
+            faces.append(EmbeddedFace(**face.model_dump(), embedding=packed))
+        return Embeddings(
+            camera_id=message.camera_id,
+            frame_id=message.frame_id,
+            capture_ts=message.capture_ts,
+            trace_id=message.trace_id,
+            width=message.width,
+            height=message.height,
+            faces=tuple(faces),
+            detector_model=message.detector_model,
+            embedder_model=self.embedder_model,
+        )

@@ -1,0 +1,934 @@
+"""Frame sources and the bounded, freshness-first ingest loop.
+
+A :class:`FrameSource` yields RGB frames with their capture time: a video file
+(:class:`VideoFileSource`), a live stream or webcam (:class:`StreamSource`, which reconnects
+with capped exponential backoff for as long as it runs) or a folder of images
+(:class:`ImageFolderSource`).
+
+:class:`CameraIngest` runs one camera: a reader thread pulls frames from the source and keeps
+about ``sample_fps`` of them; kept frames wait in a queue of ``queue_size`` slots; the sender
+(the thread that calls :meth:`CameraIngest.run`) JPEG-encodes each one into a
+:class:`~openlfr.messages.models.Frame` and hands it to ``publish``. Publishing to Kafka is the
+caller's business: this module does no I/O but the source's.
+
+Freshness: for a live source (a stream, or a file or folder paced in real time) the queue
+drops its OLDEST frame when a new one arrives and it is full, and counts it; a backlog of stale
+video is worse than a gap. For a file read as fast as possible (``drain=True``, the default for
+sources that are not live) nothing is dropped: the reader waits for the sender, so every
+sampled frame is published, as batch and embedded runs need.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from openlfr.messages.models import Frame, Id
+from openlfr.messages.topics import FRAMES
+from openlfr.pipeline.ingest_metrics import DropReason, IngestMetrics
+from openlfr.pipeline.stage import Outgoing
+from openlfr.vision.exceptions import ImageError
+from openlfr.vision.images import load_image
+from openlfr.vision.video import VIDEO_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+#: Files of an image folder that are taken as frames (by suffix, case-insensitive).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+#: URL schemes opened as live streams through OpenCV's FFmpeg backend.
+STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
+
+#: Frame rate assumed for a video file whose container states none (or nonsense).
+FALLBACK_FILE_FPS = 25.0
+
+#: What a source reports besides frames: a reopen attempt, or an image file that did not decode.
+SourceEvent = Literal["reconnect", "unreadable"]
+
+_CAMERA_ID = TypeAdapter(Id)
+
+
+class SourceFrame(NamedTuple):
+    """One frame of a source: HxWx3 RGB uint8 pixels and the capture time (Unix seconds)."""
+
+    image: np.ndarray
+    capture_ts: float
+
+
+def keep_all(capture_ts: float) -> bool:  # noqa: ARG001 - the signature of a keep predicate
+    """A ``keep`` predicate that keeps every frame."""
+    return True
+
+
+def _ignore_event(event: SourceEvent) -> None:
+    """An ``on_event`` callback that does nothing."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and descriptions."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+class FrameSource(abc.ABC):
+    """Where a camera's frames come from.
+
+    Attributes:
+        live: frames come at their own pace and cannot wait for a slow consumer (a camera, or
+            a file or folder paced in real time). :class:`CameraIngest` drops the oldest
+            queued frame for live sources and blocks the reader for the others.
+        description: what the source reads, for logs (passwords redacted).
+        stop_timeout_s: the longest a source may take to notice ``stop`` (a blocking open or
+            read), which bounds how long :meth:`CameraIngest.run` waits for its reader.
+    """
+
+    live: bool
+    description: str
+    stop_timeout_s: float = 1.0
+
+    @abc.abstractmethod
+    def frames(
+        self,
+        stop: threading.Event,
+        *,
+        keep: Callable[[float], bool] = keep_all,
+        on_event: Callable[[SourceEvent], None] = _ignore_event,
+    ) -> Iterator[SourceFrame]:
+        """Yield frames until the source ends or ``stop`` is set.
+
+        Args:
+            stop: ends the iteration promptly (waits and backoffs wake on it).
+            keep: asked with each frame's capture time as soon as the frame is read and before
+                it is converted to RGB (or, for a folder, before the file is decoded); frames
+                it refuses are skipped cheaply. It is how the ingest loop samples.
+            on_event: told of each reconnect attempt and each unreadable image file.
+
+        Raises:
+            ImageError: a file or folder source cannot be opened at all.
+        """
+
+
+class VideoFileSource(FrameSource):
+    """Frames of a video file, read with OpenCV.
+
+    Capture time is ``start_ts`` (default: the wall clock when iteration starts) plus the
+    frame's time in the file (index / fps), so it grows by exactly one frame interval per frame;
+    with ``loop`` it keeps growing across repeats.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        loop: bool = False,
+        realtime: bool,
+        start_ts: float | None = None,
+    ) -> None:
+        """Set up the source; the file is opened when iteration starts.
+
+        Args:
+            path: the video file.
+            loop: start again from the first frame at the end, for ever.
+            realtime: pace frames at the file's frame rate, as a live camera delivers them
+                (the source is then ``live``); ``False`` reads as fast as OpenCV decodes.
+            start_ts: capture time of the first frame; defaults to the wall clock at start.
+        """
+        self.path = Path(path)
+        self.loop = loop
+        self.realtime = realtime
+        self.live = realtime
+        self.start_ts = start_ts
+        self.description = f"video file {self.path}"
+        #: Frame rate used for timing, known once iteration has started.
+        self.fps: float | None = None
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            cap.release()
+            raise ImageError(f"{self.path}: cannot open as a video")
+        return cap
+
+    def frames(
+        self,
+        stop: threading.Event,
+        *,
+        keep: Callable[[float], bool] = keep_all,
+        on_event: Callable[[SourceEvent], None] = _ignore_event,
+    ) -> Iterator[SourceFrame]:
+        cap = self._open()
+        try:
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            if not math.isfinite(fps) or not 0.0 < fps <= 1000.0:
+                logger.warning(
+                    'video="%s" fps="%s" states no usable frame rate; using %s', self.path, fps, FALLBACK_FILE_FPS
+                )
+                fps = FALLBACK_FILE_FPS
+            self.fps = fps
+            start_ts = time.time() if self.start_ts is None else self.start_ts
+            start_mono = time.monotonic()
+            done = 0  # frames of earlier loops
+            index = 0
+            while not stop.is_set():
+                t = (done + index) / fps
+                if self.realtime:
+                    delay = start_mono + t - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        break
+                if not cap.grab():
+                    if self.loop and index > 0:
+                        # Reopening is more reliable than seeking back across codecs.
+                        cap.release()
+                        cap = self._open()
+                        done += index
+                        index = 0
+                        continue
+                    break
+                index += 1
+                capture_ts = start_ts + t
+                if not keep(capture_ts):
+                    continue
+                ok, bgr = cap.retrieve()
+                if not ok or bgr is None:
+                    frame_no = done + index - 1
+                    logger.warning('video="%s" frame="%d" could not be retrieved; ending', self.path, frame_no)
+                    break
+                yield SourceFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), capture_ts)
+        finally:
+            cap.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff between reconnect attempts.
+
+    The wait starts at ``initial_s``, is multiplied by ``factor`` after each failed attempt up
+    to ``max_s``, and returns to ``initial_s`` once frames flow again. ``jitter`` spreads each
+    wait by up to that fraction either way, so cameras behind one recorder do not retry in step.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.initial_s > 0:
+            raise ValueError(f"Backoff.initial_s must be positive, got {self.initial_s}")
+        if self.max_s < self.initial_s:
+            raise ValueError(f"Backoff.max_s ({self.max_s}) must be at least initial_s ({self.initial_s})")
+        if self.factor < 1:
+            raise ValueError(f"Backoff.factor must be at least 1, got {self.factor}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"Backoff.jitter must be in [0, 1), got {self.jitter}")
+
+    def next_delay(self, delay: float) -> float:
+        """The delay after ``delay``."""
+        return min(delay * self.factor, self.max_s)
+
+    def spread(self, delay: float) -> float:
+        """``delay`` with jitter applied."""
+        if not self.jitter:
+            return delay
+        return delay * (1.0 + random.uniform(-self.jitter, self.jitter))  # noqa: S311 - not crypto
+
+
+class StreamSource(FrameSource):
+    """A live stream (RTSP, HTTP/MJPEG, RTMP, ...) or a webcam, read with OpenCV.
+
+    It never gives up: when the stream fails to open, stalls past ``read_timeout_s`` or ends, it
+    is reopened after a backoff wait, until ``stop`` is set. Capture time is the wall clock when
+    a frame is read.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        url: str | int,
+        *,
+        backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        """Set up the source; nothing is opened until iteration starts.
+
+        Args:
+            url: a stream URL, or a webcam index (an int, or a string of digits).
+            backoff: waits between reconnect attempts.
+            open_timeout_s: how long one attempt to open a network stream may take; ``stop``
+                cannot interrupt an attempt, so this bounds how long stopping can take.
+            read_timeout_s: a network stream that delivers no frame for this long counts as failed.
+        """
+        if isinstance(url, str) and url.strip().isdigit():
+            url = int(url.strip())
+        if isinstance(url, int) and url < 0:
+            raise ValueError(f"webcam index must be non-negative, got {url}")
+        if not open_timeout_s > 0 or not read_timeout_s > 0:
+            raise ValueError("open_timeout_s and read_timeout_s must be positive")
+        self.url = url
+        self.backoff = backoff
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.stop_timeout_s = max(open_timeout_s, read_timeout_s)
+        self.description = f"webcam {url}" if isinstance(url, int) else f"stream {redact_url(url)}"
+        #: Open attempts made after the first one, over this source's life.
+        self.reconnects = 0
+
+    def _open(self) -> cv2.VideoCapture | None:
+        try:
+            if isinstance(self.url, int):
+                cap = cv2.VideoCapture(self.url)
+            else:
+                params = [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    int(self.open_timeout_s * 1000),
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    int(self.read_timeout_s * 1000),
+                ]
+                cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        except cv2.error as exc:
+            logger.warning('source="%s" open failed: %s', self.description, exc)
+            return None
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def frames(
+        self,
+        stop: threading.Event,
+        *,
+        keep: Callable[[float], bool] = keep_all,
+        on_event: Callable[[SourceEvent], None] = _ignore_event,
+    ) -> Iterator[SourceFrame]:
+        delay = self.backoff.initial_s
+        first = True
+        while not stop.is_set():
+            if not first:
+                self.reconnects += 1
+                on_event("reconnect")
+            first = False
+            cap = self._open()
+            flowing = False
+            if cap is not None:
+                logger.info('source="%s" opened', self.description)
+                try:
+                    while not stop.is_set():
+                        if not cap.grab():
+                            break
+                        capture_ts = time.time()
+                        if not flowing:
+                            flowing = True
+                            delay = self.backoff.initial_s
+                        if not keep(capture_ts):
+                            continue
+                        ok, bgr = cap.retrieve()
+                        if not ok or bgr is None:
+                            break
+                        yield SourceFrame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), capture_ts)
+                finally:
+                    cap.release()
+            if stop.is_set():
+                break
+            wait = self.backoff.spread(delay)
+            logger.warning(
+                'source="%s" %s; reconnect="%d" in_s="%.2f"',
+                self.description,
+                "ended or failed" if cap is not None else "could not be opened",
+                self.reconnects + 1,
+                wait,
+            )
+            if stop.wait(wait):
+                break
+            delay = self.backoff.next_delay(delay)
+
+
+class ImageFolderSource(FrameSource):
+    """The image files of a folder, in sorted name order, as frames ``1 / fps`` apart.
+
+    Files that do not decode are skipped, counted in ``unreadable`` and reported as
+    ``"unreadable"`` events. Capture time is ``start_ts`` (default: the wall clock when
+    iteration starts) plus ``index / fps``.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        fps: float,
+        realtime: bool = False,
+        start_ts: float | None = None,
+    ) -> None:
+        """Set up the source; the folder is listed when iteration starts.
+
+        Args:
+            directory: the folder (not searched recursively).
+            fps: frames per second the files stand for.
+            realtime: pace files at ``fps`` (the source is then ``live``).
+            start_ts: capture time of the first file; defaults to the wall clock at start.
+        """
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.directory = Path(directory)
+        self.fps = fps
+        self.realtime = realtime
+        self.live = realtime
+        self.start_ts = start_ts
+        self.description = f"image folder {self.directory}"
+        #: Files that could not be decoded, over this source's life.
+        self.unreadable = 0
+
+    def frames(
+        self,
+        stop: threading.Event,
+        *,
+        keep: Callable[[float], bool] = keep_all,
+        on_event: Callable[[SourceEvent], None] = _ignore_event,
+    ) -> Iterator[SourceFrame]:
+        if not self.directory.is_dir():
+            raise ImageError(f"{self.directory}: not a folder")
+        files = sorted(p for p in self.directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        start_ts = time.time() if self.start_ts is None else self.start_ts
+        start_mono = time.monotonic()
+        for index, path in enumerate(files):
+            t = index / self.fps
+            if self.realtime:
+                delay = start_mono + t - time.monotonic()
+                if delay > 0 and stop.wait(delay):
+                    return
+            if stop.is_set():
+                return
+            capture_ts = start_ts + t
+            if not keep(capture_ts):
+                continue
+            try:
+                image = load_image(path)
+            except ImageError as exc:
+                self.unreadable += 1
+                on_event("unreadable")
+                logger.warning('source="%s" skipped unreadable image: %s', self.description, exc)
+                continue
+            yield SourceFrame(image, capture_ts)
+
+
+class CameraTarget(NamedTuple):
+    """One entry of a camera spec string: the camera id and what to read."""
+
+    camera_id: str
+    target: str
+
+
+def check_camera_id(camera_id: str) -> str:
+    """Return ``camera_id`` if it is a valid message id; raise ``ValueError`` saying why if not."""
+    try:
+        return _CAMERA_ID.validate_python(camera_id)
+    except ValidationError as exc:
+        raise ValueError(f"camera id {camera_id!r}: {exc.errors()[0]['msg']}") from exc
+
+
+def parse_camera_specs(text: str) -> list[CameraTarget]:
+    """Parse ``"cam-1=rtsp://host/stream;cam-2=/path/video.mp4"`` into camera ids and targets.
+
+    Entries are separated by ``;`` or newlines; each is ``camera_id=target``, split at the
+    first ``=`` (a URL's query may hold more). Blank entries are ignored. A target cannot hold
+    a ``;``. Fit for a pydantic validator: every error is a ``ValueError`` naming the entry.
+
+    Raises:
+        ValueError: no entry, an entry without ``=``, an empty target, an invalid or repeated id.
+    """
+    out: list[CameraTarget] = []
+    seen: set[str] = set()
+    for raw in text.replace("\n", ";").split(";"):
+        entry = raw.strip()
+        if not entry:
+            continue
+        camera_id, sep, target = entry.partition("=")
+        camera_id, target = camera_id.strip(), target.strip()
+        if not sep or not camera_id:
+            raise ValueError(f"camera entry {redact_url(entry)!r}: expected camera_id=target")
+        check_camera_id(camera_id)
+        if not target:
+            raise ValueError(f"camera {camera_id}: empty target")
+        if camera_id in seen:
+            raise ValueError(f"camera {camera_id}: given twice")
+        seen.add(camera_id)
+        out.append(CameraTarget(camera_id, target))
+    if not out:
+        raise ValueError("no camera given (expected camera_id=target;...)")
+    return out
+
+
+def open_source(
+    target: str,
+    *,
+    realtime_files: bool = True,
+    loop_files: bool = False,
+    folder_fps: float = 1.0,
+    backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+) -> FrameSource:
+    """The source for a target: a webcam index, a stream URL, a video file or an image folder.
+
+    Nothing is opened here; paths must exist.
+
+    Args:
+        target: digits (webcam), a URL with a stream scheme, or a path.
+        realtime_files: pace video files and image folders as live cameras.
+        loop_files: repeat video files for ever.
+        folder_fps: frames per second an image folder's files stand for.
+        backoff: reconnect waits of stream sources.
+
+    Raises:
+        ValueError: an unknown scheme, a missing path, or a file that is not a video.
+    """
+    target = target.strip()
+    if target.isdigit():
+        return StreamSource(int(target), backoff=backoff)
+    scheme, sep, _ = target.partition("://")
+    if sep:
+        if scheme.lower() not in STREAM_SCHEMES:
+            raise ValueError(f"{redact_url(target)}: unsupported scheme {scheme!r} (one of {sorted(STREAM_SCHEMES)})")
+        return StreamSource(target, backoff=backoff)
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(path, fps=folder_fps, realtime=realtime_files)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"{path}: not a video file (suffixes {sorted(VIDEO_SUFFIXES)}) or an image folder")
+    return VideoFileSource(path, loop=loop_files, realtime=realtime_files)
+
+
+def camera_sources(
+    text: str,
+    *,
+    realtime_files: bool = True,
+    loop_files: bool = False,
+    folder_fps: float = 1.0,
+    backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+) -> list[tuple[str, FrameSource]]:
+    """Parse a camera spec string (see :func:`parse_camera_specs`) into ``(camera_id, source)``.
+
+    Raises:
+        ValueError: a bad entry or target, naming the camera.
+    """
+    out = []
+    for camera_id, target in parse_camera_specs(text):
+        try:
+            source = open_source(
+                target, realtime_files=realtime_files, loop_files=loop_files, folder_fps=folder_fps, backoff=backoff
+            )
+        except ValueError as exc:
+            raise ValueError(f"camera {camera_id}: {exc}") from exc
+        out.append((camera_id, source))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounters:
+    """What one camera's ingest has done so far.
+
+    Attributes:
+        read: frames read from the source (before sampling).
+        sampled: frames kept by sampling and queued.
+        published: frames handed to ``publish``.
+        dropped: sampled frames not published, by reason (``queue_full``, ``stopped``).
+        reconnects: reopen attempts of a stream source.
+        unreadable: image files of a folder source that did not decode.
+    """
+
+    read: int = 0
+    sampled: int = 0
+    published: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    unreadable: int = 0
+
+
+class _Sampler:
+    """Keeps about ``fps`` frames a second, by capture time.
+
+    For a constant-rate source this keeps every k-th frame (k = source fps / ``fps``, fractional
+    ratios spread evenly); unlike a frame count it also holds for streams whose rate varies.
+    After a gap (a reconnect) it restarts from the next frame instead of catching up.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.slack = self.period * 1e-3  # float rounding of start + i / fps
+        self.next_ts: float | None = None
+
+    def __call__(self, capture_ts: float) -> bool:
+        if self.next_ts is not None and capture_ts + self.slack < self.next_ts:
+            return False
+        if self.next_ts is None or capture_ts - self.next_ts > self.period:
+            self.next_ts = capture_ts
+        self.next_ts += self.period
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    seq: int
+    image: np.ndarray
+    capture_ts: float
+
+
+class _End:
+    """The reader has finished and the queue is empty."""
+
+
+_END = _End()
+
+
+class _FrameQueue:
+    """A bounded queue that either drops its oldest item or makes the producer wait."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[_Queued] = deque()
+        self._size = size
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put_latest(self, item: _Queued) -> _Queued | None:
+        """Queue ``item``; when full, drop and return the oldest item."""
+        with self._cond:
+            dropped = self._items.popleft() if len(self._items) >= self._size else None
+            self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
+    def put_wait(self, item: _Queued, stop: threading.Event) -> bool:
+        """Queue ``item`` once there is room; ``False`` (not queued) if ``stop`` is set first."""
+        with self._cond:
+            while len(self._items) >= self._size:
+                if stop.is_set():
+                    return False
+                # A timeout, since an Event cannot notify this condition.
+                self._cond.wait(0.05)
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float) -> _Queued | _End | None:
+        """The oldest item, ``_END`` once closed and empty, or ``None`` after ``timeout``."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            return _END if self._closed else None
+
+    def close(self) -> None:
+        """No more items will come."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def clear(self) -> int:
+        """Remove every item; return how many there were."""
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return n
+
+
+class CameraIngest:
+    """One camera's ingest: sample, queue (bounded), JPEG-encode, publish.
+
+    :meth:`run` starts a reader thread for the source and publishes from the calling thread,
+    so ``publish`` is always called from one thread per camera.
+    """
+
+    def __init__(
+        self,
+        camera_id: str,
+        source: FrameSource,
+        *,
+        publish: Callable[[Outgoing], None],
+        sample_fps: float,
+        jpeg_quality: int = 85,
+        queue_size: int = 2,
+        max_frame_px: int | None = 1920,
+        drain: bool | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        """Set up the camera; nothing starts until :meth:`run`.
+
+        Args:
+            camera_id: the camera's id (a message id: letters, digits and ``._:@/-``).
+            source: where frames come from.
+            publish: called with each ``Frame`` to send (topic ``FRAMES``, key ``camera_id``).
+                Its exceptions stop the camera and propagate from :meth:`run`.
+            sample_fps: frames per second to keep; more than the source gives keeps them all.
+            jpeg_quality: JPEG quality of published frames, 1..100.
+            queue_size: frames waiting between reader and sender.
+            max_frame_px: frames whose longer side is larger are scaled down to it (aspect
+                kept) before encoding; ``None`` keeps full size.
+            drain: ``True`` makes the reader wait for room instead of dropping, so every sampled
+                frame is published (for files read as fast as possible); ``False`` drops the
+                oldest queued frame when full. Defaults to ``not source.live``. Draining a live
+                source is refused: its frames would grow stale while it waits.
+            metrics: prometheus metrics to update; the counters of :meth:`counters` are kept
+                either way.
+
+        Raises:
+            ValueError: an invalid argument, naming it.
+        """
+        self.camera_id = check_camera_id(camera_id)
+        if not (math.isfinite(sample_fps) and sample_fps > 0):
+            raise ValueError(f"sample_fps must be positive, got {sample_fps}")
+        if not 1 <= jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if max_frame_px is not None and max_frame_px < 16:
+            raise ValueError(f"max_frame_px must be at least 16 or None, got {max_frame_px}")
+        drain = (not source.live) if drain is None else drain
+        if drain and source.live:
+            raise ValueError(
+                f"camera {camera_id}: drain=True on a live source ({source.description}) would let frames go stale"
+            )
+        self.source = source
+        self.publish = publish
+        self.sample_fps = sample_fps
+        self.jpeg_quality = jpeg_quality
+        self.queue_size = queue_size
+        self.max_frame_px = max_frame_px
+        self.drain = drain
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._read = 0
+        self._sampled = 0
+        self._published = 0
+        self._dropped: dict[str, int] = {}
+        self._reconnects = 0
+        self._unreadable = 0
+        self._seq = 0
+
+    def counters(self) -> IngestCounters:
+        """A snapshot of the counters (safe from any thread)."""
+        with self._lock:
+            return IngestCounters(
+                read=self._read,
+                sampled=self._sampled,
+                published=self._published,
+                dropped=dict(self._dropped),
+                reconnects=self._reconnects,
+                unreadable=self._unreadable,
+            )
+
+    def run(self, stop: threading.Event) -> IngestCounters:
+        """Ingest until ``stop`` is set or a finite source is exhausted and fully published.
+
+        On stop, the frame being published is finished and frames still queued are dropped
+        (counted as ``stopped``).
+
+        Returns:
+            The counters at the end.
+
+        Raises:
+            Whatever the source raised (e.g. ``ImageError`` for a file that cannot be opened)
+            or ``publish`` raised.
+        """
+        queue = _FrameQueue(self.queue_size)
+        halt = threading.Event()
+        errors: list[BaseException] = []
+        reader = threading.Thread(
+            target=self._reader, args=(queue, halt, errors), name=f"ingest-{self.camera_id}", daemon=True
+        )
+        logger.info(
+            'ingest starting camera_id="%s" source="%s" sample_fps="%s" drain="%s"',
+            self.camera_id,
+            self.source.description,
+            self.sample_fps,
+            self.drain,
+        )
+        reader.start()
+        try:
+            while True:
+                if stop.is_set():
+                    break
+                item = queue.get(timeout=0.1)
+                if isinstance(item, _End):
+                    break
+                if item is None:
+                    continue
+                if stop.is_set():
+                    self._drop("stopped")
+                    break
+                self._send(item)
+        finally:
+            halt.set()
+            reader.join(timeout=self.source.stop_timeout_s + 5.0)
+            if reader.is_alive():
+                logger.warning('ingest camera_id="%s" reader did not stop in time; leaving it', self.camera_id)
+            left = queue.clear()
+            if left:
+                self._drop("stopped", left)
+        if errors:
+            raise errors[0]
+        counters = self.counters()
+        logger.info(
+            'ingest stopped camera_id="%s" read="%d" sampled="%d" published="%d" dropped="%s" reconnects="%d"',
+            self.camera_id,
+            counters.read,
+            counters.sampled,
+            counters.published,
+            dict(counters.dropped),
+            counters.reconnects,
+        )
+        return counters
+
+    # --- reader side -------------------------------------------------------------------------
+
+    def _reader(self, queue: _FrameQueue, halt: threading.Event, errors: list[BaseException]) -> None:
+        sampler = _Sampler(self.sample_fps)
+
+        def keep(capture_ts: float) -> bool:
+            with self._lock:
+                self._read += 1
+            if self.metrics:
+                self.metrics.frame(self.camera_id, "read")
+            return sampler(capture_ts)
+
+        try:
+            frames = self.source.frames(halt, keep=keep, on_event=self._on_event)
+            with contextlib.closing(frames):
+                for image, capture_ts in frames:
+                    with self._lock:
+                        seq = self._seq
+                        self._seq += 1
+                        self._sampled += 1
+                    if self.metrics:
+                        self.metrics.frame(self.camera_id, "sampled")
+                    item = _Queued(seq, image, capture_ts)
+                    if self.drain:
+                        if not queue.put_wait(item, halt):
+                            self._drop("stopped")
+                            break
+                    elif queue.put_latest(item) is not None:
+                        self._drop("queue_full")
+                    if halt.is_set():
+                        break
+        except Exception as exc:  # handed to run(), which raises it in the caller's thread
+            logger.exception('ingest camera_id="%s" source="%s" failed', self.camera_id, self.source.description)
+            errors.append(exc)
+        finally:
+            queue.close()
+
+    def _on_event(self, event: SourceEvent) -> None:
+        with self._lock:
+            if event == "reconnect":
+                self._reconnects += 1
+            else:
+                self._unreadable += 1
+        if self.metrics:
+            if event == "reconnect":
+                self.metrics.reconnect(self.camera_id)
+            else:
+                self.metrics.frame(self.camera_id, "unreadable")
+
+    def _drop(self, reason: DropReason, n: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + n
+        if self.metrics:
+            self.metrics.dropped(self.camera_id, reason, n)
+        logger.debug('ingest camera_id="%s" dropped="%d" reason="%s"', self.camera_id, n, reason)
+
+    # --- sender side -------------------------------------------------------------------------
+
+    def encode(self, image: np.ndarray) -> tuple[bytes, int, int]:
+        """JPEG bytes of an RGB frame (scaled down to ``max_frame_px``), with width and height."""
+        height, width = image.shape[:2]
+        longest = max(height, width)
+        if self.max_frame_px is not None and longest > self.max_frame_px:
+            scale = self.max_frame_px / longest
+            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(
+            ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
+        )
+        if not ok:
+            raise ImageError(f"camera {self.camera_id}: JPEG encoding of a {width}x{height} frame failed")
+        return buf.tobytes(), width, height
+
+    def _send(self, item: _Queued) -> None:
+        jpeg, width, height = self.encode(item.image)
+        ingest_ts = time.time()
+        frame = Frame(
+            camera_id=self.camera_id,
+            frame_id=f"{self.camera_id}:{item.seq}",
+            capture_ts=item.capture_ts,
+            trace_id=uuid.uuid4().hex,
+            width=width,
+            height=height,
+            jpeg=jpeg,
+            ingest_ts=ingest_ts,
+        )
+        self.publish(Outgoing(topic=FRAMES, key=self.camera_id, message=frame))
+        with self._lock:
+            self._published += 1
+        if self.metrics:
+            self.metrics.published(self.camera_id, ingest_ts - item.capture_ts)
+
+
+def run_all(ingests: Sequence[CameraIngest], stop: threading.Event) -> dict[str, IngestCounters]:
+    """Run several cameras, one thread each, until ``stop`` is set or every source has ended.
+
+    ``publish`` is then called from several threads and must be thread-safe (a Kafka producer
+    is). The first camera to fail stops the others, and its error is raised.
+
+    Returns:
+        Each camera's final counters, by camera id.
+    """
+    ids = [ingest.camera_id for ingest in ingests]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"camera ids must be unique, got {ids}")
+    halt = threading.Event()
+    results: dict[str, IngestCounters] = {}
+    errors: list[BaseException] = []
+
+    def run_one(ingest: CameraIngest) -> None:
+        try:
+            results[ingest.camera_id] = ingest.run(halt)
+        except Exception as exc:  # raised below, in the caller's thread
+            errors.append(exc)
+            halt.set()
+
+    threads = [threading.Thread(target=run_one, args=(i,), name=f"camera-{i.camera_id}") for i in ingests]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        if stop.is_set():
+            halt.set()
+        for thread in threads:
+            thread.join(timeout=0.1)
+    if errors:
+        raise errors[0]
+    return results
