@@ -730,6 +730,9 @@ class CameraIngest:
         self._reconnects = 0
         self._unreadable = 0
         self._seq = 0
+        # Frame ids must not repeat when ingest restarts: track and alert ids derive from them,
+        # and a repeated id would make a new alert look like a replayed one.
+        self.run_id = format(time.time_ns() // 1_000_000, "x")
 
     def counters(self) -> IngestCounters:
         """A snapshot of the counters (safe from any thread)."""
@@ -883,7 +886,7 @@ class CameraIngest:
         ingest_ts = time.time()
         frame = Frame(
             camera_id=self.camera_id,
-            frame_id=f"{self.camera_id}:{item.seq}",
+            frame_id=f"{self.camera_id}:{self.run_id}:{item.seq}",
             capture_ts=item.capture_ts,
             trace_id=uuid.uuid4().hex,
             width=width,

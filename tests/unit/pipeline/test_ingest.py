@@ -63,7 +63,8 @@ def test_video_file_sampled_at_5_fps_publishes_every_sampled_frame_in_order(vide
     assert [o.key for o in sent] == ["cam-1"] * 21 and all(o.topic == FRAMES for o in sent)
     frames = [decode(encode(o.message), Frame) for o in sent]
     assert frames == [o.message for o in sent]
-    assert [f.frame_id for f in frames] == [f"cam-1:{i}" for i in range(21)]
+    run = frames[0].frame_id.split(":")[1]
+    assert [f.frame_id for f in frames] == [f"cam-1:{run}:{i}" for i in range(21)]
     np.testing.assert_allclose([f.capture_ts - 1_700_000_000.0 for f in frames], np.arange(21) * 0.2, atol=1e-6)
     assert len({f.trace_id for f in frames}) == 21
     assert all(f.ingest_ts >= time.time() - 60 for f in frames)
@@ -98,7 +99,7 @@ def test_slow_consumer_of_a_live_source_drops_the_oldest_and_stays_fresh(video: 
     # Drop-oldest keeps what is published fresh: never more than the queue plus one publish behind.
     ages = [f.ingest_ts - f.capture_ts for f in sent]
     assert max(ages) < 0.35, ages  # measured 0.03-0.09 s; without dropping the last would be ~1.1 s old
-    seqs = [int(f.frame_id.split(":")[1]) for f in sent]
+    seqs = [int(f.frame_id.split(":")[2]) for f in sent]
     assert seqs == sorted(seqs) and seqs[-1] - seqs[0] > len(seqs), "dropped frames leave gaps in frame ids"
     dropped = registry.get_sample_value(
         "openlfr_ingest_frames_dropped_total", {"camera_id": "cam-slow", "reason": "queue_full"}

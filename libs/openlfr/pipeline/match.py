@@ -1,0 +1,336 @@
+"""The match stage: faces of frames -> tracks -> track-level watchlist decisions.
+
+For each face of an ``Embeddings`` message:
+
+1. faces below the quality gate are dropped (counted ``low_quality``) and not tracked;
+2. the store is searched for the two nearest subjects on the configured watchlists;
+3. the face joins a track (``FaceTracker``, event time);
+4. the frame *votes* for a subject when that subject is the top hit with distance
+   ``<= max_distance`` and the second-best subject is at least ``min_margin_distance``
+   further away (or there is none).
+
+A track yields one ``Match`` per subject, at the moment the subject's votes first reach
+``min_votes``. Its probe is the best-quality voting face so far: ``frame_id``, ``capture_ts``,
+``trace_id``, chip, distance and reference image are the probe's. ``score`` is
+``1 - distance / 2`` clipped to 0..1 (``openlfr.watchlist.store.distance_to_score``), so the
+distance threshold travels as the score ``1 - max_distance / 2``; ``margin`` is the probe's
+score minus the second subject's (1.0 when there is none).
+
+What is kept about people who match no one: nothing is written anywhere. In memory a track
+holds only its last embedding, last box and best face's quality; chips are kept only for
+faces with a candidate hit (the tracker is given no chip otherwise), and a subject's probe chip
+is dropped once its Match is out. Everything goes when the track ends.
+
+Restarts: ``hold`` is, per partition, the first-frame offset of the oldest open track, so the
+runner's committed offset lets a restarted stage replay every open track's frames. Tracks and
+votes are deterministic in the input order, so the replay gives the same track ids and the
+same decisions (alert ids are derived from them, and the alert stage drops repeats).
+
+Re-delivery: a batch the runner hands over again because its outputs were not acknowledged
+gives the outcome it gave the first time (``openlfr.pipeline.redelivery``: the Matches of the
+latest batch per partition are kept until the next batch moves past them), with no state
+changed twice. Any other message already applied (an offset at or below the last one applied
+on its partition, or a frame id the camera sent before) is dropped as ``duplicate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from openlfr.messages.models import EmbeddedFace, Embeddings, Id, Match
+from openlfr.messages.topics import EMBEDDINGS, MATCHES
+from openlfr.pipeline.exceptions import PoisonMessage
+from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
+from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.pipeline.tracker import FaceTracker, Observation, Track
+from openlfr.watchlist.store import SearchHit, VectorStore, distance_to_score
+
+logger = logging.getLogger(__name__)
+
+#: Subjects asked of the store per face: the best and the runner-up for the margin.
+SEARCH_LIMIT = 2
+#: Frame ids remembered per camera to drop a frame delivered twice.
+RECENT_FRAMES = 64
+
+
+class MatchSettings(BaseSettings):
+    """Settings of the match stage (env ``OPENLFR_MATCH_<NAME>``; lists as JSON).
+
+    Distances are Euclidean between dlib descriptors. On the shared face set the equal-error
+    distance is about 0.68 and FMR 1e-3 is reached at about 0.59 (docs/models.md), so the
+    default decides per frame at FMR ~1e-3 and asks ``min_votes`` frames to agree.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OPENLFR_MATCH_", frozen=True, extra="ignore")
+
+    #: Watchlists searched; required (nothing is matched against an unnamed list).
+    watchlist_ids: tuple[Id, ...] = Field(min_length=1)
+    max_distance: float = Field(default=0.59, gt=0, lt=2)
+    min_margin_distance: float = Field(default=0.05, ge=0, lt=2)
+    min_votes: int = Field(default=3, ge=1, le=1000)
+    #: Faces whose combined quality score is below this are neither matched nor tracked.
+    min_quality: float = Field(default=0.2, ge=0, le=1)
+    track_max_gap_s: float = Field(default=2.0, gt=0)
+    track_max_s: float = Field(default=600.0, gt=0)
+    track_min_iou: float = Field(default=0.1, gt=0, le=1)
+    track_max_distance: float = Field(default=0.55, gt=0, lt=2)
+    track_reacquire_distance: float = Field(default=0.4, ge=0, lt=2)
+    track_camera_idle_s: float = Field(default=60.0, gt=0)
+    probe_jpeg_quality: int = Field(default=90, ge=50, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MatchSettings:
+        if self.track_max_s < self.track_max_gap_s:
+            raise ValueError("track_max_s must be >= track_max_gap_s")
+        if self.track_reacquire_distance > self.track_max_distance:
+            raise ValueError("track_reacquire_distance must be <= track_max_distance")
+        if self.track_camera_idle_s < self.track_max_gap_s:
+            raise ValueError("track_camera_idle_s must be >= track_max_gap_s")
+        return self
+
+    @property
+    def threshold_score(self) -> float:
+        """``max_distance`` as a score (the ``threshold`` field of ``Match``)."""
+        return distance_to_score(self.max_distance)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A face's vote: the top subject and how far ahead of the runner-up it is."""
+
+    hit: SearchHit
+    runner_up: SearchHit | None
+    chip_jpeg: bytes
+
+    @property
+    def margin(self) -> float:
+        if self.runner_up is None:
+            return 1.0
+        return float(np.clip(self.hit.score - self.runner_up.score, -1.0, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    quality: float
+    frame_id: str
+    capture_ts: float
+    trace_id: str
+    candidate: _Candidate
+
+
+@dataclass(slots=True)
+class _Votes:
+    count: int
+    probe: _Probe | None
+    published: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedFace:
+    face: EmbeddedFace
+    vector: np.ndarray
+    candidate: _Candidate | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One input of a batch: its outcome, and the faces to apply (None: nothing to apply)."""
+
+    incoming: Incoming[Embeddings]
+    outcome: Outcome
+    faces: list[_PlannedFace] | None
+    replayed: bool = False
+
+
+class MatchStage(Stage[Embeddings]):
+    """Embeddings -> Matches, one per track and subject.
+
+    Args:
+        settings: thresholds, watchlists and tracker settings.
+        store: the watchlist's vector store (closed by ``close``).
+    """
+
+    name = "match"
+    input_topic = EMBEDDINGS
+    input_model = Embeddings
+    output_topic = MATCHES
+
+    def __init__(self, settings: MatchSettings, *, store: VectorStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.tracker = FaceTracker(
+            max_gap_s=settings.track_max_gap_s,
+            max_track_s=settings.track_max_s,
+            min_iou=settings.track_min_iou,
+            max_distance=settings.track_max_distance,
+            reacquire_distance=settings.track_reacquire_distance,
+            camera_idle_s=settings.track_camera_idle_s,
+        )
+        self._votes: dict[str, dict[str, _Votes]] = {}
+        self._applied: dict[int, int] = {}
+        self._recent: dict[str, deque[str]] = {}
+        self._redelivery = RedeliveryCache()
+
+    def handle(self, batch: Sequence[Incoming[Embeddings]], *, now: float) -> BatchResult:
+        """Search every face first, then change state: a store failure (``BackendUnavailable``)
+        leaves the stage as it was, so the runner can retry the same batch. An input handled
+        before (the runner re-delivers a batch whose outputs were not acknowledged) gives
+        the outcome it gave then, without counting its faces again."""
+        result = BatchResult()
+        steps = self._plan(batch)
+        self._redelivery.forget_before(batch)
+        for step in steps:
+            if not step.replayed:
+                if step.faces is not None:
+                    self._apply(step.incoming, step.faces, step.outcome)
+                self._redelivery.put(step.incoming, step.outcome)
+            step.outcome.add_to(result, step.incoming)
+        result.hold = self.tracker.hold()
+        return result
+
+    # -- phase 1: read only ------------------------------------------------------------------
+
+    def _plan(self, batch: Sequence[Incoming[Embeddings]]) -> list[_Step]:
+        applied = dict(self._applied)
+        recent: dict[str, set[str]] = {}
+        steps: list[_Step] = []
+        for incoming in batch:
+            message = incoming.message
+            replay = self._redelivery.get(incoming)
+            if replay is not None:
+                steps.append(_Step(incoming, replay, None, replayed=True))
+                continue
+            outcome = Outcome()
+            seen = recent.setdefault(message.camera_id, set(self._recent.get(message.camera_id, ())))
+            last = applied.get(incoming.partition)
+            if (last is not None and incoming.offset <= last) or message.frame_id in seen:
+                # Already in the state (a seek back past the latest batch, or a frame sent twice).
+                outcome.drop("duplicate")
+                steps.append(_Step(incoming, outcome, None))
+                continue
+            indexes = [face.index for face in message.faces]
+            if len(set(indexes)) != len(indexes):
+                outcome.rejected = f"face indexes repeat within the frame: {indexes}"
+                steps.append(_Step(incoming, outcome, None))
+                continue
+            faces: list[_PlannedFace] = []
+            try:
+                for face in message.faces:
+                    if face.quality.score < self.settings.min_quality:
+                        outcome.drop("low_quality")
+                        continue
+                    vector = face.vector()
+                    hits = self.store.search(vector, limit=SEARCH_LIMIT, watchlist_ids=self.settings.watchlist_ids)
+                    faces.append(_PlannedFace(face, vector, self._candidate(face, hits)))
+            except PoisonMessage as exc:
+                steps.append(_Step(incoming, Outcome(rejected=str(exc)), None))
+                continue
+            applied[incoming.partition] = incoming.offset
+            seen.add(message.frame_id)
+            steps.append(_Step(incoming, outcome, faces))
+        return steps
+
+    def _candidate(self, face: EmbeddedFace, hits: Sequence[SearchHit]) -> _Candidate | None:
+        if not hits or hits[0].distance > self.settings.max_distance:
+            return None
+        runner_up = hits[1] if len(hits) > 1 else None
+        if runner_up is not None and runner_up.distance - hits[0].distance < self.settings.min_margin_distance:
+            return None
+        return _Candidate(hit=hits[0], runner_up=runner_up, chip_jpeg=self._chip_jpeg(face))
+
+    def _chip_jpeg(self, face: EmbeddedFace) -> bytes:
+        chip = cv2.imdecode(np.frombuffer(face.chip_png, np.uint8), cv2.IMREAD_COLOR)
+        if chip is None:
+            raise PoisonMessage(f"face {face.index}: chip_png is not a decodable image")
+        ok, jpeg = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, self.settings.probe_jpeg_quality])
+        if not ok:
+            raise PoisonMessage(f"face {face.index}: chip could not be encoded as JPEG")
+        return jpeg.tobytes()
+
+    # -- phase 2: state ----------------------------------------------------------------------
+
+    def _apply(self, incoming: Incoming[Embeddings], faces: Sequence[_PlannedFace], outcome: Outcome) -> None:
+        message = incoming.message
+        update = self.tracker.update(
+            camera_id=message.camera_id,
+            frame_id=message.frame_id,
+            capture_ts=message.capture_ts,
+            partition=incoming.partition,
+            offset=incoming.offset,
+            observations=[
+                Observation(
+                    index=p.face.index,
+                    box=p.face.box,
+                    embedding=p.vector,
+                    quality=p.face.quality.score,
+                    chip=p.candidate.chip_jpeg if p.candidate is not None else None,
+                )
+                for p in faces
+            ],
+        )
+        for track, _reason in update.ended:
+            self._votes.pop(track.track_id, None)
+        self._applied[incoming.partition] = incoming.offset
+        self._recent.setdefault(message.camera_id, deque(maxlen=RECENT_FRAMES)).append(message.frame_id)
+        for planned, track in zip(faces, update.assigned, strict=True):
+            if planned.candidate is None:
+                continue
+            match = self._vote(track, planned, message)
+            if match is not None:
+                outcome.outputs.append(Outgoing(topic=MATCHES, key=message.camera_id, message=match))
+
+    def _vote(self, track: Track, planned: _PlannedFace, message: Embeddings) -> Match | None:
+        candidate = planned.candidate
+        if candidate is None:
+            return None
+        subject_id = candidate.hit.subject_id
+        votes = self._votes.setdefault(track.track_id, {}).setdefault(subject_id, _Votes(count=0, probe=None))
+        if votes.published:
+            return None
+        votes.count += 1
+        quality = planned.face.quality.score
+        if votes.probe is None or quality > votes.probe.quality:
+            votes.probe = _Probe(quality, message.frame_id, message.capture_ts, message.trace_id, candidate)
+        if votes.count < self.settings.min_votes:
+            return None
+        probe = votes.probe
+        votes.published = True
+        votes.probe = None  # the chip is in the Match now; keep no copy
+        match = Match(
+            camera_id=message.camera_id,
+            frame_id=probe.frame_id,
+            capture_ts=probe.capture_ts,
+            trace_id=probe.trace_id,
+            track_id=track.track_id,
+            subject_id=subject_id,
+            watchlist_id=probe.candidate.hit.watchlist_id,
+            score=probe.candidate.hit.score,
+            margin=probe.candidate.margin,
+            votes=votes.count,
+            track_frames=track.frames,
+            threshold=self.settings.threshold_score,
+            first_seen_ts=track.first_ts,
+            probe_chip_jpeg=probe.candidate.chip_jpeg,
+            reference_image_id=probe.candidate.hit.reference_image_id,
+            embedder_model=message.embedder_model,
+        )
+        logger.info(
+            'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" votes="%d" frames="%d"',
+            match.camera_id, match.track_id, match.watchlist_id, match.score, match.votes, match.track_frames,
+        )
+        return match
+
+    def ready(self) -> tuple[bool, str]:
+        return self.store.ready()
+
+    def close(self) -> None:
+        self.store.close()
+

@@ -1,0 +1,1 @@
+"""The watchlist: reference vectors of enrolled subjects, their store and their enrolment."""

@@ -1,0 +1,268 @@
+"""Enrolment from a folder tree: one folder per subject, its images as references.
+
+Every image goes through the same ``FaceAnalyzer`` path the live pipeline uses (detect ->
+landmarks -> chip -> quality -> embed), so reference and probe vectors are comparable.
+
+Policy: an image is enrolled only when the analyzer finds **exactly one** face in it and that
+face is big, sharp and good enough (``min_inter_eye_px``, ``min_blur``, ``min_quality``). A
+photo with two faces is refused rather than enrolling its largest face: the wrong person on a
+watchlist is the costliest enrolment error, and a dominant-face rule cannot tell a bystander
+from the subject. Nothing is skipped silently: every refused file is in the report with a
+reason, and an unreadable file is a refusal, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from openlfr.vision.analyzer import FaceAnalyzer
+from openlfr.vision.exceptions import ImageError
+from openlfr.vision.faces import Faces
+from openlfr.vision.images import decode_image
+from openlfr.vision.quality import FULL_SIZE_INTER_EYE_PX
+from openlfr.watchlist.store import VectorStore, WatchlistEntry
+
+logger = logging.getLogger(__name__)
+
+RefusalReason = Literal[
+    "not_in_subject_folder",
+    "invalid_subject_id",
+    "unreadable",
+    "duplicate",
+    "no_face",
+    "multiple_faces",
+    "too_small",
+    "too_blurred",
+    "low_quality",
+]
+
+#: The message contracts' id pattern (``openlfr.messages.models.Id``): folder names must fit it.
+SUBJECT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
+
+#: Inter-eye distance (pixels) below which a reference is refused: from here on down the
+#: 150x150 chip is an upsampled image, and the quality score's size term is below 1.
+DEFAULT_MIN_INTER_EYE_PX = FULL_SIZE_INTER_EYE_PX
+#: Laplacian variance of the chip below which a reference is refused as blurred.
+DEFAULT_MIN_BLUR = 40.0
+#: Combined quality score (``openlfr.vision.quality.assess``) below which a reference is refused.
+DEFAULT_MIN_QUALITY = 0.4
+
+#: Images analysed per call (memory stays bounded however large a subject's folder is).
+BATCH_SIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedImage:
+    """A file that was not enrolled, and why."""
+
+    path: Path
+    reason: RefusalReason
+    detail: str
+
+
+@dataclass(slots=True)
+class EnrolmentReport:
+    """What ``enroll_folder`` did.
+
+    Attributes:
+        watchlist_id: the watchlist the subjects were enrolled on.
+        enrolled: per subject id, the number of its images enrolled (0 when all were refused).
+        refused: every file not enrolled, with the reason.
+    """
+
+    watchlist_id: str
+    enrolled: dict[str, int] = field(default_factory=dict)
+    refused: list[RefusedImage] = field(default_factory=list)
+
+    @property
+    def images_enrolled(self) -> int:
+        """Reference images enrolled in all."""
+        return sum(self.enrolled.values())
+
+    def refused_by_reason(self) -> dict[str, int]:
+        """Count of refused files per reason."""
+        out: dict[str, int] = {}
+        for item in self.refused:
+            out[item.reason] = out.get(item.reason, 0) + 1
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    path: Path
+    reference_image_id: str
+    image: np.ndarray
+
+
+def reference_image_id(data: bytes) -> str:
+    """Content id of an enrolment image: the first 32 hex of its SHA-256 (re-enrolment is idempotent)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def enroll_folder(
+    root: Path,
+    *,
+    analyzer: FaceAnalyzer,
+    store: VectorStore,
+    watchlist_id: str = "default",
+    min_inter_eye_px: float = DEFAULT_MIN_INTER_EYE_PX,
+    min_blur: float = DEFAULT_MIN_BLUR,
+    min_quality: float = DEFAULT_MIN_QUALITY,
+    expires_ts: float | None = None,
+) -> EnrolmentReport:
+    """Enrol every subject folder under ``root`` on ``watchlist_id``.
+
+    ``root/<subject_id>/**/<image>``: the folder name is the subject id; hidden files and
+    folders (``.name``) are ignored; a file directly under ``root`` is refused.
+
+    Args:
+        root: the folder tree.
+        analyzer: the live system's analyzer (same models, same settings).
+        store: where the reference vectors go (upserted per subject).
+        watchlist_id: the watchlist the subjects go on.
+        min_inter_eye_px: smallest accepted distance between the eye centres, in pixels.
+        min_blur: smallest accepted Laplacian variance of the aligned chip.
+        min_quality: smallest accepted combined quality score (0..1).
+        expires_ts: Unix time at which the entries stop matching; None for no expiry.
+
+    Returns:
+        Per subject the number of images enrolled, and every refused file with its reason.
+
+    Raises:
+        ValueError: ``root`` is not a folder or ``watchlist_id`` is not a valid id.
+        BackendUnavailable: the store or the inference backend is down (nothing is half-done
+            per subject: a subject's entries are upserted in one call).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"enroll_folder: {root} is not a folder")
+    if not SUBJECT_ID_PATTERN.match(watchlist_id):
+        raise ValueError(f"enroll_folder: watchlist_id {watchlist_id!r} does not match {SUBJECT_ID_PATTERN.pattern}")
+    report = EnrolmentReport(watchlist_id=watchlist_id)
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            detail = "images must sit in a folder per subject"
+            report.refused.append(RefusedImage(entry, "not_in_subject_folder", detail))
+            continue
+        subject_id = entry.name
+        files = _subject_files(entry)
+        if not SUBJECT_ID_PATTERN.match(subject_id):
+            detail = f"folder name {subject_id!r} does not match {SUBJECT_ID_PATTERN.pattern}"
+            report.refused.extend(RefusedImage(path, "invalid_subject_id", detail) for path in files)
+            continue
+        entries = _enroll_subject(
+            subject_id,
+            files,
+            analyzer=analyzer,
+            watchlist_id=watchlist_id,
+            min_inter_eye_px=min_inter_eye_px,
+            min_blur=min_blur,
+            min_quality=min_quality,
+            expires_ts=expires_ts,
+            refused=report.refused,
+        )
+        store.upsert(entries)
+        report.enrolled[subject_id] = len(entries)
+        logger.info(
+            'enrolled subject subject_id="%s" watchlist_id="%s" images="%d" files="%d"',
+            subject_id, watchlist_id, len(entries), len(files),
+        )
+    logger.info(
+        'enrolment done watchlist_id="%s" subjects="%d" images="%d" refused="%d"',
+        watchlist_id, len(report.enrolled), report.images_enrolled, len(report.refused),
+    )
+    return report
+
+
+def _subject_files(folder: Path) -> list[Path]:
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_file():
+            out.append(path)
+    return out
+
+
+def _enroll_subject(
+    subject_id: str,
+    files: Sequence[Path],
+    *,
+    analyzer: FaceAnalyzer,
+    watchlist_id: str,
+    min_inter_eye_px: float,
+    min_blur: float,
+    min_quality: float,
+    expires_ts: float | None,
+    refused: list[RefusedImage],
+) -> list[WatchlistEntry]:
+    decoded: list[_Decoded] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            refused.append(RefusedImage(path, "unreadable", f"cannot read file ({exc.strerror or exc})"))
+            continue
+        ref = reference_image_id(data)
+        if ref in seen:
+            refused.append(RefusedImage(path, "duplicate", f"same content as {seen[ref]}"))
+            continue
+        try:
+            image = decode_image(data, name=str(path))
+        except ImageError as exc:
+            refused.append(RefusedImage(path, "unreadable", str(exc)))
+            continue
+        seen[ref] = path
+        decoded.append(_Decoded(path, ref, image))
+
+    entries: list[WatchlistEntry] = []
+    for start in range(0, len(decoded), BATCH_SIZE):
+        chunk = decoded[start : start + BATCH_SIZE]
+        results = analyzer.analyze_many([item.image for item in chunk])
+        for item, faces in zip(chunk, results, strict=True):
+            problem = _refusal(faces, min_inter_eye_px=min_inter_eye_px, min_blur=min_blur, min_quality=min_quality)
+            if problem is not None:
+                refused.append(RefusedImage(item.path, problem[0], problem[1]))
+                logger.info('refused enrolment image path="%s" reason="%s"', item.path, problem[0])
+                continue
+            if faces.embeddings is None:
+                raise RuntimeError("the analyzer returned faces without embeddings")
+            entries.append(
+                WatchlistEntry(
+                    subject_id=subject_id,
+                    watchlist_id=watchlist_id,
+                    reference_image_id=item.reference_image_id,
+                    vector=faces.embeddings[0],
+                    expires_ts=expires_ts,
+                )
+            )
+    return entries
+
+
+def _refusal(
+    faces: Faces, *, min_inter_eye_px: float, min_blur: float, min_quality: float
+) -> tuple[RefusalReason, str] | None:
+    """Why one analysed image cannot be a reference, or None when it can."""
+    if len(faces) == 0:
+        return "no_face", "no face found"
+    if len(faces) > 1:
+        return "multiple_faces", f"{len(faces)} faces found; a reference image must show exactly one"
+    q = faces.quality.row(0)
+    if q["inter_eye_px"] < min_inter_eye_px:
+        return "too_small", f"inter-eye distance {q['inter_eye_px']:.1f} px < {min_inter_eye_px:g}"
+    if q["blur"] < min_blur:
+        return "too_blurred", f"sharpness (Laplacian variance) {q['blur']:.1f} < {min_blur:g}"
+    if q["score"] < min_quality:
+        return "low_quality", f"quality score {q['score']:.3f} < {min_quality:g} (yaw {q['yaw']:.2f})"
+    return None

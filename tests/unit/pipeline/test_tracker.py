@@ -1,0 +1,209 @@
+"""The face tracker: association by box and embedding, event-time ends, ids, hold, best face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openlfr.pipeline.tracker import FaceTracker, Observation, box_iou, make_track_id
+
+RNG = np.random.default_rng(7)
+
+
+def _person() -> np.ndarray:
+    """A random direction scaled to a typical dlib descriptor norm (people ~1.0 apart)."""
+    v = RNG.normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v) * 0.7
+
+
+ALICE, BOB = _person(), _person()
+
+
+def _near(v: np.ndarray, distance: float) -> np.ndarray:
+    """A vector ``distance`` away from ``v``."""
+    d = RNG.normal(size=128).astype(np.float32)
+    return (v + d / np.linalg.norm(d) * distance).astype(np.float32)
+
+
+def _obs(
+    index: int, box: tuple[float, float, float, float], emb: np.ndarray, quality: float = 0.5, chip: bytes | None = None
+) -> Observation:
+    return Observation(index=index, box=box, embedding=emb, quality=quality, chip=chip)
+
+
+def _frame(tracker: FaceTracker, n: int, ts: float, *obs: Observation, camera: str = "cam-1", partition: int = 0):
+    return tracker.update(
+        camera_id=camera, frame_id=f"f{n}", capture_ts=ts, partition=partition, offset=100 + n, observations=list(obs)
+    )
+
+
+LEFT = (100.0, 100.0, 200.0, 200.0)
+LEFT_MOVED = (110.0, 105.0, 210.0, 205.0)
+RIGHT = (600.0, 100.0, 700.0, 200.0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (LEFT, LEFT, 1.0),
+        (LEFT, RIGHT, 0.0),
+        ((0.0, 0.0, 10.0, 10.0), (5.0, 0.0, 15.0, 10.0), 50 / 150),
+        ((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0), 0.0),
+    ],
+)
+def test_box_iou(a, b, expected) -> None:
+    assert box_iou(a, b) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("second_box", "second_distance", "same_track"),
+    [
+        (LEFT_MOVED, 0.3, True),  # overlaps and close: joins
+        (LEFT_MOVED, 0.7, False),  # overlaps but another face: new track
+        (RIGHT, 0.3, True),  # no overlap, very close embedding: re-acquired
+        (RIGHT, 0.5, False),  # no overlap, not close enough to re-acquire
+    ],
+)
+def test_association_by_box_and_embedding(second_box, second_distance, same_track) -> None:
+    tracker = FaceTracker(max_distance=0.55, reacquire_distance=0.4)
+    first = _frame(tracker, 1, 10.0, _obs(0, LEFT, ALICE)).assigned[0]
+    second = _frame(tracker, 2, 10.2, _obs(0, second_box, _near(ALICE, second_distance))).assigned[0]
+    assert (second is first) is same_track
+    assert len(tracker) == (1 if same_track else 2)
+    if same_track:
+        assert first.frames == 2 and first.last_box == second_box
+
+
+def test_two_faces_keep_their_own_tracks_when_they_swap_order() -> None:
+    tracker = FaceTracker()
+    u1 = _frame(tracker, 1, 1.0, _obs(0, LEFT, ALICE), _obs(1, RIGHT, BOB))
+    # Next frame lists them the other way round (detector order is not stable).
+    u2 = _frame(tracker, 2, 1.1, _obs(0, RIGHT, _near(BOB, 0.2)), _obs(1, LEFT_MOVED, _near(ALICE, 0.2)))
+    assert [t.track_id for t in u1.assigned] == ["cam-1:f1:0", "cam-1:f1:1"]
+    assert [t.track_id for t in u2.assigned] == ["cam-1:f1:1", "cam-1:f1:0"]
+    assert not u2.started
+
+
+@pytest.mark.parametrize(
+    ("gap_s", "ended"),
+    [(1.9, False), (2.0, False), (2.1, True)],
+)
+def test_track_ends_after_max_gap_in_event_time(gap_s, ended) -> None:
+    tracker = FaceTracker(max_gap_s=2.0)
+    _frame(tracker, 1, 100.0, _obs(0, LEFT, ALICE))
+    update = _frame(tracker, 2, 100.0 + gap_s, _obs(0, LEFT, ALICE))
+    assert (len(update.ended) == 1) is ended
+    assert (update.assigned[0].track_id == "cam-1:f1:0") is not ended
+    if ended:
+        assert update.ended[0][1] == "gap" and update.assigned[0].track_id == "cam-1:f2:0"
+
+
+def test_gap_is_measured_per_camera_not_by_other_cameras_or_wall_clock() -> None:
+    tracker = FaceTracker(max_gap_s=2.0, camera_idle_s=60.0)
+    _frame(tracker, 1, 100.0, _obs(0, LEFT, ALICE), camera="cam-a")
+    # Another camera on the partition moves 30 s on: within camera_idle_s, cam-a's track lives.
+    _frame(tracker, 2, 130.0, _obs(0, LEFT, BOB), camera="cam-b")
+    assert [t.track_id for t in tracker.tracks("cam-a")] == ["cam-a:f1:0"]
+    update = _frame(tracker, 3, 101.0, _obs(0, LEFT, ALICE), camera="cam-a")
+    assert update.assigned[0].track_id == "cam-a:f1:0"
+
+
+def test_quiet_camera_tracks_end_when_its_partition_moves_on() -> None:
+    tracker = FaceTracker(camera_idle_s=60.0)
+    _frame(tracker, 1, 100.0, _obs(0, LEFT, ALICE), camera="cam-a", partition=3)
+    _frame(tracker, 2, 150.0, _obs(0, LEFT, BOB), camera="cam-b", partition=4)  # another partition
+    assert tracker.tracks("cam-a")
+    update = _frame(tracker, 3, 161.0, _obs(0, LEFT, BOB), camera="cam-c", partition=3)
+    assert [(t.track_id, why) for t, why in update.ended] == [("cam-a:f1:0", "camera_idle")]
+    assert tracker.tracks("cam-a") == []
+
+
+def test_max_track_age_splits_a_long_track() -> None:
+    tracker = FaceTracker(max_gap_s=2.0, max_track_s=5.0)
+    ids = [_frame(tracker, n, 100.0 + n, _obs(0, LEFT, ALICE)).assigned[0].track_id for n in range(8)]
+    assert ids == ["cam-1:f0:0"] * 6 + ["cam-1:f6:0"] * 2
+
+
+def test_out_of_order_frame_joins_and_does_not_move_time_back() -> None:
+    tracker = FaceTracker(max_gap_s=2.0)
+    _frame(tracker, 1, 100.0, _obs(0, LEFT, ALICE))
+    _frame(tracker, 2, 101.5, _obs(0, LEFT, ALICE))
+    late = _frame(tracker, 3, 101.0, _obs(0, LEFT, ALICE))
+    assert late.assigned[0].track_id == "cam-1:f1:0" and late.assigned[0].last_ts == 101.5
+
+
+def test_hold_is_lowest_first_offset_of_open_tracks_per_partition() -> None:
+    tracker = FaceTracker(max_gap_s=2.0)
+
+    def frame(camera: str, frame_id: str, ts: float, partition: int, offset: int, *obs: Observation) -> None:
+        tracker.update(
+            camera_id=camera, frame_id=frame_id, capture_ts=ts, partition=partition, offset=offset, observations=obs
+        )
+
+    frame("a", "a1", 10.0, 0, 5, _obs(0, LEFT, ALICE))
+    frame("b", "b1", 10.0, 1, 40, _obs(0, LEFT, BOB))
+    frame("a", "a2", 10.5, 0, 9, _obs(0, LEFT, ALICE), _obs(1, RIGHT, BOB))
+    assert tracker.hold() == {0: 5, 1: 40}
+    # Alice leaves camera a; Bob (started at offset 9) stays; then Bob leaves too.
+    frame("a", "a3", 12.0, 0, 12, _obs(0, RIGHT, BOB))
+    frame("a", "a4", 13.0, 0, 13, _obs(0, RIGHT, BOB))
+    assert tracker.hold() == {0: 9, 1: 40}
+    frame("a", "a5", 20.0, 0, 20)
+    assert tracker.hold() == {1: 40}
+
+
+def test_best_face_is_highest_quality_and_keeps_only_given_chips() -> None:
+    tracker = FaceTracker()
+    _frame(tracker, 1, 1.0, _obs(0, LEFT, ALICE, quality=0.3, chip=b"chip-1"))
+    _frame(tracker, 2, 1.1, _obs(0, LEFT, ALICE, quality=0.6, chip=b"chip-2"))
+    _frame(tracker, 3, 1.2, _obs(0, LEFT, ALICE, quality=0.5, chip=b"chip-3"))
+    track = tracker.tracks()[0]
+    assert (track.best.frame_id, track.best.quality, track.best.chip) == ("f2", pytest.approx(0.6), b"chip-2")
+    _frame(tracker, 4, 1.3, _obs(0, LEFT, ALICE, quality=0.9, chip=None))
+    assert track.best.frame_id == "f4" and track.best.chip is None
+    # One embedding per track, the last one.
+    assert track.last_embedding.shape == (128,)
+
+
+def test_replay_gives_the_same_tracks() -> None:
+    frames = [
+        (1, 1.0, [_obs(0, LEFT, ALICE)]),
+        (2, 1.2, [_obs(0, LEFT_MOVED, _near(ALICE, 0.2)), _obs(1, RIGHT, BOB)]),
+        (3, 1.4, [_obs(0, RIGHT, _near(BOB, 0.1))]),
+        (4, 5.0, [_obs(0, LEFT, ALICE)]),
+    ]
+
+    def run() -> list[list[str]]:
+        tracker = FaceTracker()
+        return [[t.track_id for t in _frame(tracker, n, ts, *obs).assigned] for n, ts, obs in frames]
+
+    first = run()
+    assert first == run()
+    assert first == [["cam-1:f1:0"], ["cam-1:f1:0", "cam-1:f2:1"], ["cam-1:f2:1"], ["cam-1:f4:0"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_gap_s": 0}, "max_gap_s"),
+        ({"max_gap_s": 5, "max_track_s": 1}, "max_track_s"),
+        ({"min_iou": 0}, "min_iou"),
+        ({"max_distance": 0.3, "reacquire_distance": 0.4}, "reacquire_distance"),
+        ({"camera_idle_s": 0.5}, "camera_idle_s"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        FaceTracker(**kwargs)
+
+
+def test_repeated_face_index_is_refused() -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        _frame(FaceTracker(), 1, 1.0, _obs(0, LEFT, ALICE), _obs(0, RIGHT, BOB))
+
+
+def test_long_ids_are_hashed_to_fit_messages() -> None:
+    assert make_track_id("cam", "f1", 2) == "cam:f1:2"
+    assert make_track_id("cam", "cam:18c2:7", 0) == "cam:18c2:7:0"
+    long_id = make_track_id("c" * 100, "f" * 100, 0)
+    assert len(long_id) <= 128 and long_id == make_track_id("c" * 100, "f" * 100, 0)
