@@ -1,0 +1,1 @@
+"""What every pipeline service shares: base settings, health and metrics HTTP, the entry point."""

@@ -1,0 +1,114 @@
+"""Health and metrics over HTTP: ``/healthz``, ``/readyz``, ``/metrics``, in a daemon thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, make_asgi_app
+
+logger = logging.getLogger(__name__)
+
+#: A readiness check: whether it passes, and why not (``"ok"`` when it does).
+Check = Callable[[], tuple[bool, str]]
+
+
+def make_health_app(
+    *,
+    ready: Check | Mapping[str, Check],
+    registry: CollectorRegistry,
+) -> FastAPI:
+    """The probes and the metrics of a service.
+
+    Args:
+        ready: One check, or named checks (``broker``, ``partitions``, ``stage``); ``/readyz``
+            answers 200 only when all pass, else 503, with each check's reason as JSON.
+        registry: What ``/metrics`` exposes (prometheus text format).
+    """
+    checks: dict[str, Check] = dict(ready) if isinstance(ready, Mapping) else {"ready": ready}
+    app = FastAPI(title="OpenLFR service", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Ready: every check passes."""
+        results: dict[str, dict[str, Any]] = {}
+        for name, check in checks.items():
+            try:
+                ok, reason = check()
+            except Exception as exc:  # noqa: BLE001 - a failing check means not ready, with why
+                logger.warning('readiness check="%s" raised error="%s"', name, exc)
+                ok, reason = False, f"check raised {type(exc).__name__}: {exc}"
+            results[name] = {"ok": bool(ok), "reason": reason}
+        all_ok = all(r["ok"] for r in results.values())
+        return JSONResponse(
+            {"ready": all_ok, "checks": results}, status_code=200 if all_ok else 503
+        )
+
+    app.mount("/metrics", make_asgi_app(registry=registry))
+    return app
+
+
+class HttpServer:
+    """A uvicorn server running in a daemon thread."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the chosen one when asked for port 0)."""
+        for server in self._server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return int(self._server.config.port)
+
+    def is_alive(self) -> bool:
+        """Whether the server thread runs."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving and wait for the thread (at most ``timeout_s``)."""
+        self._server.should_exit = True
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(1.0)
+
+
+def run_http_in_thread(
+    app: FastAPI, host: str, port: int, *, startup_timeout_s: float = 10.0
+) -> HttpServer:
+    """Serve ``app`` on ``host:port`` in a daemon thread; return once it listens.
+
+    Raises:
+        OSError: The server did not start listening (port taken, bad address).
+    """
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="openlfr-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise OSError(f"the HTTP server did not start on {host}:{port} (see the log)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise OSError(f"the HTTP server did not start on {host}:{port} in {startup_timeout_s}s")
+        time.sleep(0.02)
+    handle = HttpServer(server, thread)
+    logger.info('http listening host="%s" port=%d', host, handle.port)
+    return handle
