@@ -4,6 +4,8 @@ Subcommands (stable; other tools build on them):
   openlfr models build [--force]                 build every ONNX model from installed packages
   openlfr faces IMAGE_OR_VIDEO... [--json]       detect, align and embed faces; print them
   openlfr run [--source S --watchlist DIR] [--json]  the whole pipeline: alerts as they happen
+  openlfr service NAME                           run one pipeline service (ingest|detect|embed|match|alert)
+  openlfr watchlist enroll DIR --qdrant-path P   enrol one folder of photos per subject
   openlfr triton serve [--variant python]        run a real Triton server over the built models
 """
 
@@ -246,6 +248,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVICES = ("ingest", "detect", "embed", "match", "alert")
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Run one pipeline service (``services/<name>/main.py``) in the foreground."""
+    import importlib.util
+
+    path = paths.REPO_ROOT / "services" / args.name / "main.py"
+    spec = importlib.util.spec_from_file_location(f"openlfr_service_{args.name}", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        print(f"openlfr service: {path} not found", file=sys.stderr)
+        return 2
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the settings' annotations through it
+    spec.loader.exec_module(module)
+    return int(module.main(args.service_args))
+
+
+def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
+    """Enrol a folder of subject folders into a Qdrant store (local path or server)."""
+    from openlfr.vision.factory import build_analyzer
+    from openlfr.watchlist.loader import enroll_folder
+    from openlfr.watchlist.qdrant_store import QdrantStore
+
+    if (args.qdrant_path is None) == (args.qdrant_url is None):
+        print("openlfr watchlist enroll: give exactly one of --qdrant-path and --qdrant-url", file=sys.stderr)
+        return 2
+    if not args.folder.is_dir():
+        print(f"openlfr watchlist enroll: {args.folder} is not a directory", file=sys.stderr)
+        return 2
+    analyzer = build_analyzer(_settings(args))
+    store = QdrantStore(path=args.qdrant_path, url=args.qdrant_url)
+    try:
+        report = enroll_folder(args.folder, analyzer=analyzer, store=store, watchlist_id=args.watchlist_id)
+    finally:
+        store.close()
+    for subject, n in sorted(report.enrolled.items()):
+        print(f"{subject}: {n} image(s) enrolled")
+    for item in report.refused:
+        print(f"refused {item.path}: {item.reason} {item.detail}")
+    print(f"watchlist {report.watchlist_id}: {len(report.enrolled)} subject(s), "
+          f"{report.images_enrolled} image(s), {len(report.refused)} refused", file=sys.stderr)
+    return 0 if report.images_enrolled else 1
+
+
 def cmd_triton_serve(args: argparse.Namespace) -> int:
     """Run a Triton server in the foreground until interrupted."""
     from openlfr.inference.triton_repo import assemble_repository
@@ -320,8 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
     run.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0,
                      help="with --bus kafka: stop waiting for alerts after this long")
+    run.add_argument("--settle-s", dest="settle_s", type=float, default=20.0,
+                     help="with --bus kafka: end once the source has ended and no alert came for this long")
     backend_args(run)
     run.set_defaults(func=cmd_run)
+
+    service = sub.add_parser("service", help="run one pipeline service (settings from OPENLFR_* variables)")
+    service.add_argument("name", choices=SERVICES)
+    service.add_argument("service_args", nargs=argparse.REMAINDER, help="passed to the service")
+    service.set_defaults(func=cmd_service)
+
+    watchlist = sub.add_parser("watchlist", help="watchlists").add_subparsers(dest="watchlist_command", required=True)
+    enroll = watchlist.add_parser("enroll", help="enrol a folder with one folder of photos per subject")
+    enroll.add_argument("folder", type=Path)
+    enroll.add_argument("--watchlist-id", dest="watchlist_id", default="default")
+    enroll.add_argument("--qdrant-path", dest="qdrant_path", type=Path, help="Qdrant local-mode directory")
+    enroll.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL")
+    backend_args(enroll)
+    enroll.set_defaults(func=cmd_watchlist_enroll)
 
     triton = sub.add_parser("triton", help="Triton server").add_subparsers(dest="triton_command", required=True)
     serve = triton.add_parser("serve", help="serve the built models with a real Triton server")

@@ -137,6 +137,7 @@ class AlertStage(Stage[Match]):
 
     name = "alert"
     input_topic = MATCHES
+    output_topics = (ALERTS,)
     input_model = Match
     output_topic = ALERTS
 

@@ -80,6 +80,7 @@ class DetectStage(Stage[Frame]):
 
     name = "detect"
     input_topic = FRAMES
+    output_topics = (FACES,)
     input_model = Frame
     output_topic = FACES
 

@@ -37,6 +37,7 @@ class EmbedStage(Stage[Faces]):
 
     name = "embed"
     input_topic = FACES
+    output_topics = (EMBEDDINGS,)
     input_model = Faces
     output_topic = EMBEDDINGS
 

@@ -160,6 +160,7 @@ class MatchStage(Stage[Embeddings]):
 
     name = "match"
     input_topic = EMBEDDINGS
+    output_topics = (MATCHES,)
     input_model = Embeddings
     output_topic = MATCHES
 

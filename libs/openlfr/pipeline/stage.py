@@ -65,6 +65,8 @@ class Stage(abc.ABC, Generic[In]):
     name: str
     input_topic: TopicSpec
     input_model: type[In]
+    #: Topics the stage publishes to (besides dead letters): services create them at start.
+    output_topics: tuple[TopicSpec, ...] = ()
 
     @abc.abstractmethod
     def handle(self, batch: Sequence[Incoming[In]], *, now: float) -> BatchResult:

@@ -25,10 +25,12 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic_settings import BaseSettings
 
 from openlfr.kafka.admin import KafkaAdminError, ensure_topics, wait_for_broker
 from openlfr.kafka.runner import Backoff, StageRunner
 from openlfr.messages.topics import DEADLETTER, TopicSpec
+from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import Stage
 from openlfr.service.http import make_health_app, run_http_in_thread
 from openlfr.service.settings import ServiceSettings, load_settings
@@ -62,7 +64,7 @@ def configure_logging(level: str) -> None:
 def stage_topics(stage: Stage) -> list[TopicSpec]:
     """The topics a stage reads and writes: input, dead letters, declared outputs."""
     specs: list[TopicSpec] = [stage.input_topic, DEADLETTER]
-    for spec in getattr(stage, "output_topics", ()):
+    for spec in stage.output_topics:
         if spec not in specs:
             specs.append(spec)
     return specs
@@ -102,6 +104,7 @@ def run_stage_service(
     argv: Sequence[str] | None = None,
     *,
     registry: CollectorRegistry | None = None,
+    also_validate: Sequence[type[BaseSettings]] = (),
 ) -> int:
     """Run one stage as a service until SIGTERM or SIGINT; the process exit status.
 
@@ -113,6 +116,8 @@ def run_stage_service(
     try:
         values: dict[str, Any] = {"_env_file": args.env_file} if args.env_file else {}
         settings = load_settings(settings_cls, **values)
+        for extra in also_validate:  # the stage's own settings, read again by its factory
+            load_settings(extra)
     except SystemExit as exc:
         return int(exc.code or 0)
     if args.check_config:
@@ -121,7 +126,11 @@ def run_stage_service(
     configure_logging(settings.log_level)
     registry = REGISTRY if registry is None else registry
 
-    stage = stage_factory(settings)
+    try:
+        stage = stage_factory(settings)
+    except (KafkaAdminError, BackendUnavailable, OSError) as exc:
+        logger.error('service could not build its stage error="%s"', exc)
+        return 1
     try:
         specs = stage_topics(stage)
         if settings.create_topics:

@@ -1,0 +1,44 @@
+"""detect service: frames -> faces (detector, landmarks, chips, quality). Env: OPENLFR_*."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import Field
+
+from openlfr.config import ModelSettings
+from openlfr.models.build import model_version
+from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
+from openlfr.pipeline.detect import DetectStage
+from openlfr.service.main import run_stage_service
+from openlfr.service.settings import ServiceSettings
+from openlfr.vision.factory import build_analyzer
+
+
+class DetectServiceSettings(ServiceSettings, ModelSettings):
+    """Kafka and model settings, plus the stage's own."""
+
+    #: Frames older than this at processing time are dropped and counted.
+    max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Faces below this quality score are not published (0 publishes every face).
+    min_quality: float = Field(default=0.0, ge=0, le=1)
+
+
+def build(settings: DetectServiceSettings) -> DetectStage:
+    """The detect stage on the configured backend."""
+    spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    return DetectStage(
+        build_analyzer(settings),
+        detector_model=model_version(settings.model_dir, spec.name),
+        max_frame_age_s=settings.max_frame_age_s,
+        min_quality=settings.min_quality,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service until SIGTERM."""
+    return run_stage_service(build, DetectServiceSettings, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

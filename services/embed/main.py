@@ -1,0 +1,43 @@
+"""embed service: faces -> embeddings (dlib ResNet on the configured backend). Env: OPENLFR_*."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import Field
+
+from openlfr.config import ModelSettings
+from openlfr.inference.factory import make_backend
+from openlfr.models.build import model_version
+from openlfr.models.specs import EMBEDDER
+from openlfr.pipeline.embed import EmbedStage
+from openlfr.service.main import run_stage_service
+from openlfr.service.settings import ServiceSettings
+from openlfr.vision.embedder import FaceEmbedder
+
+
+class EmbedServiceSettings(ServiceSettings, ModelSettings):
+    """Kafka and model settings, plus the stage's own."""
+
+    max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Most chips per inference call.
+    max_batch: int = Field(default=64, ge=1, le=1024)
+
+
+def build(settings: EmbedServiceSettings) -> EmbedStage:
+    """The embed stage on the configured backend."""
+    return EmbedStage(
+        FaceEmbedder(backend=make_backend(settings)),
+        embedder_model=model_version(settings.model_dir, EMBEDDER.name),
+        max_frame_age_s=settings.max_frame_age_s,
+        max_batch=settings.max_batch,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service until SIGTERM."""
+    return run_stage_service(build, EmbedServiceSettings, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
