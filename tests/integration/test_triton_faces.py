@@ -57,6 +57,7 @@ def test_triton_and_local_give_the_same_faces(
     backend = TritonBackend(url=url, protocol=protocol, timeout_s=60)  # type: ignore[arg-type]
     try:
         remote = build_analyzer(ModelSettings(), backend=backend)
+        assert backend.ready(remote.embedder.spec) == (True, "ok")
         for img, local_faces, triton_faces in zip(images, analyzer.analyze_many(images), remote.analyze_many(images)):
             assert len(local_faces) == len(triton_faces) > 0
             np.testing.assert_allclose(triton_faces.boxes, local_faces.boxes, atol=1e-4)

@@ -28,5 +28,9 @@ class InferenceBackend(abc.ABC):
     def infer(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch through the model; raise ``InferenceError`` on failure."""
 
+    def ready(self, spec: ModelSpec) -> tuple[bool, str]:
+        """Whether ``spec`` can be served now, with the reason when not (for ``/readyz``)."""
+        return True, "ok"
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and sessions."""

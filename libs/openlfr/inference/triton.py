@@ -176,6 +176,18 @@ class TritonBackend(InferenceBackend):
                 )
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
 
+    def ready(self, spec: ModelSpec) -> tuple[bool, str]:
+        """One readiness probe of the server and the model, bounded by ``timeout_s``."""
+        client = self._client()
+        try:
+            if not self._call("server readiness", client.is_server_ready):
+                return False, f"Triton {self.url}: server not ready"
+            if not self._call("model readiness", client.is_model_ready, spec.name, self.model_version):
+                return False, f"Triton {self.url}: model {spec.name} not ready"
+        except InferenceError as exc:
+            return False, str(exc)
+        return True, "ok"
+
     def _model_state(self, client: Any, spec: ModelSpec) -> str:
         """Why a model is not ready; a model the repository does not hold is a mismatch."""
         index = self._json("repository index", client.get_model_repository_index)

@@ -120,6 +120,11 @@ class DetectStage(Stage[Frame]):
         self.min_quality = min_quality
         self.png_compression = png_compression
 
+    def ready(self) -> tuple[bool, str]:
+        """The detector's model answers on its backend."""
+        detector = self.analyzer.detector
+        return detector.backend.ready(detector.spec)
+
     def handle(self, batch: Sequence[Incoming[Frame]], *, now: float) -> BatchResult:
         """Detect the faces of a batch of frames (see the class docstring for each outcome).
 

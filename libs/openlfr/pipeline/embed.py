@@ -72,6 +72,10 @@ class EmbedStage(Stage[Faces]):
         self.max_frame_age_s = check_max_age(max_frame_age_s)
         self.max_batch = max_batch
 
+    def ready(self) -> tuple[bool, str]:
+        """The embedder's model answers on its backend."""
+        return self.embedder.backend.ready(self.embedder.spec)
+
     def handle(self, batch: Sequence[Incoming[Faces]], *, now: float) -> BatchResult:
         """Embed the faces of a batch (see the class docstring for each outcome).
 
