@@ -4,9 +4,9 @@
 setup:
 	scripts/setup.sh
 
-# Main job on embedded defaults: detect and embed the faces of the sample images.
+# Main job on embedded defaults: the whole pipeline on the built sample video and watchlist.
 demo: setup
-	.venv/bin/openlfr faces --demo
+	.venv/bin/openlfr run
 
 # Every test: the fast unit tier, then the full tier against real servers.
 test: setup

@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``openlfr`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "service":  # a service configures its own logging from its settings
+        return int(args.func(args))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

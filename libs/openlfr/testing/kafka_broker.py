@@ -125,7 +125,8 @@ class KafkaBroker:
             raise ValueError(f"stop_timeout_s={stop_timeout_s}, expected >= 0")
         if port is not None and port == controller_port:
             raise ValueError(f"port and controller_port are both {port}, expected two ports")
-        self.work_dir = Path(work_dir)
+        # Absolute: the JVM runs with the work dir as its current directory.
+        self.work_dir = Path(work_dir).resolve()
         self.libs_dir = Path(libs_dir) if libs_dir is not None else default_libs_dir()
         self.host = host
         self.num_partitions = num_partitions
