@@ -33,3 +33,5 @@ fi
 .venv/bin/openlfr models build
 # The Kafka broker's jars from Maven Central (run by the integration tests and the pipeline).
 scripts/kafka-fetch.sh
+# Debian packages some integration tests need (GStreamer's RTSP server for the ingest test).
+scripts/test-deps.sh
