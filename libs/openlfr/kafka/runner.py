@@ -41,6 +41,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from openlfr.messages.codec import DecodeError, decode, encode, headers_for
@@ -400,6 +401,7 @@ class StageRunner:
         # interrupts the loop's own thread cannot deadlock on it.
         self._stop_requested = False
         self._lock = threading.Lock()
+        self._probe: AdminClient | None = None
         self._assigned: frozenset[int] = frozenset()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -445,11 +447,14 @@ class StageRunner:
         checked, ok, reason = self._broker_check
         if time.monotonic() - checked < cache_s:
             return ok, reason
-        consumer = self._consumer
-        if consumer is None:
+        if self._consumer is None:
             return False, "consumer not started"
+        if self._probe is None:
+            # A client of its own: a metadata request on the consumer's handle from this
+            # (HTTP) thread waits behind the consumer's own calls, for tens of seconds.
+            self._probe = AdminClient({"bootstrap.servers": self.bootstrap})
         try:
-            metadata = consumer.list_topics(topic=self.input_topic, timeout=timeout_s)
+            metadata = self._probe.list_topics(topic=self.input_topic, timeout=timeout_s)
             topic = metadata.topics.get(self.input_topic)
             if not metadata.brokers:
                 ok, reason = False, "no broker in metadata"
