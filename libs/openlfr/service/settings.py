@@ -42,7 +42,8 @@ class ServiceSettings(BaseSettings):
     #: The consumer group; ``openlfr-<stage>`` if not given.
     group_id: str | None = None
     batch_size: int = Field(default=16, ge=1, le=1024)
-    poll_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    #: Longest wait for a full batch: at low frame rates every stage adds up to this much latency.
+    poll_timeout_s: float = Field(default=0.1, gt=0, le=60)
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
     http_port: int = Field(default=8080, ge=1, le=65535)
     #: Prepended to every default topic name (``site-a.`` gives ``site-a.openlfr.frames.v1``).
