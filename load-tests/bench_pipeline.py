@@ -378,7 +378,7 @@ class ServiceSet:
                               text=True, timeout=max(self.deadline.left(), 1.0), check=False)
 
     def start(self, name: str, **env: str) -> Service:
-        from openlfr.inference.triton_server import free_port
+        from openlfr.subprocesses import free_port
 
         port = free_port("127.0.0.1")
         log = self.work / f"{name}.log"

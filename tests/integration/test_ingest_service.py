@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from openlfr.inference.triton_server import free_port
+from openlfr.subprocesses import free_port
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Frame
 from openlfr.testing.kafka_broker import KafkaBroker

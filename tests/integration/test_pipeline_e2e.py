@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openlfr.inference.triton_server import free_port
+from openlfr.subprocesses import free_port
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert, DeadLetter, Frame
 from openlfr.messages.models import Faces as FacesMessage

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
 from openlfr import paths
-from openlfr.inference.triton_server import free_port
+from openlfr.subprocesses import free_port
 from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.runner import Backoff, Publisher, StageRunner
 from openlfr.messages.codec import decode, encode

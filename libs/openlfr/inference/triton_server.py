@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -43,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from openlfr.inference.exceptions import InferenceError
+from openlfr.subprocesses import ChildProcess, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +102,6 @@ class TritonDistribution:
         return distribution
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on now (another process may still take it before us)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def interpreter_lib_dir() -> Path:
@@ -162,7 +157,7 @@ def assemble_backend_dir(
     return backends
 
 
-class TritonServer:
+class TritonServer(ChildProcess):
     """A ``tritonserver`` subprocess serving one model repository on the CPU.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`::
@@ -170,6 +165,10 @@ class TritonServer:
         with TritonServer(model_repository=repo, work_dir=tmp) as server:
             backend = TritonBackend(url=server.grpc_url)
     """
+
+    not_started_error = TritonServerError
+    what = "server"
+
 
     def __init__(
         self,
@@ -410,32 +409,6 @@ class TritonServer:
             os.killpg(process.pid, signal.SIGKILL)
         logger.info("tritonserver pid=%d stopped code=%s", process.pid, process.returncode)
         self._process = None
-
-    def wait(self, timeout_s: float | None = None) -> int | None:
-        """Block until the server exits (or ``timeout_s`` passes); its exit code, or None."""
-        process = self._process
-        if process is None:
-            raise TritonServerError("the server has not been started")
-        try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the server while it runs."""
-        return self._process.pid if self._process is not None else None
-
-    def is_alive(self) -> bool:
-        """Whether the server process is running."""
-        return self._process is not None and self._process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the server's log."""
-        if not self._log_file.exists():
-            return "(no log)"
-        text = self._log_file.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
 
     def failure_report(self, *, errors: int = 10, lines: int = 15) -> str:
         """The log's last error lines (printed before Triton's long status tables) and its tail."""

@@ -32,8 +32,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from openlfr import paths
-from openlfr.inference.triton_server import free_port
 from openlfr.kafka.admin import BrokerUnavailableError, wait_for_broker
+from openlfr.subprocesses import ChildProcess, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _cluster_id() -> str:
             return text
 
 
-class KafkaBroker:
+class KafkaBroker(ChildProcess):
     """A single-node KRaft Kafka broker and controller as a subprocess.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`::
@@ -83,6 +83,10 @@ class KafkaBroker:
         with KafkaBroker(work_dir=tmp) as broker:
             producer = Producer({"bootstrap.servers": broker.bootstrap})
     """
+
+    not_started_error = KafkaBrokerError
+    what = "broker"
+
 
     def __init__(
         self,
@@ -396,31 +400,6 @@ class KafkaBroker:
                 process.wait()
         logger.info("kafka pid=%d stopped code=%s", process.pid, process.returncode)
         self._process = None
-
-    def wait(self, timeout_s: float | None = None) -> int | None:
-        """Block until the broker exits (or ``timeout_s`` passes); its exit code, or None."""
-        process = self._process
-        if process is None:
-            raise KafkaBrokerError("the broker has not been started")
-        try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the broker while it runs."""
-        return self._process.pid if self._process is not None else None
-
-    def is_alive(self) -> bool:
-        """Whether the broker process is running."""
-        return self._process is not None and self._process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the broker's log."""
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
     def failure_report(self, *, lines: int = 40) -> str:
         """Where the log is and its tail, for error messages."""

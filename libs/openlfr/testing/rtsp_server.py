@@ -277,7 +277,7 @@ class RtspServer:
             raise RtspServerError(f"the RTSP server is already running (pid {self.pid})")
         if self._port is None:
             # Imported here: the system python3 that runs this file as the server has no openlfr.
-            from openlfr.inference.triton_server import free_port
+            from openlfr.subprocesses import free_port
 
             self._port = free_port(HOST)
         command = self._command(
