@@ -6,6 +6,7 @@ Subcommands (stable; other tools build on them):
   openlfr run [--source S --watchlist DIR] [--json]  the whole pipeline: alerts as they happen
   openlfr service NAME                           run one pipeline service (ingest|detect|embed|match|alert)
   openlfr watchlist enroll DIR --qdrant-path P   enrol one folder of photos per subject
+  openlfr audit verify PATH                      verify an audit log's hash chain
   openlfr triton serve [--variant python]        run a real Triton server over the built models
 """
 
@@ -293,6 +294,19 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
     return 0 if report.images_enrolled else 1
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify an audit log's hash chain; report the first broken link."""
+    from openlfr.audit.log import AuditLog
+
+    result = AuditLog(args.path).verify()
+    if result.ok:
+        print(f"audit log {args.path}: chain intact, {result.records} record(s)")
+        return 0
+    print(f"audit log {args.path}: BROKEN at line {result.first_broken}: {result.reason} "
+          f"({result.records} intact record(s) before it)")
+    return 1
+
+
 def cmd_triton_serve(args: argparse.Namespace) -> int:
     """Run a Triton server in the foreground until interrupted."""
     from openlfr.inference.triton_repo import assemble_repository
@@ -385,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL")
     backend_args(enroll)
     enroll.set_defaults(func=cmd_watchlist_enroll)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="verify the hash chain; exit 1 naming the first broken link")
+    verify.add_argument("path", type=Path)
+    verify.set_defaults(func=cmd_audit_verify)
 
     triton = sub.add_parser("triton", help="Triton server").add_subparsers(dest="triton_command", required=True)
     serve = triton.add_parser("serve", help="serve the built models with a real Triton server")
