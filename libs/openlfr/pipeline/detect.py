@@ -8,7 +8,8 @@ frames as one batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -31,10 +32,39 @@ DEFAULT_MAX_FRAME_AGE_S = 5.0
 #: Most faces one ``Faces`` message may hold (the message schema's bound).
 MAX_FACES_PER_FRAME = 512
 
+M = TypeVar("M", bound=Message)
+D = TypeVar("D")
+
+
+def fresh_and_decoded(
+    batch: Sequence[Incoming[M]],
+    *,
+    now: float,
+    max_age_s: float | None,
+    decode: Callable[[M], D],
+    result: BatchResult,
+) -> tuple[list[Incoming[M]], list[D]]:
+    """Drop stale inputs (counted in ``result.dropped["stale"]``), decode the rest with
+    ``decode`` and reject those it refuses with an ``ImageError``: the inputs kept, and what
+    they decoded to, in order."""
+    fresh, stale = split_stale(batch, now=now, max_age_s=max_age_s)
+    if stale:
+        result.dropped["stale"] = stale
+    kept: list[Incoming[M]] = []
+    decoded: list[D] = []
+    for item in fresh:
+        try:
+            decoded.append(decode(item.message))
+        except ImageError as exc:
+            result.rejected.append((item, str(exc)))
+            continue
+        kept.append(item)
+    return kept, decoded
+
 
 def split_stale(
-    batch: Sequence[Incoming[Message]], *, now: float, max_age_s: float | None
-) -> tuple[list[Incoming[Message]], int]:
+    batch: Sequence[Incoming[M]], *, now: float, max_age_s: float | None
+) -> tuple[list[Incoming[M]], int]:
     """Split a batch into the messages still fresh and a count of the stale ones.
 
     A message is stale when its frame was captured more than ``max_age_s`` before ``now``;
@@ -132,18 +162,9 @@ class DetectStage(Stage[Frame]):
             BackendUnavailable: the detector's backend failed; retry the same batch.
         """
         result = BatchResult()
-        fresh, stale = split_stale(batch, now=now, max_age_s=self.max_frame_age_s)
-        if stale:
-            result.dropped["stale"] = stale
-        kept: list[Incoming[Frame]] = []
-        images: list[np.ndarray] = []
-        for item in fresh:
-            try:
-                images.append(self._decode(item.message))
-            except ImageError as exc:
-                result.rejected.append((item, str(exc)))
-                continue
-            kept.append(item)
+        kept, images = fresh_and_decoded(
+            batch, now=now, max_age_s=self.max_frame_age_s, decode=self._decode, result=result
+        )
         if not kept:
             return result
         try:

@@ -17,7 +17,7 @@ import numpy as np
 from openlfr.inference.exceptions import InferenceError
 from openlfr.messages.models import EmbeddedFace, Embeddings, Faces
 from openlfr.messages.topics import EMBEDDINGS, FACES
-from openlfr.pipeline.detect import DEFAULT_MAX_FRAME_AGE_S, check_max_age, split_stale
+from openlfr.pipeline.detect import DEFAULT_MAX_FRAME_AGE_S, check_max_age, fresh_and_decoded
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.vision.embedder import FaceEmbedder
@@ -83,18 +83,9 @@ class EmbedStage(Stage[Faces]):
             BackendUnavailable: the embedder's backend failed; retry the same batch.
         """
         result = BatchResult()
-        fresh, stale = split_stale(batch, now=now, max_age_s=self.max_frame_age_s)
-        if stale:
-            result.dropped["stale"] = stale
-        kept: list[Incoming[Faces]] = []
-        chips: list[np.ndarray] = []
-        for item in fresh:
-            try:
-                chips.append(self._decode_chips(item.message))
-            except ImageError as exc:
-                result.rejected.append((item, str(exc)))
-                continue
-            kept.append(item)
+        kept, chips = fresh_and_decoded(
+            batch, now=now, max_age_s=self.max_frame_age_s, decode=self._decode_chips, result=result
+        )
         if not kept:
             return result
         vectors = self._embed(np.concatenate(chips, axis=0))
