@@ -35,7 +35,10 @@ Action = Literal[
     "deployment.create",
     "deployment.update",
     "deployment.threshold",
+    "deployment.end",
     "alert.review",
+    "alert.purge",
+    "access.denied",
     "export",
 ]
 

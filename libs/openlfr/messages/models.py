@@ -159,6 +159,10 @@ class Match(Message):
     probe_chip_jpeg: B64Bytes = Field(min_length=4)
     reference_image_id: Id | None = None
     embedder_model: str
+    #: The deployment the match was made in (None only from runs without one, e.g. older data).
+    deployment_id: Id | None = None
+    #: The watchlist reference's aligned chip (JPEG), shown beside the probe for review.
+    reference_chip_jpeg: B64Bytes | None = Field(default=None, min_length=4)
 
 
 class Alert(Message):
@@ -178,6 +182,10 @@ class Alert(Message):
     embedder_model: str
     alert_ts: float = Field(gt=0)
     status: Literal["pending"] = "pending"
+    #: The deployment the match was made in.
+    deployment_id: Id | None = None
+    #: The watchlist reference's aligned chip (JPEG), shown beside the probe for review.
+    reference_chip_jpeg: B64Bytes | None = Field(default=None, min_length=4)
 
 
 class DeadLetter(BaseModel):

@@ -197,6 +197,8 @@ class AlertStage(Stage[Match]):
             reference_image_id=match.reference_image_id,
             embedder_model=match.embedder_model,
             alert_ts=now,
+            deployment_id=match.deployment_id,
+            reference_chip_jpeg=match.reference_chip_jpeg,
         )
         self.state.record_alert(alert)
         outcome.outputs.append(Outgoing(topic=ALERTS, key=match.camera_id, message=alert))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, make_asgi_app
 
@@ -23,16 +23,34 @@ def make_health_app(
     *,
     ready: Check | Mapping[str, Check],
     registry: CollectorRegistry,
+    routers: Sequence[APIRouter] = (),
+    title: str = "OpenLFR service",
+    max_body_bytes: int | None = None,
 ) -> FastAPI:
-    """The probes and the metrics of a service.
+    """The probes and the metrics of a service, and its API routes if it has any.
 
     Args:
         ready: One check, or named checks (``broker``, ``partitions``, ``stage``); ``/readyz``
             answers 200 only when all pass, else 503, with each check's reason as JSON.
         registry: What ``/metrics`` exposes (prometheus text format).
+        routers: The service's API; with any, ``/openapi.json`` and ``/docs`` are served.
+        title: The OpenAPI document's title.
+        max_body_bytes: Request bodies over this get 413 (``openlfr.api.limits.BodySizeLimit``).
     """
     checks: dict[str, Check] = dict(ready) if isinstance(ready, Mapping) else {"ready": ready}
-    app = FastAPI(title="OpenLFR service", docs_url=None, redoc_url=None, openapi_url=None)
+    documented = bool(routers)
+    app = FastAPI(
+        title=title,
+        docs_url="/docs" if documented else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if documented else None,
+    )
+    for router in routers:
+        app.include_router(router)
+    if max_body_bytes is not None:
+        from openlfr.api.limits import BodySizeLimit
+
+        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -20,10 +20,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from fastapi import APIRouter
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic_settings import BaseSettings
 
@@ -59,6 +61,15 @@ def configure_logging(level: str) -> None:
         # librdkafka repeats a refused connection many times a second while a broker is down.
         librdkafka_level = max(logging.getLevelName(level), logging.WARNING)
         logging.getLogger("openlfr.kafka.librdkafka").setLevel(librdkafka_level)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpApi:
+    """A service's API beside its probes: routers, the OpenAPI title, the body size limit."""
+
+    routers: Sequence[APIRouter]
+    title: str
+    max_body_bytes: int | None = None
 
 
 def stage_topics(stage: Stage) -> list[TopicSpec]:
@@ -105,8 +116,12 @@ def run_stage_service(
     *,
     registry: CollectorRegistry | None = None,
     also_validate: Sequence[type[BaseSettings]] = (),
+    api: Callable[[S, Stage], HttpApi] | None = None,
 ) -> int:
     """Run one stage as a service until SIGTERM or SIGINT; the process exit status.
+
+    ``api``, when given, builds the service's HTTP API (served with the probes) from its
+    settings and stage.
 
     Returns:
         0 after a requested stop, 1 when the broker, the topics or the HTTP port failed at
@@ -151,6 +166,7 @@ def run_stage_service(
             session_timeout_s=settings.session_timeout_s,
             registry=registry,
         )
+        extras = api(settings, stage) if api is not None else None
         http = run_http_in_thread(
             make_health_app(
                 ready={
@@ -159,6 +175,9 @@ def run_stage_service(
                     "stage": stage.ready,
                 },
                 registry=registry,
+                routers=extras.routers if extras else (),
+                title=extras.title if extras else "OpenLFR service",
+                max_body_bytes=extras.max_body_bytes if extras else None,
             ),
             settings.http_host,
             settings.http_port,

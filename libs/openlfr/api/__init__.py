@@ -1,0 +1,1 @@
+"""What every HTTP API of OpenLFR shares: authentication and roles, input limits, errors."""

@@ -1,0 +1,196 @@
+"""Authentication by bearer token (or ``X-API-Key``) and authorisation by role.
+
+Tokens come from the environment (``OPENLFR_API_TOKENS``, JSON), never from a file in the
+repository, and are never logged: each entry names its holder and roles and gives either the
+token itself or its SHA-256 (hex), so a deployment can keep only hashes in its secret store.
+Tokens are compared as SHA-256 digests with ``hmac.compare_digest``.
+
+Roles (a holder may have several; none implies another):
+
+* ``viewer``: read alerts, watchlists, deployments, reports;
+* ``reviewer``: adjudicate alerts (two different reviewers confirm an alert);
+* ``watchlist_admin``: create, change and delete watchlists and subjects, enrol images;
+* ``deployment_authoriser``: create, change and end deployments and their thresholds;
+* ``service``: a peer service (the alert service reading a deployment from the registry).
+
+A request without a valid token gets 401. A request whose token lacks the role gets 403, and
+the refusal is written to the audit log (``access.denied``) with who asked for what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from fastapi import HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from openlfr.audit.log import AuditLog
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["viewer", "reviewer", "watchlist_admin", "deployment_authoriser", "service"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+#: Every role that may read (lists, gets, reports): reading is part of each job.
+READERS: tuple[Role, ...] = ROLES
+
+#: Shortest token accepted in clear (about 96 bits of a random URL-safe string).
+MIN_TOKEN_CHARS = 16
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 (hex) of a token, as ``token_sha256`` entries give it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ApiToken(BaseModel):
+    """One entry of ``OPENLFR_API_TOKENS``: who holds the token and what they may do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    roles: frozenset[Role] = Field(min_length=1)
+    token: SecretStr | None = None
+    token_sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiToken:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"token {self.name!r}: give exactly one of 'token' and 'token_sha256'")
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"token {self.name!r}: a token must be at least {MIN_TOKEN_CHARS} characters")
+        if self.token_sha256 is not None and not _SHA256_HEX.match(self.token_sha256):
+            raise ValueError(f"token {self.name!r}: token_sha256 must be 64 lowercase hex digits")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the token."""
+        if self.token is not None:
+            return token_digest(self.token.get_secret_value())
+        assert self.token_sha256 is not None
+        return self.token_sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made a request: the token holder's name and roles."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def has_any(self, roles: tuple[Role, ...] | frozenset[Role]) -> bool:
+        """Whether the holder has at least one of ``roles``."""
+        return bool(self.roles & frozenset(roles))
+
+
+class Authenticator:
+    """Maps presented tokens to principals.
+
+    Raises:
+        ValueError: two entries share a name or a token.
+    """
+
+    def __init__(self, tokens: list[ApiToken]) -> None:
+        by_digest: dict[str, Principal] = {}
+        names: set[str] = set()
+        for entry in tokens:
+            if entry.name in names:
+                raise ValueError(f"API tokens: the name {entry.name!r} is given twice")
+            if entry.digest in by_digest:
+                raise ValueError(f"API tokens: {entry.name!r} has the same token as {by_digest[entry.digest].name!r}")
+            names.add(entry.name)
+            by_digest[entry.digest] = Principal(entry.name, entry.roles)
+        self._by_digest = by_digest
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The holder of ``token``, or None when it is unknown (constant-time per entry)."""
+        digest = token_digest(token)
+        found: Principal | None = None
+        for known, principal in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found
+
+
+def presented_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+class Access:
+    """FastAPI dependencies that authenticate and check roles, auditing refusals.
+
+    Usage::
+
+        access = Access(authenticator, audit)
+        @router.post("/v1/watchlists")
+        def create(body: ..., who: Principal = Depends(access.require("watchlist_admin"))): ...
+    """
+
+    def __init__(self, authenticator: Authenticator, audit: AuditLog) -> None:
+        self.authenticator = authenticator
+        self.audit = audit
+
+    def principal(self, request: Request) -> Principal:
+        """The authenticated caller; 401 without a valid token."""
+        token = presented_token(request)
+        if token is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = self.authenticator.authenticate(token)
+        if principal is None:
+            logger.warning('api request with an unknown token method="%s" path="%s"', request.method, request.url.path)
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, detail="unknown token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return principal
+
+    def require(self, *roles: Role) -> Callable[[Request], Principal]:
+        """A dependency passing callers with at least one of ``roles``; 403 (audited) otherwise."""
+        if not roles:
+            raise ValueError("require: name at least one role")
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise ValueError(f"require: unknown roles {unknown}")
+        needed = frozenset(roles)
+
+        def dependency(request: Request) -> Principal:
+            principal = self.principal(request)
+            if not principal.has_any(needed):
+                target = f"{request.method} {request.url.path}"
+                self.audit.append(
+                    actor=principal.name,
+                    action="access.denied",
+                    target=target,
+                    details={"needed_any_of": sorted(needed), "has": sorted(principal.roles)},
+                )
+                logger.warning('api request refused actor="%s" target="%s"', principal.name, target)
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN,
+                    detail=f"forbidden: this needs one of the roles {sorted(needed)}; "
+                    f"{principal.name!r} has {sorted(principal.roles)}",
+                )
+            return principal
+
+        return dependency
