@@ -29,6 +29,9 @@ from openlfr.config import ModelSettings
 
 logger = logging.getLogger("openlfr")
 
+#: The default match threshold of a command-line run (score of distance 0.59).
+DEFAULT_THRESHOLD = 0.705
+
 #: Sample inputs of the demo, relative to the shared face set beside the checkout.
 DEMO_INPUTS = (
     "face_recognition/examples/two_people.jpg",
@@ -191,11 +194,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from openlfr.pipeline.embed import EmbedStage
     from openlfr.pipeline.embedded import EmbeddedPipeline
     from openlfr.pipeline.ingest import open_source
+    from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.pipeline.match import MatchSettings, MatchStage
     from openlfr.pipeline.samples import build_samples
     from openlfr.vision.factory import build_analyzer
     from openlfr.watchlist.loader import enroll_folder
     from openlfr.watchlist.qdrant_store import QdrantStore
+    from openlfr.watchlist.store import distance_to_score
 
     if args.bus == "kafka":
         from openlfr.pipeline.drive import drive_kafka
@@ -216,17 +221,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not watchlist.is_dir():
         print(f"openlfr run: --watchlist {watchlist} is not a directory", file=sys.stderr)
         return 2
-    match_settings = MatchSettings(
-        **{"watchlist_ids": (args.watchlist_id,),
-           **({"max_distance": args.max_distance} if args.max_distance is not None else {}),
-           **({"min_votes": args.min_votes} if args.min_votes is not None else {})}
-    )
+    match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
     store = QdrantStore(location=":memory:")
     report = enroll_folder(watchlist, analyzer=analyzer, store=store, watchlist_id=args.watchlist_id)
     print(
         f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "
         f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
         file=sys.stderr,
+    )
+    # One ad-hoc deployment covering this run: every camera, from now on, this watchlist.
+    threshold = distance_to_score(args.max_distance) if args.max_distance is not None else args.threshold
+    gate = StaticGate(
+        ActiveDeployment(
+            deployment_id="cli-run", watchlist_ids=(args.watchlist_id,), threshold=threshold, snapshot_ts=time.time()
+        )
     )
     detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     pipeline = EmbeddedPipeline(
@@ -235,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            max_frame_age_s=None if Path(source).exists() else args.max_frame_age_s),
         embed=EmbedStage(analyzer.embedder, embedder_model=model_version(settings.model_dir, EMBEDDER.name),
                          max_frame_age_s=None if Path(source).exists() else args.max_frame_age_s),
-        match=MatchStage(match_settings, store=store),
+        match=MatchStage(match_settings, store=store, gate=gate),
         alert=AlertStage(AlertSettings()),
         batch_size=args.batch_size,
     )
@@ -374,7 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", help="Kafka bootstrap servers with --bus kafka")
     run.add_argument("--sample-fps", dest="sample_fps", type=float, default=5.0)
     run.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    run.add_argument("--max-distance", dest="max_distance", type=float, help="match threshold (distance)")
+    run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                     help=f"match threshold, a similarity score (default {DEFAULT_THRESHOLD}: distance 0.59, "
+                          "FMR ~1e-3 per comparison on the shared set)")
+    run.add_argument("--max-distance", dest="max_distance", type=float,
+                     help="match threshold as a descriptor distance (instead of --threshold)")
     run.add_argument("--min-votes", dest="min_votes", type=int, help="frames of a track that must agree")
     run.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
                      help="live sources: frames older than this are dropped")

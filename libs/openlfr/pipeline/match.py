@@ -1,20 +1,24 @@
 """The match stage: faces of frames -> tracks -> track-level watchlist decisions.
 
-For each face of an ``Embeddings`` message:
+For each ``Embeddings`` message, the deployment gate (``openlfr.pipeline.deployments``) is
+asked which deployment covers its camera at its capture time. With none, the frame is dropped
+(``no_deployment``): its faces are not searched, not tracked, not kept. Otherwise, per face:
 
 1. faces below the quality gate are dropped (counted ``low_quality``) and not tracked;
-2. the store is searched for the two nearest subjects on the configured watchlists;
+2. the store is searched for the two nearest subjects on the deployment's watchlists, as they
+   were when it was authorised (references enrolled later are not searched: the snapshot);
 3. the face joins a track (``FaceTracker``, event time);
-4. the frame *votes* for a subject when that subject is the top hit with distance
-   ``<= max_distance`` and the second-best subject is at least ``min_margin_distance``
-   further away (or there is none).
+4. the frame *votes* for a subject when that subject is the top hit with distance at most the
+   deployment's threshold (as a distance) and the second-best subject is at least
+   ``min_margin_distance`` further away (or there is none).
 
 A track yields one ``Match`` per subject, at the moment the subject's votes first reach
 ``min_votes``. Its probe is the best-quality voting face so far: ``frame_id``, ``capture_ts``,
 ``trace_id``, chip, distance and reference image are the probe's. ``score`` is
-``1 - distance / 2`` clipped to 0..1 (``openlfr.watchlist.store.distance_to_score``), so the
-distance threshold travels as the score ``1 - max_distance / 2``; ``margin`` is the probe's
-score minus the second subject's (1.0 when there is none).
+``1 - distance / 2`` clipped to 0..1 (``openlfr.watchlist.store.distance_to_score``) and
+``threshold`` is the deployment's (a score); ``margin`` is the probe's score minus the second
+subject's (1.0 when there is none). The Match names its deployment and carries the watchlist
+reference's chip, so reviewers see the probe beside the image it matched.
 
 What is kept about people who match no one: nothing is written anywhere. In memory a track
 holds only its last embedding, last box and best face's quality; chips are kept only for
@@ -42,16 +46,18 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from openlfr.messages.models import EmbeddedFace, Embeddings, Id, Match
+from openlfr.messages.models import EmbeddedFace, Embeddings, Match
 from openlfr.messages.topics import EMBEDDINGS, MATCHES
+from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
 from openlfr.pipeline.exceptions import PoisonMessage
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.pipeline.tracker import FaceTracker, Observation, Track
-from openlfr.watchlist.store import SearchHit, VectorStore, distance_to_score
+from openlfr.watchlist.store import SearchHit, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +68,15 @@ RECENT_FRAMES = 64
 
 
 class MatchSettings(BaseSettings):
-    """Settings of the match stage (env ``OPENLFR_MATCH_<NAME>``; lists as JSON).
+    """Settings of the match stage (env ``OPENLFR_MATCH_<NAME>``).
 
-    Distances are Euclidean between dlib descriptors. On the shared face set the equal-error
-    distance is about 0.68 and FMR 1e-3 is reached at about 0.59 (docs/models.md), so the
-    default decides per frame at FMR ~1e-3 and asks ``min_votes`` frames to agree.
+    Which watchlists are searched, and at what threshold, is not a setting: each deployment
+    says so (``openlfr.pipeline.deployments``). Distances are Euclidean between dlib
+    descriptors; ``min_votes`` frames of a track must agree before it matches.
     """
 
     model_config = SettingsConfigDict(env_prefix="OPENLFR_MATCH_", frozen=True, extra="ignore")
 
-    #: Watchlists searched; required (nothing is matched against an unnamed list).
-    watchlist_ids: tuple[Id, ...] = Field(min_length=1)
-    max_distance: float = Field(default=0.59, gt=0, lt=2)
     min_margin_distance: float = Field(default=0.05, ge=0, lt=2)
     min_votes: int = Field(default=3, ge=1, le=1000)
     #: Faces whose combined quality score is below this are neither matched nor tracked.
@@ -86,6 +89,18 @@ class MatchSettings(BaseSettings):
     track_camera_idle_s: float = Field(default=60.0, gt=0)
     probe_jpeg_quality: int = Field(default=90, ge=50, le=100)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retired_settings(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for retired in ("watchlist_ids", "max_distance"):
+                if retired in data:
+                    raise ValueError(
+                        f"OPENLFR_MATCH_{retired.upper()} is no longer read: watchlists and threshold "
+                        "come from the deployment (POST /v1/deployments)"
+                    )
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> MatchSettings:
         if self.track_max_s < self.track_max_gap_s:
@@ -95,11 +110,6 @@ class MatchSettings(BaseSettings):
         if self.track_camera_idle_s < self.track_max_gap_s:
             raise ValueError("track_camera_idle_s must be >= track_max_gap_s")
         return self
-
-    @property
-    def threshold_score(self) -> float:
-        """``max_distance`` as a score (the ``threshold`` field of ``Match``)."""
-        return distance_to_score(self.max_distance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,7 @@ class _Candidate:
 
 @dataclass(frozen=True, slots=True)
 class _Probe:
+    deployment: ActiveDeployment
     quality: float
     frame_id: str
     capture_ts: float
@@ -148,14 +159,17 @@ class _Step:
     outcome: Outcome
     faces: list[_PlannedFace] | None
     replayed: bool = False
+    deployment: ActiveDeployment | None = None
 
 
 class MatchStage(Stage[Embeddings]):
     """Embeddings -> Matches, one per track and subject.
 
     Args:
-        settings: thresholds, watchlists and tracker settings.
+        settings: voting, quality and tracker settings.
         store: the watchlist's vector store (closed by ``close``).
+        gate: which deployment covers a frame (watchlists, threshold, snapshot).
+        registry: where the per-deployment counters are registered.
     """
 
     name = "match"
@@ -164,9 +178,18 @@ class MatchStage(Stage[Embeddings]):
     input_model = Embeddings
     output_topic = MATCHES
 
-    def __init__(self, settings: MatchSettings, *, store: VectorStore) -> None:
+    def __init__(
+        self,
+        settings: MatchSettings,
+        *,
+        store: VectorStore,
+        gate: DeploymentGate,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.gate = gate
+        self._metrics = _DeploymentMetrics.for_registry(REGISTRY if registry is None else registry)
         self.tracker = FaceTracker(
             max_gap_s=settings.track_max_gap_s,
             max_track_s=settings.track_max_s,
@@ -190,8 +213,8 @@ class MatchStage(Stage[Embeddings]):
         self._redelivery.forget_before(batch)
         for step in steps:
             if not step.replayed:
-                if step.faces is not None:
-                    self._apply(step.incoming, step.faces, step.outcome)
+                if step.faces is not None and step.deployment is not None:
+                    self._apply(step.incoming, step.faces, step.outcome, step.deployment)
                 self._redelivery.put(step.incoming, step.outcome)
             step.outcome.add_to(result, step.incoming)
         result.hold = self.tracker.hold()
@@ -210,6 +233,12 @@ class MatchStage(Stage[Embeddings]):
                 steps.append(_Step(incoming, replay, None, replayed=True))
                 continue
             outcome = Outcome()
+            deployment = self.gate.active_for(message.camera_id, message.capture_ts)
+            if deployment is None:
+                # No deployment authorises matching here and now: nothing is searched or kept.
+                outcome.drop("no_deployment")
+                steps.append(_Step(incoming, outcome, None))
+                continue
             seen = recent.setdefault(message.camera_id, set(self._recent.get(message.camera_id, ())))
             last = applied.get(incoming.partition)
             if (last is not None and incoming.offset <= last) or message.frame_id in seen:
@@ -229,18 +258,25 @@ class MatchStage(Stage[Embeddings]):
                         outcome.drop("low_quality")
                         continue
                     vector = face.vector()
-                    hits = self.store.search(vector, limit=SEARCH_LIMIT, watchlist_ids=self.settings.watchlist_ids)
-                    faces.append(_PlannedFace(face, vector, self._candidate(face, hits)))
+                    hits = self.store.search(
+                        vector,
+                        limit=SEARCH_LIMIT,
+                        watchlist_ids=deployment.watchlist_ids,
+                        enrolled_before=deployment.snapshot_ts,
+                    )
+                    faces.append(_PlannedFace(face, vector, self._candidate(face, hits, deployment)))
             except PoisonMessage as exc:
                 steps.append(_Step(incoming, Outcome(rejected=str(exc)), None))
                 continue
             applied[incoming.partition] = incoming.offset
             seen.add(message.frame_id)
-            steps.append(_Step(incoming, outcome, faces))
+            steps.append(_Step(incoming, outcome, faces, deployment=deployment))
         return steps
 
-    def _candidate(self, face: EmbeddedFace, hits: Sequence[SearchHit]) -> _Candidate | None:
-        if not hits or hits[0].distance > self.settings.max_distance:
+    def _candidate(
+        self, face: EmbeddedFace, hits: Sequence[SearchHit], deployment: ActiveDeployment
+    ) -> _Candidate | None:
+        if not hits or hits[0].distance > deployment.max_distance:
             return None
         runner_up = hits[1] if len(hits) > 1 else None
         if runner_up is not None and runner_up.distance - hits[0].distance < self.settings.min_margin_distance:
@@ -258,7 +294,13 @@ class MatchStage(Stage[Embeddings]):
 
     # -- phase 2: state ----------------------------------------------------------------------
 
-    def _apply(self, incoming: Incoming[Embeddings], faces: Sequence[_PlannedFace], outcome: Outcome) -> None:
+    def _apply(
+        self,
+        incoming: Incoming[Embeddings],
+        faces: Sequence[_PlannedFace],
+        outcome: Outcome,
+        deployment: ActiveDeployment,
+    ) -> None:
         message = incoming.message
         update = self.tracker.update(
             camera_id=message.camera_id,
@@ -279,16 +321,20 @@ class MatchStage(Stage[Embeddings]):
         )
         for track, _reason in update.ended:
             self._votes.pop(track.track_id, None)
+        self._metrics.count(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
+        self.gate.record_activity(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self._applied[incoming.partition] = incoming.offset
         self._recent.setdefault(message.camera_id, deque(maxlen=RECENT_FRAMES)).append(message.frame_id)
         for planned, track in zip(faces, update.assigned, strict=True):
             if planned.candidate is None:
                 continue
-            match = self._vote(track, planned, message)
+            match = self._vote(track, planned, message, deployment)
             if match is not None:
                 outcome.outputs.append(Outgoing(topic=MATCHES, key=message.camera_id, message=match))
 
-    def _vote(self, track: Track, planned: _PlannedFace, message: Embeddings) -> Match | None:
+    def _vote(
+        self, track: Track, planned: _PlannedFace, message: Embeddings, deployment: ActiveDeployment
+    ) -> Match | None:
         candidate = planned.candidate
         if candidate is None:
             return None
@@ -299,12 +345,16 @@ class MatchStage(Stage[Embeddings]):
         votes.count += 1
         quality = planned.face.quality.score
         if votes.probe is None or quality > votes.probe.quality:
-            votes.probe = _Probe(quality, message.frame_id, message.capture_ts, message.trace_id, candidate)
+            votes.probe = _Probe(deployment, quality, message.frame_id, message.capture_ts, message.trace_id, candidate)
         if votes.count < self.settings.min_votes:
             return None
         probe = votes.probe
         votes.published = True
         votes.probe = None  # the chip is in the Match now; keep no copy
+        hit = probe.candidate.hit
+        reference_chip = (
+            self.gate.reference_chip(hit.subject_id, hit.reference_image_id) if hit.reference_image_id else None
+        )
         match = Match(
             camera_id=message.camera_id,
             frame_id=probe.frame_id,
@@ -317,11 +367,13 @@ class MatchStage(Stage[Embeddings]):
             margin=probe.candidate.margin,
             votes=votes.count,
             track_frames=track.frames,
-            threshold=self.settings.threshold_score,
+            threshold=probe.deployment.threshold,
             first_seen_ts=track.first_ts,
             probe_chip_jpeg=probe.candidate.chip_jpeg,
             reference_image_id=probe.candidate.hit.reference_image_id,
             embedder_model=message.embedder_model,
+            deployment_id=probe.deployment.deployment_id,
+            reference_chip_jpeg=reference_chip or None,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" votes="%d" frames="%d"',
@@ -335,3 +387,36 @@ class MatchStage(Stage[Embeddings]):
     def close(self) -> None:
         self.store.close()
 
+
+class _DeploymentMetrics:
+    """Faces searched and tracks started per deployment (Prometheus), one set per registry."""
+
+    _by_registry: dict[int, _DeploymentMetrics] = {}
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.faces = Counter(
+            "openlfr_deployment_faces_total",
+            "Faces searched against the watchlists, per deployment.",
+            ["deployment"],
+            registry=registry,
+        )
+        self.tracks = Counter(
+            "openlfr_deployment_tracks_total",
+            "Face tracks started, per deployment.",
+            ["deployment"],
+            registry=registry,
+        )
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> _DeploymentMetrics:
+        """The metrics of ``registry``, made on first use (stages may be built more than once)."""
+        key = id(registry)
+        if key not in cls._by_registry:
+            cls._by_registry[key] = cls(registry)
+        return cls._by_registry[key]
+
+    def count(self, deployment_id: str, *, faces: int, tracks: int) -> None:
+        if faces:
+            self.faces.labels(deployment_id).inc(faces)
+        if tracks:
+            self.tracks.labels(deployment_id).inc(tracks)

@@ -59,6 +59,42 @@ DEFAULT_MIN_QUALITY = 0.4
 BATCH_SIZE = 8
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferencePolicy:
+    """When one analysed image may be a watchlist reference (the module docstring's policy).
+
+    Shared by folder enrolment here and by the registry's one-image enrolment, so both
+    accept and refuse the same images for the same reasons.
+
+    Attributes:
+        min_inter_eye_px: smallest accepted distance between the eye centres, in pixels.
+        min_blur: smallest accepted Laplacian variance of the aligned chip.
+        min_quality: smallest accepted combined quality score (0..1).
+    """
+
+    min_inter_eye_px: float = DEFAULT_MIN_INTER_EYE_PX
+    min_blur: float = DEFAULT_MIN_BLUR
+    min_quality: float = DEFAULT_MIN_QUALITY
+
+    def refusal(self, faces: Faces) -> tuple[RefusalReason, str] | None:
+        """Why the analysed image ``faces`` cannot be a reference, or None when it can.
+
+        Only the face count and quality figures are read, so it can run before embedding.
+        """
+        if len(faces) == 0:
+            return "no_face", "no face found"
+        if len(faces) > 1:
+            return "multiple_faces", f"{len(faces)} faces found; a reference image must show exactly one"
+        q = faces.quality.row(0)
+        if q["inter_eye_px"] < self.min_inter_eye_px:
+            return "too_small", f"inter-eye distance {q['inter_eye_px']:.1f} px < {self.min_inter_eye_px:g}"
+        if q["blur"] < self.min_blur:
+            return "too_blurred", f"sharpness (Laplacian variance) {q['blur']:.1f} < {self.min_blur:g}"
+        if q["score"] < self.min_quality:
+            return "low_quality", f"quality score {q['score']:.3f} < {self.min_quality:g} (yaw {q['yaw']:.2f})"
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class RefusedImage:
     """A file that was not enrolled, and why."""
@@ -155,7 +191,7 @@ def enroll_folder(
             report.refused.append(RefusedImage(entry, "not_in_subject_folder", detail))
             continue
         subject_id = entry.name
-        files = _subject_files(entry)
+        files = subject_files(entry)
         if not SUBJECT_ID_PATTERN.match(subject_id):
             detail = f"folder name {subject_id!r} does not match {SUBJECT_ID_PATTERN.pattern}"
             report.refused.extend(RefusedImage(path, "invalid_subject_id", detail) for path in files)
@@ -184,7 +220,8 @@ def enroll_folder(
     return report
 
 
-def _subject_files(folder: Path) -> list[Path]:
+def subject_files(folder: Path) -> list[Path]:
+    """The files of one subject's folder, recursively and sorted, hidden files and folders left out."""
     out = []
     for path in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
@@ -226,12 +263,13 @@ def _enroll_subject(
         seen[ref] = path
         decoded.append(_Decoded(path, ref, image))
 
+    policy = ReferencePolicy(min_inter_eye_px=min_inter_eye_px, min_blur=min_blur, min_quality=min_quality)
     entries: list[WatchlistEntry] = []
     for start in range(0, len(decoded), BATCH_SIZE):
         chunk = decoded[start : start + BATCH_SIZE]
         results = analyzer.analyze_many([item.image for item in chunk])
         for item, faces in zip(chunk, results, strict=True):
-            problem = _refusal(faces, min_inter_eye_px=min_inter_eye_px, min_blur=min_blur, min_quality=min_quality)
+            problem = policy.refusal(faces)
             if problem is not None:
                 refused.append(RefusedImage(item.path, problem[0], problem[1]))
                 logger.info('refused enrolment image path="%s" reason="%s"', item.path, problem[0])
@@ -249,20 +287,3 @@ def _enroll_subject(
             )
     return entries
 
-
-def _refusal(
-    faces: Faces, *, min_inter_eye_px: float, min_blur: float, min_quality: float
-) -> tuple[RefusalReason, str] | None:
-    """Why one analysed image cannot be a reference, or None when it can."""
-    if len(faces) == 0:
-        return "no_face", "no face found"
-    if len(faces) > 1:
-        return "multiple_faces", f"{len(faces)} faces found; a reference image must show exactly one"
-    q = faces.quality.row(0)
-    if q["inter_eye_px"] < min_inter_eye_px:
-        return "too_small", f"inter-eye distance {q['inter_eye_px']:.1f} px < {min_inter_eye_px:g}"
-    if q["blur"] < min_blur:
-        return "too_blurred", f"sharpness (Laplacian variance) {q['blur']:.1f} < {min_blur:g}"
-    if q["score"] < min_quality:
-        return "low_quality", f"quality score {q['score']:.3f} < {min_quality:g} (yaw {q['yaw']:.2f})"
-    return None

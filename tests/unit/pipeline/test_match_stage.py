@@ -20,6 +20,9 @@ import pytest
 from openlfr.messages.models import EmbeddedFace, Embeddings, FaceQualityRecord, Match
 from openlfr.messages.topics import MATCHES
 from openlfr.pipeline.alert import alert_id_for
+from prometheus_client import CollectorRegistry
+
+from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import BatchResult, Incoming
@@ -88,9 +91,23 @@ def _store(people: dict[str, list[RealFace]]) -> QdrantStore:
 
 
 def _settings(**overrides: object) -> MatchSettings:
-    values: dict[str, object] = dict(watchlist_ids=("wl-1",), min_votes=3, track_max_distance=0.7, track_max_gap_s=2.0)
+    values: dict[str, object] = dict(min_votes=3, track_max_distance=0.7, track_max_gap_s=2.0)
     values.update(overrides)
     return MatchSettings(**values)  # type: ignore[arg-type]
+
+
+THRESHOLD = distance_to_score(0.59)
+
+
+def _gate(watchlists: tuple[str, ...] = ("wl-1",), **kwargs: object) -> StaticGate:
+    deployment = ActiveDeployment(
+        deployment_id="dep-1", watchlist_ids=watchlists, threshold=THRESHOLD, snapshot_ts=T0 + 1e6
+    )
+    return StaticGate(deployment, **kwargs)  # type: ignore[arg-type]
+
+
+def _stage(settings: MatchSettings, store: VectorStore, gate: StaticGate | None = None) -> MatchStage:
+    return MatchStage(settings, store=store, gate=gate or _gate(), registry=CollectorRegistry())
 
 
 def _face(
@@ -150,7 +167,7 @@ def _matches(result: BatchResult) -> list[Match]:
 
 def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
     store = _store(people)
-    stage = MatchStage(_settings(), store=store)
+    stage = _stage(_settings(), store)
     stored_before = store.count()
     matches: list[Match] = []
     for incoming in _walk(people, range(6)):
@@ -170,6 +187,7 @@ def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
     assert m.margin == pytest.approx(hit[0].score - hit[1].score, abs=1e-6)
     assert m.reference_image_id == hit[0].reference_image_id
     assert m.threshold == pytest.approx(1 - 0.59 / 2)
+    assert m.deployment_id == "dep-1"
     assert m.first_seen_ts == T0 and m.embedder_model == "dlib_resnet_v1"
     assert m.probe_chip_jpeg[:3] == b"\xff\xd8\xff"
     chip = cv2.imdecode(np.frombuffer(m.probe_chip_jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -187,7 +205,7 @@ def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
 
 
 def test_hold_is_first_offset_of_the_oldest_open_track_and_releases_when_tracks_end(people) -> None:
-    stage = MatchStage(_settings(), store=_store(people))
+    stage = _stage(_settings(), _store(people))
     result = stage.handle(_walk(people, range(4)), now=T0 + 100)
     assert result.hold == {PARTITION: FIRST_OFFSET}
     # Obama leaves; the stranger stays. The hold follows the stranger's track (same first frame).
@@ -203,7 +221,7 @@ def test_hold_is_first_offset_of_the_oldest_open_track_and_releases_when_tracks_
 
 
 def test_a_new_track_of_the_same_person_gives_a_new_match(people) -> None:
-    stage = MatchStage(_settings(), store=_store(people))
+    stage = _stage(_settings(), _store(people))
     first = _matches(stage.handle(_walk(people, range(4)), now=T0 + 100))
     second = _matches(stage.handle(_walk(people, range(10, 14), t_offset=30.0), now=T0 + 100))
     assert [m.track_id for m in first] == ["cam-1:f000:0"]
@@ -213,12 +231,12 @@ def test_a_new_track_of_the_same_person_gives_a_new_match(people) -> None:
 def test_restart_replaying_from_hold_gives_the_same_decision(people) -> None:
     frames = _walk(people, range(6))
     store = _store(people)
-    original = MatchStage(_settings(), store=store)
+    original = _stage(_settings(), store)
     before = original.handle(frames[:2], now=T0 + 100)
     assert before.outputs == [] and before.hold == {PARTITION: FIRST_OFFSET}
     # The runner committed up to the hold; the process dies. A new one replays from the hold.
     decided = _matches(original.handle(frames[2:], now=T0 + 100))
-    restarted = MatchStage(_settings(), store=store)
+    restarted = _stage(_settings(), store)
     replayed = _matches(restarted.handle([f for f in frames if f.offset >= before.hold[PARTITION]], now=T0 + 999))
     assert len(decided) == 1 and replayed == decided
     a, b = decided[0], replayed[0]
@@ -228,7 +246,7 @@ def test_restart_replaying_from_hold_gives_the_same_decision(people) -> None:
 
 
 def test_a_batch_delivered_again_gives_the_same_outcome_without_counting_twice(people) -> None:
-    stage = MatchStage(_settings(min_votes=3), store=_store(people))
+    stage = _stage(_settings(min_votes=3), _store(people))
     frames = _walk(people, range(4))
     first = stage.handle(frames[:3], now=T0 + 100)
     assert len(first.outputs) == 1
@@ -245,7 +263,7 @@ def test_a_batch_delivered_again_gives_the_same_outcome_without_counting_twice(p
 
 
 def test_a_frame_sent_twice_at_another_offset_is_a_duplicate(people) -> None:
-    stage = MatchStage(_settings(min_votes=4), store=_store(people))
+    stage = _stage(_settings(min_votes=4), _store(people))
     frames = _walk(people, range(3))
     stage.handle(frames, now=T0 + 100)
     copy = Incoming(frames[2].message, PARTITION, FIRST_OFFSET + 50)
@@ -265,7 +283,7 @@ def test_a_frame_sent_twice_at_another_offset_is_a_duplicate(people) -> None:
 def test_faces_below_the_quality_gate_are_dropped_and_counted(
     people, obama_quality, expected_dropped, expected_matches
 ) -> None:
-    stage = MatchStage(_settings(min_quality=0.2), store=_store(people))
+    stage = _stage(_settings(min_quality=0.2), _store(people))
     obama, _ = _walkers(people)
     batch = [
         Incoming(_frame(n, [_face(0, obama[n], (100.0, 200.0, 220.0, 340.0), quality=obama_quality)]), PARTITION, n)
@@ -278,7 +296,7 @@ def test_faces_below_the_quality_gate_are_dropped_and_counted(
 
 
 def test_only_the_configured_watchlists_are_searched(people) -> None:
-    stage = MatchStage(_settings(watchlist_ids=("another-list",)), store=_store(people))
+    stage = _stage(_settings(), _store(people), _gate(("another-list",)))
     result = stage.handle(_walk(people, range(6)), now=T0 + 100)
     assert result.outputs == []
     assert all(t.best.chip is None for t in stage.tracker.tracks())
@@ -292,7 +310,7 @@ def test_only_the_configured_watchlists_are_searched(people) -> None:
     ],
 )
 def test_unprocessable_messages_are_rejected_and_the_batch_goes_on(people, faces, reason) -> None:
-    stage = MatchStage(_settings(), store=_store(people))
+    stage = _stage(_settings(), _store(people))
     obama = _walkers(people)[0][0]
     good = _face(0, obama, (100.0, 200.0, 220.0, 340.0))
     if faces == "repeated_index":
@@ -315,11 +333,14 @@ class _FailingStore(VectorStore):
     def __init__(self, inner: VectorStore, fail_on: int) -> None:
         self.inner, self.fail_on, self.calls = inner, fail_on, 0
 
-    def search(self, vector, *, limit, watchlist_ids=None) -> list[SearchHit]:
+    def search(self, vector, *, limit, watchlist_ids=None, enrolled_before=None) -> list[SearchHit]:
         self.calls += 1
         if self.calls == self.fail_on:
             raise StoreUnavailable("qdrant search: connection refused")
-        return self.inner.search(vector, limit=limit, watchlist_ids=watchlist_ids)
+        return self.inner.search(vector, limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before)
+
+    def set_subject_state(self, subject_id, *, status, expires_ts) -> int:
+        return self.inner.set_subject_state(subject_id, status=status, expires_ts=expires_ts)
 
     def upsert(self, entries) -> None:
         self.inner.upsert(entries)
@@ -336,9 +357,9 @@ class _FailingStore(VectorStore):
 
 def test_store_outage_leaves_the_stage_unchanged_so_the_batch_can_be_retried(people) -> None:
     frames = _walk(people, range(6))
-    clean = MatchStage(_settings(), store=_store(people)).handle(frames, now=T0 + 100)
+    clean = _stage(_settings(), _store(people)).handle(frames, now=T0 + 100)
 
-    stage = MatchStage(_settings(), store=_FailingStore(_store(people), fail_on=7))
+    stage = _stage(_settings(), _FailingStore(_store(people), fail_on=7))
     with pytest.raises(BackendUnavailable):
         stage.handle(frames, now=T0 + 100)
     assert len(stage.tracker) == 0
@@ -347,8 +368,66 @@ def test_store_outage_leaves_the_stage_unchanged_so_the_batch_can_be_retried(peo
     assert stage.ready() == (True, "ok")
 
 
-def test_settings_need_watchlists_and_consistent_tracker_gates() -> None:
-    with pytest.raises(ValueError, match="watchlist_ids"):
-        MatchSettings()  # type: ignore[call-arg]
+def test_settings_refuse_the_retired_watchlist_and_threshold_and_inconsistent_tracker_gates() -> None:
+    with pytest.raises(ValueError, match="OPENLFR_MATCH_WATCHLIST_IDS is no longer read"):
+        MatchSettings(watchlist_ids=("wl",))  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="OPENLFR_MATCH_MAX_DISTANCE"):
+        MatchSettings(max_distance=0.5)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="track_reacquire_distance"):
-        MatchSettings(watchlist_ids=("wl",), track_max_distance=0.3, track_reacquire_distance=0.4)
+        MatchSettings(track_max_distance=0.3, track_reacquire_distance=0.4)
+
+
+def test_outside_every_deployment_nothing_is_searched_tracked_or_kept(people) -> None:
+    store = _FailingStore(_store(people), fail_on=10_000)
+    gate = _gate(camera_ids=("cam-2",))  # authorised for another camera only
+    stage = _stage(_settings(), store, gate)
+    result = stage.handle(_walk(people, range(6)), now=T0 + 100)
+    assert result.outputs == [] and result.dropped == {"no_deployment": 6}
+    assert store.calls == 0 and len(stage.tracker) == 0 and result.hold == {}
+    assert (gate.faces, gate.tracks) == (0, 0)
+
+
+def test_the_deployment_window_is_in_event_time(people) -> None:
+    # Authorised from the fourth frame on: the first three are not processed at all.
+    gate = _gate(start_ts=T0 + 0.2 * 3, end_ts=T0 + 60)
+    stage = _stage(_settings(), _store(people), gate)
+    result = stage.handle(_walk(people, range(8)), now=T0 + 1000)
+    assert result.dropped.get("no_deployment") == 3
+    matches = _matches(result)
+    assert len(matches) == 1 and matches[0].first_seen_ts == T0 + 0.2 * 3
+    assert gate.faces == 2 * 5 and gate.tracks == 2
+
+
+def test_references_enrolled_after_the_snapshot_are_not_matched(people) -> None:
+    store = _store(people)  # enrolled_ts 0.0
+    late = [
+        WatchlistEntry(
+            subject_id="Hugh_Laurie", watchlist_id="wl-1", reference_image_id=f"late-{k}",
+            vector=face.vector, enrolled_ts=T0 + 10,
+        )
+        for k, face in enumerate(people["Hugh_Laurie"][-3:])
+    ]
+    store.upsert(late)
+    snapshot = ActiveDeployment(deployment_id="dep-1", watchlist_ids=("wl-1",), threshold=THRESHOLD, snapshot_ts=T0)
+    before = _stage(_settings(), store, StaticGate(snapshot))
+    assert [m.subject_id for m in _matches(before.handle(_walk(people, range(6)), now=T0 + 100))] == ["Barack_Obama"]
+    later = ActiveDeployment(deployment_id="dep-2", watchlist_ids=("wl-1",), threshold=THRESHOLD, snapshot_ts=T0 + 20)
+    after = _stage(_settings(), store, StaticGate(later))
+    subjects = sorted(m.subject_id for m in _matches(after.handle(_walk(people, range(6)), now=T0 + 100)))
+    assert subjects == ["Barack_Obama", "Hugh_Laurie"]
+
+
+def test_a_match_carries_its_deployment_threshold_and_the_reference_chip(people) -> None:
+    store = _store(people)
+    strict = ActiveDeployment(deployment_id="dep-9", watchlist_ids=("wl-1",), threshold=0.75, snapshot_ts=T0 + 1e6)
+    gate = StaticGate(strict)
+    stage = _stage(_settings(), store, gate)
+    loose = _matches(_stage(_settings(), store).handle(_walk(people, range(6)), now=T0 + 100))
+    matches = _matches(stage.handle(_walk(people, range(6)), now=T0 + 100))
+    # A stricter threshold (distance 0.5) accepts fewer frames' votes, never more.
+    assert all(m.threshold == 0.75 and m.deployment_id == "dep-9" for m in matches)
+    assert len(matches) <= len(loose)
+    reference = b"\xff\xd8\xff-reference-chip"
+    gate.references = {("Barack_Obama", m.reference_image_id): reference for m in loose}
+    again = _matches(_stage(_settings(), store, gate).handle(_walk(people, range(6)), now=T0 + 100))
+    assert again and all(m.reference_chip_jpeg == reference for m in again)

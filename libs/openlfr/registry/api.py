@@ -1,0 +1,335 @@
+"""HTTP API of the registry: watchlists, subjects, reference images and deployments.
+
+Mounted by the match service on its HTTP port (``make_health_app(routers=[...])``). Reads need
+any role; watchlist, subject and image writes need ``watchlist_admin``; deployment writes need
+``deployment_authoriser``. 401 without a valid token, 403 (audited) without the role, 404 naming
+what was not found, 409 for conflicts, 422 for invalid requests and refused images, 503 while
+the vector store is down. Every change is audited with the caller's name as actor.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at run
+# time, and the role dependencies are aliases local to ``make_registry_router``.
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+
+from openlfr.api.auth import READERS, Access, Principal
+from openlfr.api.limits import IMAGE_TYPES, read_image
+from openlfr.api.settings import ApiSettings
+from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.registry.exceptions import Conflict, ImageRefused, Invalid, NotFound
+from openlfr.registry.models import (
+    DeploymentCreate,
+    DeploymentEnd,
+    DeploymentPage,
+    DeploymentPublic,
+    DeploymentStatus,
+    DeploymentUpdate,
+    SLUG_PATTERN,
+    ErrorMessage,
+    ImagePublic,
+    ImageRefusal,
+    Provenance,
+    SubjectCreate,
+    SubjectPage,
+    SubjectPublic,
+    SubjectUpdate,
+    WatchlistCreate,
+    WatchlistPage,
+    WatchlistPublic,
+    WatchlistUpdate,
+)
+from openlfr.registry.service import MAX_PAGE, Registry
+
+logger = logging.getLogger(__name__)
+
+#: Where a service-level validation error points (``loc``), by field.
+_QUERY_FIELDS = frozenset({"limit", "offset", "source"})
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "No token, or an unknown one."},
+    403: {"model": ErrorMessage, "description": "The token lacks the role (the refusal is audited)."},
+}
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorMessage, "description": "Not found (named in detail)."}}
+_409: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorMessage, "description": "Conflicts with the current state."}
+}
+_503: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorMessage, "description": "The vector store is unavailable."}
+}
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image file itself (not multipart); its Content-Type names its format.",
+        "content": {kind: {"schema": {"type": "string", "format": "binary"}} for kind in sorted(IMAGE_TYPES)},
+    }
+}
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """The registry's errors as HTTP answers."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(HTTPStatus.NOT_FOUND, detail=str(exc)) from exc
+    except Conflict as exc:
+        detail: Any = str(exc) if exc.reason is None else {"reason": exc.reason, "message": exc.message}
+        raise HTTPException(HTTPStatus.CONFLICT, detail=detail) from exc
+    except ImageRefused as exc:
+        raise HTTPException(
+            HTTPStatus.UNPROCESSABLE_ENTITY, detail={"reason": exc.reason, "message": exc.message}
+        ) from exc
+    except Invalid as exc:
+        where = "query" if exc.field in _QUERY_FIELDS else "body"
+        raise HTTPException(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            detail=[{"type": "value_error", "loc": [where, exc.field], "msg": exc.message}],
+        ) from exc
+    except BackendUnavailable as exc:
+        logger.warning('registry request failed: backend unavailable error="%s"', exc)
+        raise HTTPException(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            detail=f"the vector store is unavailable: {exc}",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+async def _raw_body(request: Request) -> bytes:
+    """The request body as bytes (bounded by the app's body size limit)."""
+    return await request.body()
+
+
+def make_registry_router(registry: Registry, access: Access, limits: ApiSettings) -> APIRouter:
+    """The registry's routes under ``/v1``.
+
+    Args:
+        registry: the registry the routes serve.
+        access: authentication and roles (its audit log records refusals).
+        limits: the image size and pixel limits of uploads.
+    """
+    Reader = Annotated[Principal, Depends(access.require(*READERS))]
+    WatchlistAdmin = Annotated[Principal, Depends(access.require("watchlist_admin"))]
+    Authoriser = Annotated[Principal, Depends(access.require("deployment_authoriser"))]
+    WatchlistId = Annotated[str, Path(pattern=SLUG_PATTERN)]
+    SubjectId = Annotated[str, Path(pattern=SLUG_PATTERN)]
+    DeploymentId = Annotated[str, Path(pattern=SLUG_PATTERN)]
+    ImageId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
+    Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="most items returned")]
+    Offset = Annotated[int, Query(ge=0, description="items skipped")]
+
+    router = APIRouter(prefix="/v1")
+
+    # -- watchlists ------------------------------------------------------------------------
+
+    @router.post(
+        "/watchlists", status_code=HTTPStatus.CREATED, response_model=WatchlistPublic, tags=["watchlists"],
+        summary="Create a watchlist", responses={**_AUTH, **_409},
+    )
+    def create_watchlist(body: WatchlistCreate, who: WatchlistAdmin) -> WatchlistPublic:
+        with _http_errors():
+            return registry.create_watchlist(body, actor=who.name)
+
+    @router.get(
+        "/watchlists", response_model=WatchlistPage, tags=["watchlists"], summary="List watchlists",
+        responses=_AUTH,
+    )
+    def list_watchlists(who: Reader, limit: Limit = 100, offset: Offset = 0) -> WatchlistPage:
+        with _http_errors():
+            return registry.list_watchlists(limit=limit, offset=offset)
+
+    @router.get(
+        "/watchlists/{watchlist_id}", response_model=WatchlistPublic, tags=["watchlists"],
+        summary="Get a watchlist", responses={**_AUTH, **_404},
+    )
+    def get_watchlist(watchlist_id: WatchlistId, who: Reader) -> WatchlistPublic:
+        with _http_errors():
+            return registry.get_watchlist(watchlist_id)
+
+    @router.patch(
+        "/watchlists/{watchlist_id}", response_model=WatchlistPublic, tags=["watchlists"],
+        summary="Rename or re-describe a watchlist", responses={**_AUTH, **_404},
+    )
+    def update_watchlist(watchlist_id: WatchlistId, body: WatchlistUpdate, who: WatchlistAdmin) -> WatchlistPublic:
+        with _http_errors():
+            return registry.update_watchlist(watchlist_id, body, actor=who.name)
+
+    @router.delete(
+        "/watchlists/{watchlist_id}", status_code=HTTPStatus.NO_CONTENT, response_class=Response, tags=["watchlists"],
+        summary="Delete a watchlist with its subjects and their vectors",
+        description="Refused (409) while an active deployment searches it.",
+        responses={**_AUTH, **_404, **_409, **_503},
+    )
+    def delete_watchlist(watchlist_id: WatchlistId, who: WatchlistAdmin) -> Response:
+        with _http_errors():
+            registry.delete_watchlist(watchlist_id, actor=who.name)
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    # -- subjects --------------------------------------------------------------------------
+
+    @router.post(
+        "/watchlists/{watchlist_id}/subjects", status_code=HTTPStatus.CREATED, response_model=SubjectPublic,
+        tags=["subjects"], summary="Put a subject on a watchlist",
+        description="The subject is searchable once an image is enrolled, while active and unexpired.",
+        responses={**_AUTH, **_404, **_409},
+    )
+    def create_subject(watchlist_id: WatchlistId, body: SubjectCreate, who: WatchlistAdmin) -> SubjectPublic:
+        with _http_errors():
+            return registry.create_subject(watchlist_id, body, actor=who.name)
+
+    @router.get(
+        "/watchlists/{watchlist_id}/subjects", response_model=SubjectPage, tags=["subjects"],
+        summary="List a watchlist's subjects", responses={**_AUTH, **_404},
+    )
+    def list_subjects(watchlist_id: WatchlistId, who: Reader, limit: Limit = 100, offset: Offset = 0) -> SubjectPage:
+        with _http_errors():
+            return registry.list_subjects(watchlist_id, limit=limit, offset=offset)
+
+    @router.get(
+        "/subjects/{subject_id}", response_model=SubjectPublic, tags=["subjects"], summary="Get a subject",
+        responses={**_AUTH, **_404},
+    )
+    def get_subject(subject_id: SubjectId, who: Reader) -> SubjectPublic:
+        with _http_errors():
+            return registry.get_subject(subject_id)
+
+    @router.patch(
+        "/subjects/{subject_id}", response_model=SubjectPublic, tags=["subjects"], summary="Change a subject",
+        description="Suspension and expiry changes reach the vector store before the answer.",
+        responses={**_AUTH, **_404, **_503},
+    )
+    def update_subject(subject_id: SubjectId, body: SubjectUpdate, who: WatchlistAdmin) -> SubjectPublic:
+        with _http_errors():
+            return registry.update_subject(subject_id, body, actor=who.name)
+
+    @router.delete(
+        "/subjects/{subject_id}", status_code=HTTPStatus.NO_CONTENT, response_class=Response, tags=["subjects"],
+        summary="Delete a subject, its images and its vectors", responses={**_AUTH, **_404, **_503},
+    )
+    def delete_subject(subject_id: SubjectId, who: WatchlistAdmin) -> Response:
+        with _http_errors():
+            registry.delete_subject(subject_id, actor=who.name)
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    # -- reference images ------------------------------------------------------------------
+
+    @router.post(
+        "/subjects/{subject_id}/images", status_code=HTTPStatus.CREATED, response_model=ImagePublic,
+        tags=["images"], summary="Enrol a reference image of a subject",
+        description=(
+            "The body is the image file. It is enrolled only when it shows exactly one face, large, "
+            "sharp and good enough; otherwise 422 with the reason."
+        ),
+        responses={
+            **_AUTH, **_404, **_503,
+            409: {"model": ImageRefusal, "description": "Already a reference (duplicate), or too many images."},
+            413: {"model": ErrorMessage, "description": "The image is over the size limit."},
+            415: {"model": ErrorMessage, "description": "Not an accepted image type."},
+            422: {"model": ImageRefusal, "description": "The image was refused (reason and message)."},
+        },
+        openapi_extra=_IMAGE_BODY,
+    )
+    def enrol_image(
+        subject_id: SubjectId,
+        source: Annotated[Provenance, Query(description="where the image came from (required provenance)")],
+        who: WatchlistAdmin,
+        request: Request,
+        data: Annotated[bytes, Depends(_raw_body)],
+    ) -> ImagePublic:
+        with _http_errors():
+            registry.get_subject(subject_id)
+        try:
+            image = read_image(
+                data, content_type=request.headers.get("content-type"), max_bytes=limits.max_image_bytes,
+                max_pixels=limits.max_image_pixels,
+            )
+        except HTTPException as exc:
+            if exc.status_code != HTTPStatus.UNPROCESSABLE_ENTITY:
+                raise
+            raise HTTPException(exc.status_code, detail={"reason": "unreadable", "message": exc.detail}) from exc
+        with _http_errors():
+            return registry.enrol_image(subject_id, data, source=source, actor=who.name, image=image)
+
+    @router.get(
+        "/subjects/{subject_id}/images/{image_id}", response_class=Response, tags=["images"],
+        summary="The reference chip of an image (JPEG, 150x150, aligned)",
+        responses={**_AUTH, **_404, 200: {"content": {"image/jpeg": {}}, "description": "The chip."}},
+    )
+    def get_image(subject_id: SubjectId, image_id: ImageId, who: Reader) -> Response:
+        with _http_errors():
+            chip = registry.image_chip(subject_id, image_id)
+        return Response(content=chip, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @router.delete(
+        "/subjects/{subject_id}/images/{image_id}", status_code=HTTPStatus.NO_CONTENT, response_class=Response,
+        tags=["images"], summary="Delete a reference image and its vector", responses={**_AUTH, **_404, **_503},
+    )
+    def delete_image(subject_id: SubjectId, image_id: ImageId, who: WatchlistAdmin) -> Response:
+        with _http_errors():
+            registry.delete_image(subject_id, image_id, actor=who.name)
+        return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    # -- deployments -----------------------------------------------------------------------
+
+    @router.post(
+        "/deployments", status_code=HTTPStatus.CREATED, response_model=DeploymentPublic, tags=["deployments"],
+        summary="Authorise a deployment",
+        description=(
+            "Takes the watchlists' snapshot now. The threshold is refused under the registry's floor; "
+            "a camera may be in one active deployment at a time."
+        ),
+        responses={**_AUTH, **_409},
+    )
+    def create_deployment(body: DeploymentCreate, who: Authoriser) -> DeploymentPublic:
+        with _http_errors():
+            return registry.create_deployment(body, actor=who.name)
+
+    @router.get(
+        "/deployments", response_model=DeploymentPage, tags=["deployments"], summary="List deployments, newest first",
+        responses=_AUTH,
+    )
+    def list_deployments(
+        who: Reader,
+        state: Annotated[DeploymentStatus | None, Query(alias="status", description="only active or ended")] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> DeploymentPage:
+        with _http_errors():
+            return registry.list_deployments(status=state, limit=limit, offset=offset)
+
+    @router.get(
+        "/deployments/{deployment_id}", response_model=DeploymentPublic, tags=["deployments"],
+        summary="Get a deployment", responses={**_AUTH, **_404},
+    )
+    def get_deployment(deployment_id: DeploymentId, who: Reader) -> DeploymentPublic:
+        with _http_errors():
+            return registry.get_deployment(deployment_id)
+
+    @router.patch(
+        "/deployments/{deployment_id}", response_model=DeploymentPublic, tags=["deployments"],
+        summary="Change a running deployment (purpose, end, cameras, threshold)",
+        description="A threshold change is audited as deployment.threshold and is floored too.",
+        responses={**_AUTH, **_404, **_409},
+    )
+    def update_deployment(deployment_id: DeploymentId, body: DeploymentUpdate, who: Authoriser) -> DeploymentPublic:
+        with _http_errors():
+            return registry.update_deployment(deployment_id, body, actor=who.name)
+
+    @router.post(
+        "/deployments/{deployment_id}/end", response_model=DeploymentPublic, tags=["deployments"],
+        summary="End a deployment now", responses={**_AUTH, **_404, **_409},
+    )
+    def end_deployment(
+        deployment_id: DeploymentId, who: Authoriser, body: Annotated[DeploymentEnd | None, Body()] = None
+    ) -> DeploymentPublic:
+        with _http_errors():
+            return registry.end_deployment(deployment_id, actor=who.name, reason=body.reason if body else None)
+
+    return router
+

@@ -1,0 +1,321 @@
+"""The registry's request and response schemas (named by direction: ``...Create``, ``...Update``,
+``...Public``), which are also the values :class:`~openlfr.registry.service.Registry` takes and returns.
+
+Every request model forbids unknown fields and bounds every text; ids follow the message
+contracts' ``Id`` pattern, so whatever the registry names can travel in a ``Match`` or ``Alert``.
+Times are timezone-aware datetimes on the wire (naive ones are refused) and Unix seconds inside.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from openlfr.messages.models import Id
+
+#: Ids of what the registry keeps (watchlists, subjects, deployments): the message contracts'
+#: ``Id`` without ``/``, so that every id is also one URL path segment.
+SLUG_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+Slug = Annotated[str, Field(min_length=1, max_length=128, pattern=SLUG_PATTERN)]
+
+#: Why a person may be on a watchlist; nothing else is accepted.
+Category = Literal["wanted", "suspect", "missing_person", "vulnerable_person", "risk_to_self_or_others"]
+CATEGORIES: tuple[Category, ...] = get_args(Category)
+
+SubjectStatus = Literal["active", "suspended"]
+DeploymentStatus = Literal["active", "ended"]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Justification = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+LegalBasis = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+#: Where an enrolment image came from (custody record, case file, ...): required provenance.
+Provenance = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+#: Most cameras and watchlists one deployment may name.
+MAX_CAMERAS = 256
+MAX_WATCHLISTS = 64
+
+
+def to_datetime(ts: float) -> datetime:
+    """Unix seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Patch(_Request):
+    """A partial update: at least one field, and no field set to null."""
+
+    @model_validator(mode="after")
+    def _some_fields(self) -> _Patch:
+        if not self.model_fields_set:
+            raise ValueError(f"give at least one of {sorted(type(self).model_fields)}")
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)}: must not be null (leave a field out to keep it)")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        """The fields the request sets."""
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _distinct(values: list[str], *, what: str) -> list[str]:
+    repeated = sorted(value for value, n in Counter(values).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{what} named more than once: {repeated}")
+    return values
+
+
+# -- watchlists ----------------------------------------------------------------------------
+
+
+class WatchlistCreate(_Request):
+    """A new watchlist. Without ``id`` the registry assigns one."""
+
+    id: Slug | None = Field(default=None, description="a slug of your choice; assigned when left out")
+    name: Name
+    description: Description = ""
+
+
+class WatchlistUpdate(_Patch):
+    """New name and/or description."""
+
+    name: Name | None = None
+    description: Description | None = None
+
+
+class WatchlistPublic(_Response):
+    """A watchlist as the registry keeps it."""
+
+    id: Id
+    name: str
+    description: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    subject_count: int = Field(description="subjects on the watchlist, whatever their status")
+
+
+class WatchlistPage(_Response):
+    """One page of watchlists, by id."""
+
+    items: list[WatchlistPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- subjects and their images -------------------------------------------------------------
+
+
+class ImageQuality(_Response):
+    """The enrolment image's face, as the analyzer measured it."""
+
+    face_px: float
+    inter_eye_px: float
+    blur: float = Field(description="Laplacian variance of the aligned chip (higher is sharper)")
+    yaw: float
+    roll_deg: float
+    detector_score: float
+    score: float = Field(description="combined quality, 0..1")
+
+
+class ImagePublic(_Response):
+    """One reference image of a subject. Its chip is served at ``/v1/subjects/{id}/images/{image_id}``."""
+
+    id: str = Field(description="content id: the first 32 hex digits of the original file's SHA-256")
+    subject_id: Id
+    sha256: str = Field(description="SHA-256 of the original file (which is not kept)")
+    source: str
+    added_by: str
+    added_at: datetime
+    quality: ImageQuality
+
+
+class SubjectCreate(_Request):
+    """A person put on a watchlist, with why, on what legal basis and until when."""
+
+    id: Slug | None = Field(default=None, description="assigned when left out; unique across watchlists")
+    display_name: Name
+    category: Category
+    reason: Justification
+    legal_basis: LegalBasis
+    expires_at: AwareDatetime = Field(description="required; in the future and within the registry's horizon")
+    status: SubjectStatus = "active"
+
+
+class SubjectUpdate(_Patch):
+    """Changes to a subject; suspension and expiry take effect on search at once."""
+
+    display_name: Name | None = None
+    category: Category | None = None
+    reason: Justification | None = None
+    legal_basis: LegalBasis | None = None
+    expires_at: AwareDatetime | None = None
+    status: SubjectStatus | None = None
+
+
+class SubjectPublic(_Response):
+    """A subject as the registry keeps it (never a vector)."""
+
+    id: Id
+    watchlist_id: Id
+    display_name: str
+    category: Category
+    reason: str
+    legal_basis: str
+    added_by: str
+    expires_at: datetime
+    expired: bool
+    status: SubjectStatus
+    images: list[ImagePublic]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubjectPage(_Response):
+    """One page of a watchlist's subjects, by id."""
+
+    items: list[SubjectPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- deployments ---------------------------------------------------------------------------
+
+
+class DeploymentCreate(_Request):
+    """An authorisation to match on named cameras, between two times, against named watchlists."""
+
+    id: Slug | None = Field(default=None, description="assigned when left out")
+    purpose: Justification
+    authorised_by: Name = Field(description="the person who authorised the deployment")
+    camera_ids: list[Id] = Field(min_length=1, max_length=MAX_CAMERAS)
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    watchlist_ids: list[Slug] = Field(min_length=1, max_length=MAX_WATCHLISTS)
+    threshold: float = Field(ge=0, le=1, description="the score (0..1) a face must reach; floored by the registry")
+
+    @field_validator("camera_ids")
+    @classmethod
+    def _cameras(cls, value: list[str]) -> list[str]:
+        return _distinct(value, what="camera")
+
+    @field_validator("watchlist_ids")
+    @classmethod
+    def _watchlists(cls, value: list[str]) -> list[str]:
+        return _distinct(value, what="watchlist")
+
+    @model_validator(mode="after")
+    def _window(self) -> DeploymentCreate:
+        if self.end_at <= self.start_at:
+            raise ValueError(f"end_at ({self.end_at.isoformat()}) must be after start_at ({self.start_at.isoformat()})")
+        return self
+
+
+class DeploymentUpdate(_Patch):
+    """Changes to a running deployment. A threshold change is audited on its own."""
+
+    purpose: Justification | None = None
+    end_at: AwareDatetime | None = None
+    camera_ids: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_CAMERAS)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("camera_ids")
+    @classmethod
+    def _cameras(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _distinct(value, what="camera")
+
+
+class DeploymentEnd(_Request):
+    """Why a deployment is ended early (optional)."""
+
+    reason: Justification | None = None
+
+
+class Snapshot(_Response):
+    """What the deployment searches: the watchlists as they were when it was created.
+
+    References enrolled after ``snapshot_ts`` are not searched. ``fingerprint`` is the SHA-256
+    (hex) of the sorted ``subject_id<TAB>reference_image_id`` lines, joined by newlines, of the
+    subjects that were searchable then (active, unexpired, with at least one image).
+    """
+
+    snapshot_ts: float
+    taken_at: datetime
+    active_subjects: int
+    reference_images: int
+    fingerprint: str
+
+
+class DeploymentStats(_Response):
+    """Activity under the deployment, as the match stage reported it."""
+
+    faces: int = Field(description="faces searched")
+    tracks: int = Field(description="tracks started")
+
+
+class DeploymentPublic(_Response):
+    """A deployment as the registry keeps it."""
+
+    id: Id
+    purpose: str
+    authorised_by: str
+    created_by: str
+    camera_ids: list[Id]
+    start_at: datetime
+    end_at: datetime
+    watchlist_ids: list[Id]
+    threshold: float
+    snapshot: Snapshot
+    status: DeploymentStatus = Field(description="ended once ended by hand or once end_at has passed")
+    stats: DeploymentStats
+    model_version: str = Field(description="the embedding model it matches with (name@sha256 prefix)")
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+    ended_by: str | None
+    end_reason: str | None
+
+
+class DeploymentPage(_Response):
+    """One page of deployments, newest first."""
+
+    items: list[DeploymentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- errors (for the OpenAPI document) -----------------------------------------------------
+
+
+class ErrorMessage(_Response):
+    """A refusal with its reason in words."""
+
+    detail: str
+
+
+class Refusal(_Response):
+    """Why an enrolment image was refused."""
+
+    reason: str = Field(description="unreadable, no_face, multiple_faces, too_small, too_blurred or low_quality")
+    message: str
+
+
+class ImageRefusal(_Response):
+    """An enrolment image that cannot be a reference."""
+
+    detail: Refusal
