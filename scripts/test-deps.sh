@@ -7,6 +7,9 @@
 # A fresh install on Debian 12 is ~145 packages, ~70 MB downloaded: libgstrtspserver depends on
 # gstreamer1.0-plugins-bad, which brings most of them. x264enc (gstreamer1.0-plugins-ugly) adds
 # only ~0.7 MB, so the camera sends H.264 as real ones do.
+# The review console's browser test (tests/integration/test_review_console.py) drives Debian's
+# chromium through its matching chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) with
+# Selenium; Selenium's own driver download is never used.
 set -euo pipefail
 
 packages=(
@@ -15,6 +18,8 @@ packages=(
     gstreamer1.0-plugins-base  # videotestsrc, videoconvert
     gstreamer1.0-plugins-good  # rtph264pay, rtpjpegpay, jpegenc, rtpbin
     gstreamer1.0-plugins-ugly  # x264enc
+    chromium                   # headless browser for the review console test
+    chromium-driver            # /usr/bin/chromedriver, the same version as chromium
 )
 
 missing=()

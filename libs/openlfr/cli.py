@@ -5,7 +5,10 @@ Subcommands (stable; other tools build on them):
   openlfr faces IMAGE_OR_VIDEO... [--json]       detect, align and embed faces; print them
   openlfr run [--source S --watchlist DIR] [--json]  the whole pipeline: alerts as they happen
   openlfr service NAME                           run one pipeline service (ingest|detect|embed|match|alert)
-  openlfr watchlist enroll DIR --qdrant-path P   enrol one folder of photos per subject
+  openlfr watchlist enroll DIR|--csv F --api URL enrol photos through the registry API
+  openlfr deployment create|show|list|end        deployments through the registry API
+  openlfr report DEPLOYMENT --api URL            a deployment's report (Markdown or JSON)
+  openlfr openapi                                the HTTP services' OpenAPI documents, keyed by service
   openlfr audit verify PATH                      verify an audit log's hash chain
   openlfr triton serve [--variant python]        run a real Triton server over the built models
 """
@@ -275,31 +278,154 @@ def cmd_service(args: argparse.Namespace) -> int:
     return int(module.main(args.service_args))
 
 
-def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
-    """Enrol a folder of subject folders into a Qdrant store (local path or server)."""
-    from openlfr.vision.factory import build_analyzer
-    from openlfr.watchlist.loader import enroll_folder
-    from openlfr.watchlist.qdrant_store import QdrantStore
+TOKEN_ENV = "OPENLFR_TOKEN"
 
-    if (args.qdrant_path is None) == (args.qdrant_url is None):
-        print("openlfr watchlist enroll: give exactly one of --qdrant-path and --qdrant-url", file=sys.stderr)
+
+def _client(args: argparse.Namespace, what: str):  # noqa: ANN202 - RegistryClient, imported lazily
+    """A registry API client from ``--api`` and the token in ``$OPENLFR_TOKEN``; None after
+    printing why when either is missing."""
+    from openlfr.registry.client import RegistryClient
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        print(f"openlfr {what}: set {TOKEN_ENV} to an API token (tokens are never taken as arguments)",
+              file=sys.stderr)
+        return None
+    return RegistryClient(args.api, token)
+
+
+def _api_error(what: str, exc: Exception) -> int:
+    print(f"openlfr {what}: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
+    """Enrol a folder tree or a CSV of photos on a watchlist through the registry API."""
+    from datetime import UTC, datetime, timedelta
+
+    from openlfr.registry.bulk import SubjectDefaults, bulk_enrol
+    from openlfr.registry.client import RegistryApiError, RegistryUnreachable
+    from openlfr.registry.models import WatchlistCreate
+
+    what = "watchlist enroll"
+    if (args.folder is None) == (args.csv is None):
+        print(f"openlfr {what}: give a folder or --csv, not both", file=sys.stderr)
         return 2
-    if not args.folder.is_dir():
-        print(f"openlfr watchlist enroll: {args.folder} is not a directory", file=sys.stderr)
+    if args.folder is not None and not args.folder.is_dir():
+        print(f"openlfr {what}: {args.folder} is not a directory", file=sys.stderr)
         return 2
-    analyzer = build_analyzer(_settings(args))
-    store = QdrantStore(path=args.qdrant_path, url=args.qdrant_url)
+    client = _client(args, what)
+    if client is None:
+        return 2
     try:
-        report = enroll_folder(args.folder, analyzer=analyzer, store=store, watchlist_id=args.watchlist_id)
+        try:
+            client.get_watchlist(args.watchlist_id)
+        except RegistryApiError as exc:
+            if exc.status_code != 404:
+                raise
+            client.create_watchlist(WatchlistCreate(id=args.watchlist_id, name=args.watchlist_name or args.watchlist_id))
+            print(f"watchlist {args.watchlist_id} created", file=sys.stderr)
+        defaults = SubjectDefaults(
+            category=args.category,
+            reason=args.reason,
+            legal_basis=args.legal_basis,
+            expires_at=datetime.now(UTC) + timedelta(days=args.expires_days),
+            source=args.source_note,
+        )
+        report = bulk_enrol(client, watchlist_id=args.watchlist_id, defaults=defaults, folder=args.folder,
+                            csv_path=args.csv, progress=not args.no_progress)
+    except (RegistryApiError, RegistryUnreachable) as exc:
+        return _api_error(what, exc)
     finally:
-        store.close()
-    for subject, n in sorted(report.enrolled.items()):
-        print(f"{subject}: {n} image(s) enrolled")
-    for item in report.refused:
-        print(f"refused {item.path}: {item.reason} {item.detail}")
-    print(f"watchlist {report.watchlist_id}: {len(report.enrolled)} subject(s), "
-          f"{report.images_enrolled} image(s), {len(report.refused)} refused", file=sys.stderr)
+        client.close()
+    print(report.summary())
     return 0 if report.images_enrolled else 1
+
+
+def _when(text: str) -> str:
+    """An ISO time, or ``now`` / ``now+2h`` / ``now-5m`` / ``now+1d``, as ISO 8601 (UTC)."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    match = re.fullmatch(r"now(?:([+-])(\d+(?:\.\d+)?)([smhd]))?", text.strip())
+    if not match:
+        return datetime.fromisoformat(text).isoformat()
+    delta = timedelta()
+    if match.group(1):
+        seconds = float(match.group(2)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(3)]
+        delta = timedelta(seconds=seconds if match.group(1) == "+" else -seconds)
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+def cmd_deployment(args: argparse.Namespace) -> int:
+    """Create, show, list or end deployments through the registry API."""
+    from openlfr.registry.client import RegistryApiError, RegistryUnreachable
+    from openlfr.registry.models import DeploymentCreate
+
+    what = f"deployment {args.deployment_command}"
+    client = _client(args, what)
+    if client is None:
+        return 2
+    try:
+        if args.deployment_command == "create":
+            body = DeploymentCreate.model_validate({
+                **({"id": args.id} if args.id else {}),
+                "purpose": args.purpose,
+                "authorised_by": args.authorised_by,
+                "camera_ids": args.cameras,
+                "start_at": _when(args.start),
+                "end_at": _when(args.end),
+                "watchlist_ids": args.watchlists,
+                "threshold": args.threshold,
+            })
+            result: Any = client.create_deployment(body)
+        elif args.deployment_command == "show":
+            result = client.get_deployment(args.deployment_id)
+        elif args.deployment_command == "list":
+            result = client.list_deployments()
+        else:
+            result = client.end_deployment(args.deployment_id, reason=args.reason)
+    except (RegistryApiError, RegistryUnreachable) as exc:
+        return _api_error(what, exc)
+    finally:
+        client.close()
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Fetch a deployment's report from the alert service (JSON or Markdown)."""
+    import httpx
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        print(f"openlfr report: set {TOKEN_ENV} to an API token", file=sys.stderr)
+        return 2
+    url = f"{args.api.rstrip('/')}/v1/deployments/{args.deployment_id}/report"
+    try:
+        response = httpx.get(url, params={"format": args.format}, headers={"Authorization": f"Bearer {token}"},
+                             timeout=30.0)
+    except httpx.HTTPError as exc:
+        print(f"openlfr report: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"openlfr report: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    text = response.text
+    if args.out:
+        args.out.write_text(text)
+        print(f"report written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI documents of the HTTP services, keyed by service."""
+    from openlfr.service.openapi import openapi_documents
+
+    print(json.dumps(openapi_documents(), indent=2 if args.indent else None, sort_keys=True))
+    return 0
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -404,13 +530,58 @@ def build_parser() -> argparse.ArgumentParser:
     service.set_defaults(func=cmd_service)
 
     watchlist = sub.add_parser("watchlist", help="watchlists").add_subparsers(dest="watchlist_command", required=True)
-    enroll = watchlist.add_parser("enroll", help="enrol a folder with one folder of photos per subject")
-    enroll.add_argument("folder", type=Path)
-    enroll.add_argument("--watchlist-id", dest="watchlist_id", default="default")
-    enroll.add_argument("--qdrant-path", dest="qdrant_path", type=Path, help="Qdrant local-mode directory")
-    enroll.add_argument("--qdrant-url", dest="qdrant_url", help="Qdrant server URL")
-    backend_args(enroll)
+    enroll = watchlist.add_parser(
+        "enroll", help="enrol photos through the registry API (token in $OPENLFR_TOKEN)",
+        description="Enrol a folder (one folder of photos per subject) or a CSV (path,subject_id[,display_name,"
+                    "category,reason,legal_basis,expires_at,source]) on a watchlist through the match service's "
+                    "registry API. Every image is checked (one face, size, sharpness); refusals are listed.")
+    enroll.add_argument("folder", type=Path, nargs="?")
+    enroll.add_argument("--csv", type=Path, help="a CSV of images instead of a folder")
+    enroll.add_argument("--api", default="http://127.0.0.1:8080", help="the match service's base URL")
+    enroll.add_argument("--watchlist-id", dest="watchlist_id", default="default",
+                        help="created if missing")
+    enroll.add_argument("--watchlist-name", dest="watchlist_name")
+    enroll.add_argument("--category", default="wanted",
+                        choices=["wanted", "suspect", "missing_person", "vulnerable_person", "risk_to_self_or_others"])
+    enroll.add_argument("--reason", required=True, help="why these people are on the watchlist")
+    enroll.add_argument("--legal-basis", dest="legal_basis", required=True, help="the law or warrant it rests on")
+    enroll.add_argument("--expires-days", dest="expires_days", type=float, default=30.0,
+                        help="subjects come off the list after this many days")
+    enroll.add_argument("--source", dest="source_note", required=True, help="where the photos came from")
+    enroll.add_argument("--no-progress", dest="no_progress", action="store_true")
     enroll.set_defaults(func=cmd_watchlist_enroll)
+
+    deployment = sub.add_parser("deployment", help="deployments (token in $OPENLFR_TOKEN)").add_subparsers(
+        dest="deployment_command", required=True)
+    create = deployment.add_parser("create", help="authorise matching on cameras, in a window, against watchlists")
+    create.add_argument("--id")
+    create.add_argument("--purpose", required=True)
+    create.add_argument("--authorised-by", dest="authorised_by", required=True)
+    create.add_argument("--cameras", nargs="+", required=True)
+    create.add_argument("--watchlists", nargs="+", required=True)
+    create.add_argument("--start", default="now", help="ISO 8601 time or now[+-N{s,m,h,d}] (default now)")
+    create.add_argument("--end", default="now+8h", help="ISO 8601 time or now+N{s,m,h,d} (default now+8h)")
+    create.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="similarity score 0..1")
+    for name in ("show", "end"):
+        one = deployment.add_parser(name, help=f"{name} one deployment")
+        one.add_argument("deployment_id")
+        if name == "end":
+            one.add_argument("--reason")
+    listing = deployment.add_parser("list", help="list deployments")
+    for p in (create, listing, *(deployment.choices[n] for n in ("show", "end"))):
+        p.add_argument("--api", default="http://127.0.0.1:8080", help="the match service's base URL")
+        p.set_defaults(func=cmd_deployment)
+
+    report = sub.add_parser("report", help="a deployment's report from the alert service (token in $OPENLFR_TOKEN)")
+    report.add_argument("deployment_id")
+    report.add_argument("--api", default="http://127.0.0.1:8081", help="the alert service's base URL")
+    report.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    report.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    report.set_defaults(func=cmd_report)
+
+    openapi = sub.add_parser("openapi", help="print the HTTP services' OpenAPI documents as one JSON object")
+    openapi.add_argument("--indent", action="store_true")
+    openapi.set_defaults(func=cmd_openapi)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain; exit 1 naming the first broken link")

@@ -1,7 +1,14 @@
-"""alert service: matches -> deduplicated alerts on the alerts topic.
+"""alert service: matches -> deduplicated alerts, and the people who review them.
 
 At start it reads the alerts topic back into its dedup state, so a restarted service (or a
-replay of matches) never alerts twice. Env: OPENLFR_* and OPENLFR_ALERT_*.
+replay of matches) never alerts twice, and into the review store, so an alert published just
+before a crash is still reviewed. Every new alert is stored for review (two-person
+adjudication), streamed to open consoles, and counted per deployment. The service serves the
+review API, the live stream and the operator console (``/console``) beside its probes, and
+purges crops and records past their retention.
+
+Env: OPENLFR_* (Kafka, HTTP), OPENLFR_ALERT_* (dedup), OPENLFR_REVIEW_* (database, retention,
+registry for reports), OPENLFR_API_TOKENS and OPENLFR_AUDIT_LOG.
 """
 
 from __future__ import annotations
@@ -9,32 +16,99 @@ from __future__ import annotations
 import logging
 import sys
 
+from openlfr.api.auth import Access
+from openlfr.api.settings import ApiSettings
+from openlfr.audit.log import AuditLog
 from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert
 from openlfr.messages.topics import ALERTS
 from openlfr.pipeline.alert import AlertSettings, AlertStage
-from openlfr.service.main import run_stage_service
+from openlfr.pipeline.stage import Stage
+from openlfr.review.api import make_review_router
+from openlfr.review.events import EventHub
+from openlfr.review.metrics import register_review_metrics
+from openlfr.review.service import ReviewService
+from openlfr.review.settings import ReviewSettings
+from openlfr.review.store import RetentionWorker, ReviewStore
+from openlfr.service.main import HttpApi, run_stage_service
 from openlfr.service.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger("openlfr.services.alert")
 
 
-def build(settings: ServiceSettings) -> AlertStage:
-    """The alert stage, its dedup state restored from the alerts already published."""
-    stage = AlertStage(load_settings(AlertSettings))
-    topic = settings.topic_name(ALERTS)
-    if settings.create_topics:
-        ensure_topics(settings.bootstrap, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms,
-                      timeout_s=settings.startup_timeout_s)
-    restored = stage.restore(read_topic(settings.bootstrap, topic, Alert, timeout_s=settings.startup_timeout_s))
-    logger.info('alert dedup restored from topic="%s" alerts="%d"', topic, restored)
+class ReviewedAlertStage(AlertStage):
+    """The alert stage with its review store, event hub and retention worker."""
+
+    def __init__(self, settings: AlertSettings, *, review_settings: ReviewSettings, api_settings: ApiSettings) -> None:
+        self.review_settings = review_settings
+        self.api_settings = api_settings
+        self.audit = AuditLog(api_settings.audit_log)
+        self.store = ReviewStore(
+            review_settings.db_path,
+            crop_retention_s=review_settings.crop_retention_s,
+            record_retention_s=review_settings.record_retention_s,
+        )
+        self.hub = EventHub(queue_size=review_settings.stream_queue_size, max_subscribers=review_settings.max_streams)
+        self.review = ReviewService(self.store, self.hub)
+        self.retention = RetentionWorker(self.store, interval_s=review_settings.purge_interval_s, audit=self.audit)
+        super().__init__(settings, on_alert=self.review.on_alert)
+
+    def ready(self) -> tuple[bool, str]:
+        return self.retention.check()
+
+    def close(self) -> None:
+        self.hub.close()
+        self.retention.close()
+        self.store.close()
+
+
+def build(settings: ServiceSettings) -> ReviewedAlertStage:
+    """The alert stage, its dedup state and review store restored from the alerts topic."""
+    stage = ReviewedAlertStage(
+        load_settings(AlertSettings), review_settings=load_settings(ReviewSettings), api_settings=load_settings(ApiSettings)
+    )
+    try:
+        topic = settings.topic_name(ALERTS)
+        if settings.create_topics:
+            ensure_topics(settings.bootstrap, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms,
+                          timeout_s=settings.startup_timeout_s)
+        published = read_topic(settings.bootstrap, topic, Alert, timeout_s=settings.startup_timeout_s)
+        restored = stage.restore(published)
+        backfilled = stage.review.on_alerts(published)
+    except BaseException:
+        stage.close()
+        raise
+    logger.info('alert state restored from topic="%s" alerts="%d" stored_for_review="%d"', topic, restored, backfilled)
     return stage
+
+
+def api(settings: ServiceSettings, stage: Stage) -> HttpApi:
+    """The review API, live stream and console, served beside the probes."""
+    assert isinstance(stage, ReviewedAlertStage)
+    register_review_metrics(stage.store, stage.hub)
+    access = Access(stage.api_settings.authenticator(), stage.audit)
+    router = make_review_router(
+        stage.store,
+        stage.hub,
+        access,
+        audit=stage.audit,
+        registry_client=stage.review_settings.registry_client(),
+        heartbeat_s=stage.review_settings.stream_heartbeat_s,
+    )
+    return HttpApi(
+        routers=[router],
+        title="OpenLFR alert service: alerts, review, console",
+        max_body_bytes=min(stage.api_settings.max_body_bytes, 1024 * 1024),
+        before_stop=stage.hub.close,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGTERM."""
-    return run_stage_service(build, ServiceSettings, argv, also_validate=(AlertSettings,))
+    return run_stage_service(
+        build, ServiceSettings, argv, also_validate=(AlertSettings, ReviewSettings, ApiSettings), api=api
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The whole pipeline as separate processes over the real broker.
 
 detect, embed, match and alert run as their own services (``openlfr service NAME``), the
-watchlist is enrolled with ``openlfr watchlist enroll`` into Qdrant's local mode, and
+watchlist is enrolled through the match service's registry API and a deployment authorises
+matching on the test camera (``openlfr.testing.stack``), and
 ``openlfr run --bus kafka`` plays the ingest service on the sample walk-by video. The video
 holds two enrolled people and one stranger: exactly one alert each for the enrolled, none for
 the stranger, also when the match service is killed with SIGKILL mid-stream and restarted.
@@ -15,55 +16,24 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from openlfr.subprocesses import free_port
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert, DeadLetter, Frame
 from openlfr.messages.models import Faces as FacesMessage
 from openlfr.pipeline.samples import Samples, build_samples
 from openlfr.testing.kafka_broker import KafkaBroker
+from openlfr.testing.stack import ServiceProcess, ServiceStack, StackError
 
 pytestmark = pytest.mark.integration
 
 STAGES = ("detect", "embed", "match", "alert")
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str, *, attempts: int = 3) -> tuple[int, str]:
-        # A busy stage (numpy holding the GIL on 2 cores) can answer its HTTP thread slowly.
-        for attempt in range(attempts):
-            try:
-                with urllib.request.urlopen(self.url(path), timeout=10) as resp:
-                    return resp.status, resp.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, exc.read().decode()
-            except OSError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def metric(self, name: str) -> float:
-        _, text = self.get("/metrics")
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 @pytest.fixture(scope="module")
@@ -75,81 +45,37 @@ def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)
 
 
-class Pipeline:
-    """Four stage services with their own topics (a unique prefix) and Qdrant directory."""
+class Pipeline(ServiceStack):
+    """The stack with the sample video and watchlist."""
 
-    def __init__(self, broker: KafkaBroker, samples: Samples, work: Path) -> None:
-        self.work = work
-        self.samples = samples
-        self.env = {
-            **os.environ,
-            "OPENLFR_BOOTSTRAP": broker.bootstrap,
-            "OPENLFR_TOPIC_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}.",
-            "OPENLFR_BATCH_SIZE": "4",
-            "OPENLFR_SESSION_TIMEOUT_S": "6",
-            "OPENLFR_MAX_FRAME_AGE_S": "3600",  # the video is fed faster than real time
-            "OPENLFR_MATCH_WATCHLIST_IDS": '["default"]',
-            "OPENLFR_QDRANT_PATH": str(work / "qdrant"),
-            "OPENLFR_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.services: dict[str, Service] = {}
+    samples: Samples
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "openlfr.cli", *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout, check=False)
 
-    def start(self, name: str) -> Service:
-        port = free_port()
-        log = self.work / f"{name}-{port}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "openlfr.cli", "service", name],
-            env={**self.env, "OPENLFR_HTTP_PORT": str(port), "OPENLFR_HTTP_HOST": "127.0.0.1"},
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )
-        service = Service(name, proc, port, log)
-        self.services[name] = service
-        return service
+    def start_stages(self) -> None:
+        """The four consuming services, ready, with the sample watchlist enrolled and a
+        deployment authorising matching on ``cam-e2e``."""
+        try:
+            self.start_ready(*STAGES)
+            self.enrol_and_deploy(self.samples.watchlist, cameras=["cam-e2e"])
+        except StackError as exc:
+            pytest.fail(str(exc))
 
-    def wait_ready(self, service: Service, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if service.proc.poll() is not None:
-                pytest.fail(f"{service.name} exited {service.proc.returncode}:\n{service.log.read_text()[-3000:]}")
-            try:
-                if service.get("/readyz", attempts=1)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"{service.name} not ready in {timeout}s:\n{service.log.read_text()[-3000:]}")
-
-    def alerts(self, broker: KafkaBroker) -> list[Alert]:
-        return read_topic(broker.bootstrap, self.env["OPENLFR_TOPIC_PREFIX"] + "openlfr.alerts.v1", Alert)
-
-    def stop_all(self) -> dict[str, int | None]:
-        codes = {}
-        for service in self.services.values():
-            if service.proc.poll() is None:
-                service.proc.send_signal(signal.SIGTERM)
-        for name, service in self.services.items():
-            try:
-                codes[name] = service.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                service.proc.kill()
-                codes[name] = None
-        return codes
+    def wait_ready(self, service: ServiceProcess, timeout_s: float = 180) -> None:
+        try:
+            super().wait_ready(service, timeout_s)
+        except StackError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture
 def pipeline(kafka_broker: KafkaBroker, samples: Samples, tmp_path: Path) -> Iterator[Pipeline]:
-    p = Pipeline(kafka_broker, samples, tmp_path)
-    enrolled = p.cli("watchlist", "enroll", str(samples.watchlist), "--qdrant-path", str(tmp_path / "qdrant"))
-    assert enrolled.returncode == 0, enrolled.stderr
+    p = Pipeline(kafka_broker.bootstrap, tmp_path)
+    p.samples = samples
     yield p
-    for service in p.services.values():
-        if service.proc.poll() is None:
-            service.proc.kill()
+    p.kill_all()
 
 
 def _run_ingest(p: Pipeline, broker: KafkaBroker) -> subprocess.Popen[str]:
@@ -167,7 +93,7 @@ def _wait_for_alerts(p: Pipeline, broker: KafkaBroker, n: int, *, settle_s: floa
     seen: list[Alert] = []
     changed = time.monotonic()
     while time.monotonic() < deadline:
-        alerts = p.alerts(broker)
+        alerts = p.alerts()
         if len(alerts) != len(seen):
             seen, changed = alerts, time.monotonic()
         if len(seen) >= n and time.monotonic() - changed >= settle_s:
@@ -179,10 +105,8 @@ def _wait_for_alerts(p: Pipeline, broker: KafkaBroker, n: int, *, settle_s: floa
 def test_five_services_over_kafka_alert_once_per_enrolled_person(pipeline: Pipeline, kafka_broker: KafkaBroker) -> None:
     from confluent_kafka import Producer
 
-    for name in STAGES:
-        pipeline.start(name)
+    pipeline.start_stages()
     for service in pipeline.services.values():
-        pipeline.wait_ready(service)
         assert service.get("/healthz")[0] == 200
     frames_topic = pipeline.env["OPENLFR_TOPIC_PREFIX"] + "openlfr.frames.v1"
     poison = Producer({"bootstrap.servers": kafka_broker.bootstrap})
@@ -206,8 +130,7 @@ def test_five_services_over_kafka_alert_once_per_enrolled_person(pipeline: Pipel
 
 
 def test_run_bus_kafka_prints_the_alerts_of_the_services(pipeline: Pipeline, kafka_broker: KafkaBroker) -> None:
-    for name in STAGES:
-        pipeline.wait_ready(pipeline.start(name))
+    pipeline.start_stages()
     run = _run_ingest(pipeline, kafka_broker)
     out, err = run.communicate(timeout=450)
     assert run.returncode == 0, err
@@ -221,8 +144,7 @@ def test_run_bus_kafka_prints_the_alerts_of_the_services(pipeline: Pipeline, kaf
 def test_kill_minus_9_mid_stream_loses_nothing_and_duplicates_no_alert(
     pipeline: Pipeline, kafka_broker: KafkaBroker, victim: str
 ) -> None:
-    for name in STAGES:
-        pipeline.wait_ready(pipeline.start(name))
+    pipeline.start_stages()
     run = _run_ingest(pipeline, kafka_broker)
     service = pipeline.services[victim]
     deadline = time.monotonic() + 300
@@ -236,7 +158,7 @@ def test_kill_minus_9_mid_stream_loses_nothing_and_duplicates_no_alert(
     pipeline.wait_ready(restarted)
     out, err = run.communicate(timeout=450)
     assert run.returncode == 0, err
-    alerts = pipeline.alerts(kafka_broker)
+    alerts = pipeline.alerts()
     subjects = sorted(a.subject_id for a in alerts)
     assert subjects == sorted(pipeline.samples.expected_subjects), (subjects, err, restarted.log.read_text()[-2000:])
     assert len({a.alert_id for a in alerts}) == len(alerts)
@@ -284,7 +206,10 @@ def test_two_detect_replicas_share_partitions_and_process_each_frame_once(
     ("service", "env", "named"),
     [
         ("detect", {"OPENLFR_BATCH_SIZE": "0"}, "OPENLFR_BATCH_SIZE"),
-        ("match", {"OPENLFR_MATCH_MAX_DISTANCE": "7"}, "OPENLFR_MATCH_MAX_DISTANCE"),
+        ("match", {"OPENLFR_MATCH_MIN_VOTES": "0"}, "OPENLFR_MATCH_MIN_VOTES"),
+        ("match", {"OPENLFR_REGISTRY_THRESHOLD_FLOOR": "2"}, "OPENLFR_REGISTRY_THRESHOLD_FLOOR"),
+        ("match", {"OPENLFR_API_TOKENS": "[]"}, "OPENLFR_API_TOKENS"),
+        ("alert", {"OPENLFR_REVIEW_CROP_RETENTION_S": "0"}, "OPENLFR_REVIEW_CROP_RETENTION_S"),
         ("alert", {"OPENLFR_ALERT_COOLDOWN_S": "-1"}, "OPENLFR_ALERT_COOLDOWN_S"),
         ("ingest", {"OPENLFR_CAMERAS": "cam-1"}, "OPENLFR_CAMERAS"),
     ],

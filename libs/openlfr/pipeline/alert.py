@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -133,6 +133,9 @@ class AlertStage(Stage[Match]):
 
     Args:
         settings: cooldown and id retention.
+        on_alert: called with every new alert as it is raised (the alert service stores it for
+            review and streams it); it must be idempotent by ``alert_id``, since a batch whose
+            alerts were not acknowledged is handled again.
     """
 
     name = "alert"
@@ -141,8 +144,9 @@ class AlertStage(Stage[Match]):
     input_model = Match
     output_topic = ALERTS
 
-    def __init__(self, settings: AlertSettings) -> None:
+    def __init__(self, settings: AlertSettings, *, on_alert: Callable[[Alert], object] | None = None) -> None:
         self.settings = settings
+        self.on_alert = on_alert
         self.state = DedupState(cooldown_s=settings.cooldown_s, retention_s=settings.id_retention_s)
         self._redelivery = RedeliveryCache()
 
@@ -201,6 +205,8 @@ class AlertStage(Stage[Match]):
             reference_chip_jpeg=match.reference_chip_jpeg,
         )
         self.state.record_alert(alert)
+        if self.on_alert is not None:
+            self.on_alert(alert)
         outcome.outputs.append(Outgoing(topic=ALERTS, key=match.camera_id, message=alert))
         logger.info(
             'alert raised camera_id="%s" track_id="%s" alert_id="%s"', match.camera_id, match.track_id, alert_id

@@ -70,6 +70,8 @@ class HttpApi:
     routers: Sequence[APIRouter]
     title: str
     max_body_bytes: int | None = None
+    #: Called at stop before the HTTP server is stopped (e.g. to end open event streams).
+    before_stop: Callable[[], None] | None = None
 
 
 def stage_topics(stage: Stage) -> list[TopicSpec]:
@@ -203,6 +205,11 @@ def run_stage_service(
         logger.exception('stage="%s" loop failed', stage.name)
         return 1
     finally:
+        if extras is not None and extras.before_stop is not None:
+            try:
+                extras.before_stop()
+            except Exception:
+                logger.exception('stage="%s" stop hook failed', stage.name)
         http.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,0 +1,93 @@
+"""Reading a deployment from the registry's API, for the per-deployment report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Longest registry answer read (a deployment record is a few kilobytes).
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class RegistryClient(Protocol):
+    """What the report needs of the registry."""
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any]:
+        """The registry's record of a deployment (``GET /v1/deployments/{id}``).
+
+        Raises:
+            DeploymentNotFound: the registry does not know it.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        ...
+
+
+class HttpRegistryClient:
+    """The registry over HTTP, with a bearer token (a ``service`` or ``viewer`` role).
+
+    Args:
+        base_url: the registry API's root (``http://registry:8080``).
+        token: the bearer token.
+        timeout_s: the longest wait for one answer.
+    """
+
+    def __init__(self, base_url: str, *, token: SecretStr | None, timeout_s: float = 5.0) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"HttpRegistryClient.base_url: expected an http(s) URL, got {base_url!r}")
+        if timeout_s <= 0:
+            raise ValueError(f"HttpRegistryClient.timeout_s: expected > 0, got {timeout_s}")
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout_s = timeout_s
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/deployments/{urllib.parse.quote(deployment_id, safe='')}"
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        if self._token is not None:
+            request.add_header("Authorization", f"Bearer {self._token.get_secret_value()}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - http(s) only
+                body = response.read(MAX_RESPONSE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise DeploymentNotFound(deployment_id) from exc
+            raise RegistryUnavailable(
+                f"the registry answered HTTP {exc.code} for deployment {deployment_id!r}: {_detail(exc)}"
+            ) from exc
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnavailable(f"the registry at {self.base_url} could not be reached: {reason}") from exc
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is over {MAX_RESPONSE_BYTES} bytes")
+        try:
+            record = json.loads(body)
+        except ValueError as exc:
+            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is not JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is not a JSON object")
+        return record
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    """The ``detail`` of an error answer, or its first 200 characters."""
+    try:
+        raw = exc.read(4096)
+    except OSError:
+        return exc.reason or ""
+    try:
+        detail = json.loads(raw).get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    text = detail if isinstance(detail, str) else raw.decode("utf-8", "replace")
+    return text[:200]

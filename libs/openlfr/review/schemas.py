@@ -1,0 +1,117 @@
+"""What the review API sends and accepts (named by direction), and the events' payloads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from openlfr.review.store import MAX_REASON_CHARS, AlertRecord, Decision, Status
+
+#: Where the API serves an alert's crops (relative to the API's root).
+PROBE_PATH = "/v1/alerts/{alert_id}/probe.jpg"
+REFERENCE_PATH = "/v1/alerts/{alert_id}/reference.jpg"
+
+
+class ReviewStepPublic(BaseModel):
+    """One review of an alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int = Field(description="1 for the first review, 2 for the second")
+    reviewer: str = Field(description="who made it (the token holder's name)")
+    decision: Decision
+    reason: str | None = Field(description="the reason of a reject, or the optional note of a confirm")
+    ts: float = Field(description="when it was made, epoch seconds (UTC)")
+
+
+class AlertPublic(BaseModel):
+    """An alert record with its review state and steps; the crops are at ``probe_url`` and
+    ``reference_url`` (null once deleted under the crop retention, or when never sent)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    deployment_id: str | None
+    camera_id: str
+    frame_id: str
+    trace_id: str
+    track_id: str
+    subject_id: str
+    watchlist_id: str
+    capture_ts: float = Field(description="capture time of the probe face, epoch seconds (UTC)")
+    alert_ts: float = Field(description="when the alert stage raised it")
+    received_ts: float = Field(description="when the review store received it")
+    score: float
+    margin: float
+    threshold: float
+    reference_image_id: str | None
+    embedder_model: str = Field(description="the model version that made the match")
+    status: Status = Field(description="pending, awaiting_second, confirmed (actionable) or rejected")
+    status_ts: float = Field(description="when the status last changed")
+    next_step: int | None = Field(description="the review step it waits for (1 or 2), null when final")
+    reviews: list[ReviewStepPublic]
+    probe_url: str | None
+    reference_url: str | None
+    crops_purged_ts: float | None = Field(description="when the crops were deleted under the retention period")
+
+    @classmethod
+    def from_record(cls, record: AlertRecord) -> AlertPublic:
+        """The public form of a stored record."""
+        return cls(
+            alert_id=record.alert_id,
+            deployment_id=record.deployment_id,
+            camera_id=record.camera_id,
+            frame_id=record.frame_id,
+            trace_id=record.trace_id,
+            track_id=record.track_id,
+            subject_id=record.subject_id,
+            watchlist_id=record.watchlist_id,
+            capture_ts=record.capture_ts,
+            alert_ts=record.alert_ts,
+            received_ts=record.received_ts,
+            score=record.score,
+            margin=record.margin,
+            threshold=record.threshold,
+            reference_image_id=record.reference_image_id,
+            embedder_model=record.embedder_model,
+            status=record.status,
+            status_ts=record.status_ts,
+            next_step=record.next_step,
+            reviews=[
+                ReviewStepPublic(step=s.step, reviewer=s.reviewer, decision=s.decision, reason=s.reason, ts=s.ts)
+                for s in record.reviews
+            ],
+            probe_url=PROBE_PATH.format(alert_id=record.alert_id) if record.has_probe else None,
+            reference_url=REFERENCE_PATH.format(alert_id=record.alert_id) if record.has_reference else None,
+            crops_purged_ts=record.crops_purged_ts,
+        )
+
+
+class AlertPagePublic(BaseModel):
+    """One page of alerts, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[AlertPublic]
+    next_cursor: str | None
+
+
+class ReviewCreate(BaseModel):
+    """One review step. A reject needs a ``reason``; a confirm may carry one as a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["confirm", "reject"]
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    step: Literal[1, 2] | None = Field(
+        default=None,
+        description="the step the reviewer believes they make; when given and the alert has moved on, 409",
+    )
+
+
+class ReviewEvent(BaseModel):
+    """The ``review`` event of the stream: the step just made and the alert after it."""
+
+    alert_id: str
+    previous_status: Status
+    step: ReviewStepPublic
+    alert: AlertPublic

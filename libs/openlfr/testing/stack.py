@@ -1,0 +1,239 @@
+"""The pipeline's services as separate processes on this machine, for tests and load tests.
+
+``ServiceStack`` starts ``openlfr service NAME`` processes against one broker with their own
+topic prefix, working folder, API tokens (one per role, random per stack), registry and review
+databases and audit log; ``enrol_and_deploy`` enrols a watchlist folder through the match
+service's registry API and authorises a deployment for the given cameras.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from openlfr.kafka.replay import read_topic
+from openlfr.messages.models import Alert
+from openlfr.subprocesses import free_port
+
+#: Token holders of a stack, by name, and their roles.
+ROLES: dict[str, list[str]] = {
+    "admin": ["watchlist_admin"],
+    "authoriser": ["deployment_authoriser"],
+    "reviewer-a": ["reviewer"],
+    "reviewer-b": ["reviewer"],
+    "viewer": ["viewer"],
+    "alert-service": ["service"],
+}
+
+
+class StackError(RuntimeError):
+    """A service exited or did not become ready; the message carries its log's tail."""
+
+
+@dataclass
+class ServiceProcess:
+    """One running service: its process, HTTP port and log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get(self, path: str, *, token: str | None = None, attempts: int = 3) -> tuple[int, str]:
+        """GET ``path``: (status, body). A busy stage can answer slowly, so connection errors
+        are retried ``attempts`` times."""
+        request = urllib.request.Request(self.url(path))
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    return resp.status, resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+            except OSError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def metric(self, prefix: str) -> float:
+        """Sum of the samples whose line starts with ``prefix`` (name and leading labels)."""
+        _, text = self.get("/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+@dataclass
+class ServiceStack:
+    """Services over one broker, each with its own HTTP port, sharing a prefix and a work folder."""
+
+    bootstrap: str
+    work: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.tokens = {name: secrets.token_urlsafe(24) for name in ROLES}
+        api_tokens = [{"name": name, "roles": ROLES[name], "token": token} for name, token in self.tokens.items()]
+        self.env = {
+            **os.environ,
+            "OPENLFR_BOOTSTRAP": self.bootstrap,
+            "OPENLFR_TOPIC_PREFIX": f"stack-{uuid.uuid4().hex[:8]}.",
+            "OPENLFR_BATCH_SIZE": "4",
+            "OPENLFR_SESSION_TIMEOUT_S": "6",
+            "OPENLFR_MAX_FRAME_AGE_S": "3600",  # files are fed faster than real time
+            "OPENLFR_QDRANT_PATH": str(self.work / "vectors"),
+            "OPENLFR_REGISTRY_DB_PATH": str(self.work / "registry.db"),
+            "OPENLFR_REGISTRY_ACTIVITY_FLUSH_S": "1",
+            "OPENLFR_REVIEW_DB_PATH": str(self.work / "review.db"),
+            "OPENLFR_REVIEW_REGISTRY_TOKEN": self.tokens["alert-service"],
+            "OPENLFR_API_TOKENS": json.dumps(api_tokens),
+            "OPENLFR_AUDIT_LOG": str(self.audit_log),
+            "OPENLFR_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        } | self.env
+
+    @property
+    def audit_log(self) -> Path:
+        return self.work / "audit.jsonl"
+
+    @property
+    def prefix(self) -> str:
+        return self.env["OPENLFR_TOPIC_PREFIX"]
+
+    def start(self, name: str, **env: str) -> ServiceProcess:
+        """Start ``openlfr service NAME`` (extra env on top of the stack's)."""
+        port = free_port()
+        log = self.work / f"{name}-{port}.log"
+        extra = dict(env)
+        if name == "alert" and "match" in self.services:
+            extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", self.services["match"].base_url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openlfr.cli", "service", name],
+            env={**self.env, **extra, "OPENLFR_HTTP_PORT": str(port), "OPENLFR_HTTP_HOST": "127.0.0.1"},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        service = ServiceProcess(name, proc, port, log)
+        self.services[name] = service
+        return service
+
+    def wait_ready(self, service: ServiceProcess, timeout_s: float = 180) -> None:
+        """Until ``/readyz`` answers 200. Raises StackError with the log when it exits or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if service.proc.poll() is not None:
+                raise StackError(f"{service.name} exited {service.proc.returncode}:\n{service.log_tail()}")
+            try:
+                if service.get("/readyz", attempts=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise StackError(f"{service.name} not ready in {timeout_s}s:\n{service.log_tail()}")
+
+    def start_ready(self, *names: str) -> list[ServiceProcess]:
+        """Start services (in order) and wait until each is ready."""
+        started = [self.start(name) for name in names]
+        for service in started:
+            self.wait_ready(service)
+        return started
+
+    def enrol_and_deploy(
+        self,
+        watchlist_dir: Path,
+        *,
+        cameras: list[str],
+        watchlist_id: str = "default",
+        deployment_id: str = "dep-test",
+        threshold: float = 0.705,
+        hours: float = 2.0,
+    ) -> dict:
+        """Enrol every subject folder through the registry API and authorise a deployment.
+
+        Returns the deployment as the API gave it.
+        """
+        from openlfr.registry.bulk import SubjectDefaults, bulk_enrol
+        from openlfr.registry.client import RegistryClient
+        from openlfr.registry.models import DeploymentCreate, WatchlistCreate
+
+        base = self.services["match"].base_url
+        with RegistryClient(base, self.tokens["admin"]) as admin:
+            admin.create_watchlist(WatchlistCreate(id=watchlist_id, name=f"test list {watchlist_id}"))
+            report = bulk_enrol(
+                admin,
+                watchlist_id=watchlist_id,
+                defaults=SubjectDefaults(
+                    category="wanted",
+                    reason="integration test",
+                    legal_basis="test fixture, no real person is sought",
+                    expires_at=datetime.now(UTC) + timedelta(days=7),
+                    source="shared face set",
+                ),
+                folder=watchlist_dir,
+                progress=False,
+            )
+        if not report.images_enrolled:
+            raise StackError(f"nothing enrolled from {watchlist_dir}: {report.summary()}")
+        now = datetime.now(UTC)
+        with RegistryClient(base, self.tokens["authoriser"]) as authoriser:
+            deployment = authoriser.create_deployment(
+                DeploymentCreate(
+                    id=deployment_id,
+                    purpose="integration test of the pipeline",
+                    authorised_by="Test Superintendent",
+                    camera_ids=cameras,
+                    start_at=now - timedelta(seconds=60),
+                    end_at=now + timedelta(hours=hours),
+                    watchlist_ids=[watchlist_id],
+                    threshold=threshold,
+                )
+            )
+        return deployment.model_dump(mode="json")
+
+    def alerts(self) -> list[Alert]:
+        """Every alert on the stack's alerts topic."""
+        return read_topic(self.bootstrap, self.prefix + "openlfr.alerts.v1", Alert)
+
+    def stop_all(self, timeout_s: float = 30) -> dict[str, int | None]:
+        """SIGTERM every service that runs; their exit codes (None: killed after ``timeout_s``)."""
+        codes: dict[str, int | None] = {}
+        for service in self.services.values():
+            if service.proc.poll() is None:
+                service.proc.send_signal(signal.SIGTERM)
+        for name, service in self.services.items():
+            try:
+                codes[name] = service.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                service.proc.kill()
+                codes[name] = None
+        return codes
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever still runs (test teardown)."""
+        for service in self.services.values():
+            if service.proc.poll() is None:
+                service.proc.kill()
+                service.proc.wait(timeout=10)

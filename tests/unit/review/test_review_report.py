@@ -1,0 +1,189 @@
+"""The per-deployment report: numbers, unknowns, plain words, Markdown; the registry client over HTTP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import SecretStr
+
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable
+from openlfr.review.registry_client import HttpRegistryClient
+from openlfr.review.report import UNKNOWN, build_report, render_markdown, summary_line
+from openlfr.review.store import Tallies
+from openlfr.service.http import run_http_in_thread
+
+GENERATED = 1_800_100_000.0
+
+DEPLOYMENT: dict[str, Any] = {
+    "id": "westfield-2026-11-26",
+    "purpose": "Locate people wanted for serious violent offences | shopping centre",
+    "authorised_by": "Supt. A. Example",
+    "camera_ids": ["cam-1", "cam-2", "cam-3"],
+    "start_ts": 1_800_000_000.0,
+    "end_ts": 1_800_028_800.0,
+    "watchlist_ids": ["wl-violence", "wl-warrants"],
+    "threshold": 0.705,
+    "snapshot": {"ts": 1_799_990_000.0, "subjects": 1234, "fingerprint": "9f2c"},
+    "status": "ended",
+    "stats": {"faces": 84_000, "tracks": 12_345},
+    "model_version": "dlib_resnet_v1@sha256:0123abcd",
+}
+
+
+def test_report_numbers_from_registry_and_tallies() -> None:
+    tallies = Tallies("westfield-2026-11-26", alerts=50, confirmed=8, rejected=34, awaiting_second=3)
+    report = build_report(DEPLOYMENT, tallies, generated_ts=GENERATED)
+    assert report["deployment_id"] == "westfield-2026-11-26"
+    assert report["generated_at"] == "2027-01-16T11:46:40Z"
+    assert report["deployment_details"] == "from the registry"
+    assert report["cameras"] == ["cam-1", "cam-2", "cam-3"]
+    assert report["window"] == {"start": "2027-01-15T08:00:00Z", "end": "2027-01-15T16:00:00Z"}
+    assert (report["threshold"], report["watchlist_size"], report["snapshot_fingerprint"]) == (0.705, 1234, "9f2c")
+    assert (report["model_version"], report["faces_processed"], report["tracks"]) == (
+        "dlib_resnet_v1@sha256:0123abcd", 84_000, 12_345
+    )
+    assert (report["alerts"], report["adjudicated"], report["confirmed"], report["rejected"]) == (50, 42, 8, 34)
+    assert (report["pending"], report["awaiting_second"]) == (8, 3)
+    assert report["precision"] == pytest.approx(8 / 42)
+    assert report["false_alert_share"] == pytest.approx(34 / 42)
+    assert report["alerts_per_1000_faces"] == pytest.approx(0.595)
+    assert report["summary"] == (
+        "Of 42 alerts adjudicated, 34 were wrong (81%) and 8 were confirmed by two reviewers; "
+        "8 alerts await review."
+    )
+
+
+def test_missing_keys_read_unknown() -> None:
+    report = build_report({"id": "d1", "end_ts": None, "snapshot": "garbage", "stats": {"faces": "many"}},
+                          Tallies("d1", alerts=2), generated_ts=GENERATED)
+    for key in ("purpose", "authorised_by", "status", "cameras", "threshold", "watchlist_ids", "watchlist_size",
+                "snapshot_at", "model_version", "faces_processed", "tracks", "alerts_per_1000_faces"):
+        assert report[key] == UNKNOWN, key
+    assert report["window"] == {"start": UNKNOWN, "end": "open (no end set)"}
+    assert (report["precision"], report["false_alert_share"]) == (None, None)
+    assert report["summary"] == "No alert has been adjudicated yet; 2 alerts await review."
+
+
+def test_without_the_registry_the_details_are_unknown() -> None:
+    report = build_report(None, Tallies("d2", alerts=1, rejected=1), generated_ts=GENERATED)
+    assert report["deployment_id"] == "d2"
+    assert report["deployment_details"] == "unknown (the registry was not asked)"
+    assert report["purpose"] == UNKNOWN and report["precision"] == 0.0 and report["false_alert_share"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "deployment, expected",
+    [
+        ({"starts_at": "2026-11-26T09:00:00Z", "ends_at": "2026-11-26T17:00:00Z"},
+         {"start": "2026-11-26T09:00:00Z", "end": "2026-11-26T17:00:00Z"}),
+        ({"start": 0}, {"start": "1970-01-01T00:00:00Z", "end": UNKNOWN}),
+        ({"start_ts": True}, {"start": UNKNOWN, "end": UNKNOWN}),
+    ],
+)
+def test_window_key_variants(deployment: dict, expected: dict) -> None:
+    assert build_report(deployment, Tallies("d"), generated_ts=GENERATED)["window"] == expected
+
+
+@pytest.mark.parametrize(
+    "subjects, expected",
+    [(12, 12), (12.0, 12), (["s1", "s2"], 2), ({"wl-a": 3, "wl-b": 4}, 7), (None, UNKNOWN), (True, UNKNOWN)],
+)
+def test_watchlist_size_forms(subjects: object, expected: object) -> None:
+    report = build_report({"snapshot": {"subjects": subjects}}, Tallies("d"), generated_ts=GENERATED)
+    assert report["watchlist_size"] == expected
+
+
+@pytest.mark.parametrize(
+    "tallies, line",
+    [
+        (Tallies("d"), "No alert was raised."),
+        (Tallies("d", alerts=1), "No alert has been adjudicated yet; 1 alert awaits review."),
+        (Tallies("d", alerts=1, rejected=1), "Of 1 alert adjudicated, 1 was wrong (100%) and 0 were confirmed by two "
+                                             "reviewers."),
+        (Tallies("d", alerts=3, confirmed=1, awaiting_second=1),
+         "Of 1 alert adjudicated, 0 were wrong (0%) and 1 was confirmed by two reviewers; 2 alerts await review."),
+    ],
+)
+def test_summary_in_plain_words(tallies: Tallies, line: str) -> None:
+    assert summary_line(tallies) == line
+
+
+def test_markdown() -> None:
+    tallies = Tallies("westfield-2026-11-26", alerts=50, confirmed=8, rejected=34, awaiting_second=3)
+    text = render_markdown(build_report(DEPLOYMENT, tallies, generated_ts=GENERATED))
+    assert text.startswith("# Live facial recognition deployment westfield-2026-11-26\n")
+    assert "**Of 42 alerts adjudicated, 34 were wrong (81%)" in text
+    assert "| Purpose | Locate people wanted for serious violent offences \\| shopping centre |" in text
+    assert "| Cameras | cam-1, cam-2, cam-3 |" in text
+    assert "| Window | 2027-01-15T08:00:00Z to 2027-01-15T16:00:00Z |" in text
+    assert "| Watchlist size (subjects at the snapshot) | 1234 |" in text
+    assert "| Model version | dlib_resnet_v1@sha256:0123abcd |" in text
+    assert "| Faces processed | 84000 |" in text and "| Tracks | 12345 |" in text
+    assert "| Rejected (wrong) | 34 |" in text and "| Confirmed (by two reviewers) | 8 |" in text
+    assert "| Precision (confirmed / adjudicated) | 19.0% |" in text
+    assert "| False alerts (rejected / adjudicated) | 81.0% |" in text
+    empty = render_markdown(build_report(None, Tallies("d"), generated_ts=GENERATED))
+    assert "| Precision (confirmed / adjudicated) | none adjudicated yet |" in empty
+    assert "| Purpose | unknown |" in empty
+
+
+# -- the registry client, against a real HTTP server ------------------------------------------------
+
+REGISTRY_TOKEN = "alert-service-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def registry_url() -> Iterator[str]:
+    app = FastAPI()
+
+    @app.get("/v1/deployments/{deployment_id}")
+    def get_deployment(deployment_id: str, authorization: str = Header(default="")) -> Any:
+        if authorization != f"Bearer {REGISTRY_TOKEN}":
+            raise HTTPException(401, detail="unknown token")
+        if deployment_id == "broken":
+            raise HTTPException(500, detail="database is locked")
+        if deployment_id == "list":
+            return [1, 2]
+        if deployment_id != DEPLOYMENT["id"]:
+            raise HTTPException(404, detail="no such deployment")
+        return DEPLOYMENT
+
+    server = run_http_in_thread(app, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_registry_client_reads_a_deployment(registry_url: str) -> None:
+    client = HttpRegistryClient(registry_url + "/", token=SecretStr(REGISTRY_TOKEN), timeout_s=5)
+    assert client.get_deployment(DEPLOYMENT["id"]) == DEPLOYMENT
+
+
+def test_registry_client_errors(registry_url: str) -> None:
+    client = HttpRegistryClient(registry_url, token=SecretStr(REGISTRY_TOKEN))
+    with pytest.raises(DeploymentNotFound, match="the registry has no deployment 'nope'"):
+        client.get_deployment("nope")
+    with pytest.raises(RegistryUnavailable, match="HTTP 500 .*database is locked"):
+        client.get_deployment("broken")
+    with pytest.raises(RegistryUnavailable, match="not a JSON object"):
+        client.get_deployment("list")
+    with pytest.raises(RegistryUnavailable, match="HTTP 401 .*unknown token"):
+        HttpRegistryClient(registry_url, token=SecretStr("wrong-token-0123456789")).get_deployment("x")
+
+
+def test_registry_client_when_nothing_listens() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = HttpRegistryClient(f"http://127.0.0.1:{port}", token=None, timeout_s=2)
+    with pytest.raises(RegistryUnavailable, match="could not be reached"):
+        client.get_deployment("d")
+
+
+@pytest.mark.parametrize("url, timeout", [("ftp://registry", 1.0), ("registry:8080", 1.0), ("http://r", 0)])
+def test_registry_client_refuses_bad_settings(url: str, timeout: float) -> None:
+    with pytest.raises(ValueError):
+        HttpRegistryClient(url, token=None, timeout_s=timeout)
