@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 
 #: The keys a registry may use for the authorised window, in order of preference.
-_START_KEYS = ("start_ts", "starts_ts", "starts_at", "start", "valid_from")
-_END_KEYS = ("end_ts", "ends_ts", "ends_at", "end", "valid_until", "expires_ts")
+_START_KEYS = ("start_at", "start_ts", "starts_ts", "starts_at", "start", "valid_from")
+_END_KEYS = ("end_at", "end_ts", "ends_ts", "ends_at", "end", "valid_until", "expires_ts")
 
 
 def iso_utc(ts: float) -> str:
@@ -156,8 +156,9 @@ def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, gene
         "window": {"start": _window_start(d), "end": _window_end(d)},
         "threshold": _number(d.get("threshold")),
         "watchlist_ids": watchlists,
-        "watchlist_size": _count(snapshot.get("subjects")),
-        "snapshot_at": _time_text(snapshot.get("ts")) if "ts" in snapshot else UNKNOWN,
+        "watchlist_size": _count(snapshot.get("active_subjects", snapshot.get("subjects"))),
+        "reference_images": _count(snapshot.get("reference_images")),
+        "snapshot_at": _time_text(snapshot["snapshot_ts"]) if "snapshot_ts" in snapshot else UNKNOWN,
         "snapshot_fingerprint": _text(snapshot.get("fingerprint")),
         "model_version": _text(d.get("model_version")),
         "faces_processed": _count(stats.get("faces")),

@@ -66,9 +66,9 @@ class ServiceProcess:
         for attempt in range(attempts):
             try:
                 with urllib.request.urlopen(request, timeout=10) as resp:
-                    return resp.status, resp.read().decode()
+                    return resp.status, resp.read().decode(errors="replace")
             except urllib.error.HTTPError as exc:
-                return exc.code, exc.read().decode()
+                return exc.code, exc.read().decode(errors="replace")
             except OSError:
                 if attempt == attempts - 1:
                     raise
