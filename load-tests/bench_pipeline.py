@@ -8,7 +8,7 @@ nobody in the video is on it, so every face goes through detect, embed and a Qdr
 * ``embedded``: ``EmbeddedPipeline`` wired as ``openlfr run`` wires it (local onnxruntime,
   Qdrant in memory). Each stage's ``handle`` is timed; per-stage latency is capture time to
   the return of that stage's ``handle``.
-* ``services``: a real broker (``KafkaBroker`` in a temp dir), ``openlfr watchlist enroll``
+* ``services``: a real broker (``KafkaBroker`` in a temp dir), enrolment through the registry API
   into a temp Qdrant path, detect/embed/match/alert as separate ``openlfr service`` processes
   (unique topic prefix), then ``openlfr service ingest`` in batch file mode. When the stages
   have been idle for ``SETTLE_S`` and their lag is 0, every service's ``/metrics`` is scraped:
@@ -217,6 +217,7 @@ def run_embedded(args: argparse.Namespace, watchlist: Path) -> dict[str, Any]:
     from openlfr.pipeline.ingest import open_source
     from openlfr.pipeline.match import MatchSettings, MatchStage
     from openlfr.vision.factory import build_analyzer
+    from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.watchlist.loader import enroll_folder
     from openlfr.watchlist.qdrant_store import QdrantStore
 
@@ -230,7 +231,8 @@ def run_embedded(args: argparse.Namespace, watchlist: Path) -> dict[str, Any]:
                            max_frame_age_s=None),
         embed=EmbedStage(analyzer.embedder, embedder_model=model_version(settings.model_dir, EMBEDDER.name),
                          max_frame_age_s=None),
-        match=MatchStage(MatchSettings(watchlist_ids=("default",)), store=store),
+        match=MatchStage(MatchSettings(), store=store, gate=StaticGate(ActiveDeployment(
+            deployment_id="bench", watchlist_ids=("default",), threshold=0.705, snapshot_ts=time.time()))),
         alert=AlertStage(AlertSettings()),
         batch_size=args.batch_size,
     )
@@ -358,20 +360,27 @@ class ServiceSet:
         self.env: dict[str, str] = {}
 
     def start_broker(self) -> None:
+        from openlfr.testing.stack import ServiceStack
+
         self.broker.start()
+        # The stack's environment: API tokens, registry and review databases, audit log.
+        self.stack = ServiceStack(self.broker.bootstrap, self.work / "stack")
         self.env = {
-            **os.environ,
-            "OPENLFR_BOOTSTRAP": self.broker.bootstrap,
+            **self.stack.env,
             "OPENLFR_TOPIC_PREFIX": self.prefix,
             "OPENLFR_BATCH_SIZE": str(self.batch_size),
             "OPENLFR_THREADS": str(self.threads),
             "OPENLFR_MAX_FRAME_AGE_S": "3600",  # the file is fed faster than real time
-            "OPENLFR_MATCH_WATCHLIST_IDS": '["default"]',
-            "OPENLFR_QDRANT_PATH": str(self.work / "qdrant"),
             "OPENLFR_HTTP_HOST": "127.0.0.1",
-            "OPENLFR_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
         }
+
+    def enrol_and_deploy(self, watchlist: Path, camera: str) -> None:
+        """Enrol the watchlist through the match service's API and authorise ``camera``."""
+        from openlfr.testing.stack import ServiceProcess
+
+        match = self.services["match"]
+        self.stack.services["match"] = ServiceProcess("match", match.proc, match.port, match.log)
+        self.stack.enrol_and_deploy(watchlist, cameras=[camera], deployment_id="bench")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "openlfr.cli", *args], env=self.env, capture_output=True,
@@ -507,13 +516,11 @@ def run_services(args: argparse.Namespace, watchlist: Path, deadline: Deadline) 
         t0 = time.monotonic()
         services.start_broker()
         log(f"broker {services.broker.bootstrap} up in {time.monotonic() - t0:.1f}s")
-        enrolled = services.cli("watchlist", "enroll", str(watchlist), "--qdrant-path", str(work / "qdrant"))
-        if enrolled.returncode != 0:
-            raise BenchError(f"enrolment failed:\n{enrolled.stderr[-3000:]}")
-        log(f"enrolled at {time.monotonic() - t0:.1f}s")
         for name in STAGES:
             services.start(name)
         waits = services.wait_all_ready(STAGES)
+        services.enrol_and_deploy(watchlist, "bench")
+        log(f"enrolled and deployed at {time.monotonic() - t0:.1f}s")
         log(f"ready at {time.monotonic() - t0:.1f}s (/readyz took {waits}); starting ingest")
         load = loadavg()
         ingest = services.start(

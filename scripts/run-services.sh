@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The pipeline as separate processes on this machine: a real Kafka broker (KRaft), the four
-# consuming services, the watchlist enrolled into Qdrant's local mode, and `openlfr run --bus
-# kafka` as the ingest for one source. Alerts are printed as they arrive; Ctrl-C stops all.
+# consuming services, the watchlist enrolled through the match service's registry API, a
+# deployment authorising camera cam-1 for eight hours, and `openlfr run --bus kafka` as the
+# ingest for one source. Alerts are printed as they arrive; the operator console is at
+# http://127.0.0.1:18084/console (tokens in $work/tokens.txt). Ctrl-C stops all.
 #
 #   scripts/run-services.sh [SOURCE WATCHLIST_DIR]     (default: the built sample)
 set -euo pipefail
@@ -18,8 +20,25 @@ trap cleanup EXIT
 pids+=($!)
 for _ in $(seq 120); do grep -q ":$port" "$work/kafka.out" 2>/dev/null && break; sleep 0.5; done
 grep -q ":$port" "$work/kafka.out" || { echo "the Kafka broker did not start:"; tail -20 "$work/kafka.out"; exit 1; }
-export OPENLFR_BOOTSTRAP=127.0.0.1:$port OPENLFR_QDRANT_PATH=$work/qdrant \
-       OPENLFR_MATCH_WATCHLIST_IDS='["default"]' OPENLFR_MAX_FRAME_AGE_S=3600 OPENLFR_HTTP_HOST=127.0.0.1
+export OPENLFR_BOOTSTRAP=127.0.0.1:$port OPENLFR_QDRANT_PATH=$work/vectors \
+       OPENLFR_REGISTRY_DB_PATH=$work/registry.db OPENLFR_REVIEW_DB_PATH=$work/review.db \
+       OPENLFR_AUDIT_LOG=$work/audit.jsonl OPENLFR_MAX_FRAME_AGE_S=3600 OPENLFR_HTTP_HOST=127.0.0.1 \
+       OPENLFR_REVIEW_REGISTRY_URL=http://127.0.0.1:18083
+# One random token per role, for this run only (printed to $work/tokens.txt, never logged).
+eval "$(.venv/bin/python - "$work/tokens.txt" <<'PY'
+import json, secrets, sys
+roles = {"admin": "watchlist_admin", "authoriser": "deployment_authoriser", "reviewer-a": "reviewer",
+         "reviewer-b": "reviewer", "viewer": "viewer", "alert-service": "service"}
+tokens = {name: secrets.token_urlsafe(24) for name in roles}
+with open(sys.argv[1], "w") as fh:
+    fh.writelines(f"{name} ({roles[name]}): {token}\n" for name, token in tokens.items())
+entries = [{"name": n, "roles": [roles[n]], "token": t} for n, t in tokens.items()]
+print(f"export OPENLFR_API_TOKENS='{json.dumps(entries)}'")
+for name in ("admin", "authoriser", "alert-service"):
+    print(f"{name.upper().replace('-', '_')}_TOKEN={tokens[name]}")
+PY
+)"
+export OPENLFR_REVIEW_REGISTRY_TOKEN=$ALERT_SERVICE_TOKEN
 
 if [ $# -ge 2 ]; then source=$1; watchlist=$2; else
     .venv/bin/python - <<'PY'
@@ -32,7 +51,6 @@ build_samples(samples_dir(), paths.build_dir() / "samples", locate=_largest_face
 PY
     source=build/samples/walk-by.mp4; watchlist=build/samples/watchlist
 fi
-.venv/bin/openlfr watchlist enroll "$watchlist" --qdrant-path "$work/qdrant"
 
 http=18081
 for stage in detect embed match alert; do
@@ -46,4 +64,10 @@ for p in 18081 18082 18083 18084; do
     for _ in $(seq 240); do ready "http://127.0.0.1:$p/readyz" && break; sleep 0.5; done
     ready "http://127.0.0.1:$p/readyz" || { echo "service on port $p not ready; see $work/*.log"; exit 1; }
 done
+OPENLFR_TOKEN=$ADMIN_TOKEN .venv/bin/openlfr watchlist enroll "$watchlist" --api http://127.0.0.1:18083 \
+    --reason "demonstration" --legal-basis "none: sample images, no one is sought" --source "shared face set"
+OPENLFR_TOKEN=$AUTHORISER_TOKEN .venv/bin/openlfr deployment create --api http://127.0.0.1:18083 --id demo \
+    --purpose "demonstration on the sample video" --authorised-by "demo operator" --cameras cam-1 \
+    --watchlists default --start now-1m --end now+8h >/dev/null
+echo "console: http://127.0.0.1:18084/console (tokens: $work/tokens.txt)"
 .venv/bin/openlfr run --bus kafka --bootstrap "$OPENLFR_BOOTSTRAP" --source "$source"
