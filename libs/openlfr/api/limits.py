@@ -48,7 +48,7 @@ class BodySizeLimit:
                     await _refuse(send, status.HTTP_400_BAD_REQUEST, "Content-Length is not a number")
                     return
                 if length > self.max_bytes:
-                    await _refuse(send, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, self._detail(length))
+                    await _refuse(send, status.HTTP_413_CONTENT_TOO_LARGE, self._detail(length))
                     return
         received = 0
         too_large = False
@@ -66,7 +66,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, counted, send)
         except _BodyTooLarge:
-            await _refuse(send, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, self._detail(received))
+            await _refuse(send, status.HTTP_413_CONTENT_TOO_LARGE, self._detail(received))
 
     def _detail(self, size: int) -> str:
         return f"request body of {size} bytes is over the limit of {self.max_bytes} bytes"
@@ -103,10 +103,10 @@ def read_image(data: bytes, *, content_type: str | None, max_bytes: int, max_pix
         )
     if len(data) > max_bytes:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            status.HTTP_413_CONTENT_TOO_LARGE,
             detail=f"image of {len(data)} bytes is over the limit of {max_bytes} bytes",
         )
     try:
         return decode_image(data, name="uploaded image", max_pixels=max_pixels)
     except ImageError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
