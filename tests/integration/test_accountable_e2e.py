@@ -22,6 +22,8 @@ import httpx
 import numpy as np
 import pytest
 
+from openlfr.kafka.replay import read_topic
+from openlfr.messages.models import Frame
 from openlfr.pipeline.samples import Samples, build_samples
 from openlfr.testing.console import ConsolePage, browser_available, chromium
 from openlfr.testing.kafka_broker import KafkaBroker
@@ -84,9 +86,9 @@ class StreamReader(threading.Thread):
                     event, data = "message", []
 
 
-def _feed(stack: ServiceStack, samples: Samples, camera: str) -> None:
-    ingest = stack.start("ingest", OPENLFR_CAMERAS=f"{camera}={samples.video}", OPENLFR_FILE_MODE="batch",
-                         OPENLFR_SAMPLE_FPS="5")
+def _feed(stack: ServiceStack, samples: Samples, camera: str, *, gated: bool = True) -> None:
+    ingest = stack.start("ingest", gate_ingest=gated, OPENLFR_CAMERAS=f"{camera}={samples.video}",
+                         OPENLFR_FILE_MODE="batch", OPENLFR_SAMPLE_FPS="5")
     assert ingest.proc.wait(timeout=300) == 0, ingest.log_tail()
     del stack.services["ingest"]
 
@@ -134,9 +136,15 @@ def test_enrol_deploy_alert_review_report_retain_audit(
         page.open(alert_svc.base_url)
         page.use_token(tokens["reviewer-a"], "reviewer-a")
 
-        # The same video on a camera no deployment covers: nothing is matched.
+        # The same video on a camera no deployment covers: ingest publishes none of its frames,
+        # and an ingest that does not ask (no registry URL) gets none of them matched.
         _feed(stack, samples, OUTSIDE)
+        frames = read_topic(stack.bootstrap, stack.prefix + "openlfr.frames.v1", Frame)
+        assert frames == []
+        _feed(stack, samples, OUTSIDE, gated=False)
         _feed(stack, samples, CAMERA)
+        cameras = [f.camera_id for f in read_topic(stack.bootstrap, stack.prefix + "openlfr.frames.v1", Frame)]
+        assert cameras.count(OUTSIDE) > 0 and cameras.count(CAMERA) == cameras.count(OUTSIDE)
         alerts = _wait_alerts(stack, 1)
         time.sleep(10)  # let anything else that would come arrive
         alerts = stack.alerts()

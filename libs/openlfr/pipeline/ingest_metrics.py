@@ -18,7 +18,7 @@ Outcome = Literal["read", "sampled", "published", "dropped", "unreadable"]
 
 #: Why a sampled frame was dropped: the bounded queue was full and it was the oldest
 #: (``queue_full``), or ingest stopped while it was still queued (``stopped``).
-DropReason = Literal["queue_full", "stopped"]
+DropReason = Literal["queue_full", "stopped", "no_deployment"]
 
 #: Capture-to-publish latency buckets (seconds): a healthy camera publishes well under 100 ms.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -34,6 +34,7 @@ ROLES: dict[str, list[str]] = {
     "reviewer-b": ["reviewer"],
     "viewer": ["viewer"],
     "alert-service": ["service"],
+    "ingest-service": ["service"],
 }
 
 
@@ -123,13 +124,20 @@ class ServiceStack:
     def prefix(self) -> str:
         return self.env["OPENLFR_TOPIC_PREFIX"]
 
-    def start(self, name: str, **env: str) -> ServiceProcess:
-        """Start ``openlfr service NAME`` (extra env on top of the stack's)."""
+    def start(self, name: str, *, gate_ingest: bool = True, **env: str) -> ServiceProcess:
+        """Start ``openlfr service NAME`` (extra env on top of the stack's).
+
+        With the match service running, alert reads deployments for its reports from it, and
+        ingest (unless ``gate_ingest`` is False) publishes only cameras a deployment covers.
+        """
         port = free_port()
         log = self.work / f"{name}-{port}.log"
         extra = dict(env)
         if name == "alert" and "match" in self.services:
             extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", self.services["match"].base_url)
+        if name == "ingest" and gate_ingest and "match" in self.services:
+            extra.setdefault("OPENLFR_DEPLOYMENTS_URL", self.services["match"].base_url)
+            extra.setdefault("OPENLFR_DEPLOYMENTS_TOKEN", self.tokens["ingest-service"])
         proc = subprocess.Popen(
             [sys.executable, "-m", "openlfr.cli", "service", name],
             env={**self.env, **extra, "OPENLFR_HTTP_PORT": str(port), "OPENLFR_HTTP_HOST": "127.0.0.1"},
