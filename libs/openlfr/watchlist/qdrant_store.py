@@ -1,10 +1,16 @@
-"""Qdrant backend of the vector store: embedded local mode (``:memory:`` or a folder) or a server.
+"""Qdrant backend of the vector store: a server, or qdrant-client's local mode (``:memory:`` or a folder).
 
 Collection layout: one point per (subject, reference image), Euclidean distance, 128-d;
-payload ``subject_id``, ``watchlist_id``, ``reference_image_id``, ``status`` and, when the entry
-expires, ``expires_ts``. Payload indexes on those fields are created on a server; Qdrant's
-local mode ignores payload indexes, so none are made there. Search groups hits by
-``subject_id``, so a subject with many reference images still takes one place in the top-k.
+payload ``subject_id``, ``watchlist_id``, ``reference_image_id``, ``status``, ``enrolled_ts``
+and, when the entry expires, ``expires_ts``. Payload indexes on those fields are created on a
+server; Qdrant's local mode ignores payload indexes, so none are made there. Search groups hits
+by ``subject_id``, so a subject with many reference images still takes one place in the top-k.
+
+Local mode scans every point in numpy: a grouped, filtered search takes ~3 s at 100,000
+entries (docs/benchmarks.md), fine for tests and small watchlists; ``edge_store`` is the
+embedded store for real ones. Points written before
+``enrolled_ts`` existed lack it and are left out of every ``enrolled_before`` search: an entry
+that cannot show it belongs to a deployment's snapshot is not matched by it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,17 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from openlfr.vision.faces import EMBEDDING_DIM
 from openlfr.watchlist.exceptions import CollectionMismatch, StoreUnavailable
-from openlfr.watchlist.store import SearchHit, VectorStore, WatchlistEntry, check_vector, distance_to_score
+from openlfr.watchlist.store import (
+    EntryStatus,
+    SearchHit,
+    VectorStore,
+    WatchlistEntry,
+    check_filter_args,
+    check_search_args,
+    check_subject_state,
+    check_vector,
+    distance_to_score,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +46,9 @@ logger = logging.getLogger(__name__)
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 _KEYWORD_FIELDS = ("subject_id", "watchlist_id", "status")
+_FLOAT_FIELDS = ("expires_ts", "enrolled_ts")
+#: Points per page when ``count_subjects`` scrolls.
+_SCROLL_PAGE = 10_000
 
 
 class QdrantStore(VectorStore):
@@ -97,7 +116,8 @@ class QdrantStore(VectorStore):
         with self._call("open collection"):
             exists = self._client.collection_exists(self.collection)
             if exists:
-                params = self._client.get_collection(self.collection).config.params.vectors
+                info = self._client.get_collection(self.collection)
+                params = info.config.params.vectors
                 size = getattr(params, "size", None)
                 distance = getattr(params, "distance", None)
                 if size != EMBEDDING_DIM or distance != qm.Distance.EUCLID:
@@ -105,20 +125,24 @@ class QdrantStore(VectorStore):
                         f"collection {self.collection!r} at {self._where}: expected vectors of size "
                         f"{EMBEDDING_DIM} with Euclid distance, got size {size} with {distance}"
                     )
+                # A collection made before a field was indexed (enrolled_ts) gets its index now.
+                self._ensure_indexes(have=set(info.payload_schema or {}))
                 return
             self._client.create_collection(
                 self.collection,
                 vectors_config=qm.VectorParams(size=EMBEDDING_DIM, distance=qm.Distance.EUCLID),
             )
-            if self._remote:
-                for name in _KEYWORD_FIELDS:
-                    self._client.create_payload_index(
-                        self.collection, name, field_schema=qm.PayloadSchemaType.KEYWORD, wait=True
-                    )
-                self._client.create_payload_index(
-                    self.collection, "expires_ts", field_schema=qm.PayloadSchemaType.FLOAT, wait=True
-                )
+            self._ensure_indexes(have=set())
         logger.info('created watchlist collection collection="%s" where="%s"', self.collection, self._where)
+
+    def _ensure_indexes(self, *, have: set[str]) -> None:
+        if not self._remote:
+            return
+        schemas = {name: qm.PayloadSchemaType.KEYWORD for name in _KEYWORD_FIELDS}
+        schemas.update({name: qm.PayloadSchemaType.FLOAT for name in _FLOAT_FIELDS})
+        for name, schema in schemas.items():
+            if name not in have:
+                self._client.create_payload_index(self.collection, name, field_schema=schema, wait=True)
 
     @contextmanager
     def _call(self, operation: str) -> Iterator[None]:
@@ -148,6 +172,7 @@ class QdrantStore(VectorStore):
                 "watchlist_id": entry.watchlist_id,
                 "reference_image_id": entry.reference_image_id,
                 "status": entry.status,
+                "enrolled_ts": float(entry.enrolled_ts),
             }
             if entry.expires_ts is not None:
                 payload["expires_ts"] = float(entry.expires_ts)
@@ -158,22 +183,37 @@ class QdrantStore(VectorStore):
     def delete_subject(self, subject_id: str) -> None:
         if not subject_id:
             raise ValueError("delete_subject: subject_id must not be empty")
-        selector = qm.FilterSelector(
-            filter=qm.Filter(must=[qm.FieldCondition(key="subject_id", match=qm.MatchValue(value=subject_id))])
-        )
         with self._call("delete"):
-            self._client.delete(self.collection, points_selector=selector, wait=True)
+            self._client.delete(self.collection, points_selector=_subject_selector(subject_id), wait=True)
+
+    def set_subject_state(self, subject_id: str, *, status: EntryStatus, expires_ts: float | None) -> int:
+        check_subject_state(subject_id, status=status, expires_ts=expires_ts)
+        selector = _subject_selector(subject_id)
+        payload: dict[str, object] = {"status": status}
+        if expires_ts is not None:
+            payload["expires_ts"] = float(expires_ts)
+        with self._call("set subject state"):
+            entries = int(self._client.count(self.collection, count_filter=selector.filter, exact=True).count)
+            if entries == 0:
+                return 0
+            self._client.set_payload(self.collection, payload=payload, points=selector, wait=True)
+            if expires_ts is None:
+                self._client.delete_payload(self.collection, keys=["expires_ts"], points=selector, wait=True)
+        return entries
 
     def search(
-        self, vector: np.ndarray, *, limit: int, watchlist_ids: Sequence[str] | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        watchlist_ids: Sequence[str] | None = None,
+        enrolled_before: float | None = None,
     ) -> list[SearchHit]:
-        if limit < 1:
-            raise ValueError(f"search: limit must be >= 1, got {limit}")
-        if isinstance(watchlist_ids, str):
-            raise ValueError("search: watchlist_ids must be a sequence of ids, not one string")
+        check_search_args(limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before)
         probe = check_vector(vector, name="search vector")
         if watchlist_ids is not None and len(watchlist_ids) == 0:
             return []
+        query_filter = _filter(watchlist_ids, now=self._clock(), enrolled_before=enrolled_before, active_only=True)
         with self._call("search"):
             result = self._client.query_points_groups(
                 self.collection,
@@ -181,7 +221,7 @@ class QdrantStore(VectorStore):
                 group_by="subject_id",
                 limit=limit,
                 group_size=1,
-                query_filter=self._filter(watchlist_ids, now=self._clock()),
+                query_filter=query_filter,
                 with_payload=True,
             )
         hits = []
@@ -202,20 +242,38 @@ class QdrantStore(VectorStore):
         hits.sort(key=lambda h: (h.distance, h.subject_id))
         return hits
 
-    @staticmethod
-    def _filter(watchlist_ids: Sequence[str] | None, *, now: float) -> qm.Filter:
-        must: list[qm.Condition] = [
-            qm.FieldCondition(key="status", match=qm.MatchValue(value="active")),
-            qm.Filter(
-                should=[
-                    qm.IsEmptyCondition(is_empty=qm.PayloadField(key="expires_ts")),
-                    qm.FieldCondition(key="expires_ts", range=qm.Range(gt=now)),
-                ]
-            ),
-        ]
-        if watchlist_ids is not None:
-            must.append(qm.FieldCondition(key="watchlist_id", match=qm.MatchAny(any=list(watchlist_ids))))
-        return qm.Filter(must=must)
+    # search_many: the base class's loop. query_batch_points has no group-by, and local mode
+    # answers a batch one query at a time anyway.
+
+    def count_subjects(
+        self,
+        *,
+        watchlist_ids: Sequence[str] | None = None,
+        enrolled_before: float | None = None,
+        active_only: bool = True,
+    ) -> int:
+        check_filter_args(watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="count_subjects")
+        if watchlist_ids is not None and len(watchlist_ids) == 0:
+            return 0
+        query_filter = _filter(
+            watchlist_ids, now=self._clock(), enrolled_before=enrolled_before, active_only=active_only
+        )
+        # Qdrant has no distinct count: scroll the subject ids (slow, but exact).
+        subjects: set[str] = set()
+        offset = None
+        with self._call("count subjects"):
+            while True:
+                records, offset = self._client.scroll(
+                    self.collection,
+                    scroll_filter=query_filter,
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=["subject_id"],
+                    with_vectors=False,
+                )
+                subjects.update(str((r.payload or {})["subject_id"]) for r in records)
+                if offset is None:
+                    return len(subjects)
 
     def count(self) -> int:
         with self._call("count"):
@@ -232,3 +290,32 @@ class QdrantStore(VectorStore):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _subject_selector(subject_id: str) -> qm.FilterSelector:
+    return qm.FilterSelector(
+        filter=qm.Filter(must=[qm.FieldCondition(key="subject_id", match=qm.MatchValue(value=subject_id))])
+    )
+
+
+def _filter(
+    watchlist_ids: Sequence[str] | None, *, now: float, enrolled_before: float | None, active_only: bool
+) -> qm.Filter | None:
+    """The entries a search may return: see ``VectorStore.search`` (``active_only=False``
+    drops the status and expiry conditions, for counting)."""
+    must: list[qm.Condition] = []
+    if active_only:
+        must.append(qm.FieldCondition(key="status", match=qm.MatchValue(value="active")))
+        must.append(
+            qm.Filter(
+                should=[
+                    qm.IsEmptyCondition(is_empty=qm.PayloadField(key="expires_ts")),
+                    qm.FieldCondition(key="expires_ts", range=qm.Range(gt=now)),
+                ]
+            )
+        )
+    if watchlist_ids is not None:
+        must.append(qm.FieldCondition(key="watchlist_id", match=qm.MatchAny(any=list(watchlist_ids))))
+    if enrolled_before is not None:
+        must.append(qm.FieldCondition(key="enrolled_ts", range=qm.Range(lte=float(enrolled_before))))
+    return qm.Filter(must=must) if must else None

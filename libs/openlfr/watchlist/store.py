@@ -1,8 +1,10 @@
 """The vector store's role: reference vectors of watchlist subjects, searched by distance.
 
-One small interface (``VectorStore``) with one backend module per store (``qdrant_store``).
-Distances are Euclidean between dlib descriptors; ``distance_to_score`` turns one into the
-0..1 similarity that messages carry.
+One small interface (``VectorStore``) with one backend module per store: ``edge_store``
+(Qdrant Edge embedded in the process, the default) and ``qdrant_store`` (a Qdrant server, or
+qdrant-client's slow local mode); ``factory.open_store`` picks one from settings. Distances are
+Euclidean between dlib descriptors; ``distance_to_score`` turns one into the 0..1 similarity
+that messages carry.
 """
 
 from __future__ import annotations
@@ -61,6 +63,61 @@ def check_vector(vector: np.ndarray, *, name: str = "vector") -> np.ndarray:
     return array
 
 
+def check_vectors(vectors: np.ndarray, *, name: str = "vectors") -> np.ndarray:
+    """``vectors`` as an (n, 128) float32 array of finite values (n may be 0).
+
+    Raises:
+        ValueError: not two-dimensional, wrong width or non-finite values.
+    """
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != EMBEDDING_DIM:
+        raise ValueError(f"{name}: expected shape (n, {EMBEDDING_DIM}), got {np.shape(vectors)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: holds NaN or infinity")
+    return array
+
+
+def check_filter_args(
+    *, watchlist_ids: Sequence[str] | None, enrolled_before: float | None, where: str
+) -> None:
+    """The checks of the filter arguments of ``search`` and ``count_subjects``.
+
+    Raises:
+        ValueError: ``watchlist_ids`` given as one string, or a non-finite ``enrolled_before``.
+    """
+    if isinstance(watchlist_ids, str):
+        raise ValueError(f"{where}: watchlist_ids must be a sequence of ids, not one string")
+    if enrolled_before is not None and not math.isfinite(enrolled_before):
+        raise ValueError(f"{where}: enrolled_before must be a finite Unix time, got {enrolled_before}")
+
+
+def check_search_args(
+    *, limit: int, watchlist_ids: Sequence[str] | None, enrolled_before: float | None, where: str = "search"
+) -> None:
+    """The checks every backend's ``search`` makes on its keyword arguments.
+
+    Raises:
+        ValueError: ``limit`` not an int >= 1, or a bad filter argument (``check_filter_args``).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise ValueError(f"{where}: limit must be an int >= 1, got {limit!r}")
+    check_filter_args(watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where=where)
+
+
+def check_subject_state(subject_id: str, *, status: EntryStatus, expires_ts: float | None) -> None:
+    """The checks every backend's ``set_subject_state`` makes.
+
+    Raises:
+        ValueError: empty subject id, unknown status or non-finite expiry.
+    """
+    if not subject_id:
+        raise ValueError("set_subject_state: subject_id must not be empty")
+    if status not in ("active", "suspended"):
+        raise ValueError(f"set_subject_state: status must be 'active' or 'suspended', got {status!r}")
+    if expires_ts is not None and not math.isfinite(expires_ts):
+        raise ValueError(f"set_subject_state: expires_ts must be a finite Unix time, got {expires_ts}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WatchlistEntry:
     """One reference vector of one subject on one watchlist.
@@ -72,7 +129,10 @@ class WatchlistEntry:
         reference_image_id: id of the enrolment image (the loader uses a content hash).
         vector: (128,) float32 descriptor.
         status: only ``active`` entries are searched.
-        expires_ts: Unix time after which the entry is no longer searched; None = no expiry.
+        expires_ts: Unix time from which the entry is no longer searched; None = no expiry.
+        enrolled_ts: Unix time the reference was enrolled. A deployment searches only entries
+            enrolled up to its authorisation (``search(enrolled_before=...)``); 0 = enrolled
+            before any deployment.
     """
 
     subject_id: str
@@ -81,6 +141,7 @@ class WatchlistEntry:
     vector: np.ndarray = field(compare=False, repr=False)
     status: EntryStatus = "active"
     expires_ts: float | None = None
+    enrolled_ts: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("subject_id", "watchlist_id", "reference_image_id"):
@@ -90,6 +151,8 @@ class WatchlistEntry:
             raise ValueError(f"WatchlistEntry.status: expected 'active' or 'suspended', got {self.status!r}")
         if self.expires_ts is not None and not math.isfinite(self.expires_ts):
             raise ValueError(f"WatchlistEntry.expires_ts: expected a finite Unix time, got {self.expires_ts}")
+        if not (math.isfinite(self.enrolled_ts) and self.enrolled_ts >= 0):
+            raise ValueError(f"WatchlistEntry.enrolled_ts: expected a finite Unix time >= 0, got {self.enrolled_ts}")
         object.__setattr__(self, "vector", check_vector(self.vector, name="WatchlistEntry.vector"))
 
     @property
@@ -117,8 +180,13 @@ class SearchHit:
 class VectorStore(abc.ABC):
     """Stores watchlist reference vectors and finds the subjects nearest to a probe.
 
+    What ``search`` sees: entries that are ``active``, unexpired at call time (``expires_ts``
+    after the store's clock), on the given watchlists and, for a deployment's frozen snapshot,
+    enrolled no later than ``enrolled_before``. Writes are visible to search on return.
+
     Implementations raise ``openlfr.watchlist.exceptions.StoreUnavailable`` (a
-    ``BackendUnavailable``) when the store cannot be reached, so pipeline runners retry.
+    ``BackendUnavailable``) when the store cannot be reached or used, so pipeline runners retry,
+    and ``ValueError`` for bad arguments.
     """
 
     @abc.abstractmethod
@@ -130,14 +198,74 @@ class VectorStore(abc.ABC):
         """Remove every entry of a subject; gone from search on return."""
 
     @abc.abstractmethod
+    def set_subject_state(self, subject_id: str, *, status: EntryStatus, expires_ts: float | None) -> int:
+        """Set ``status`` and ``expires_ts`` (None = no expiry) on every entry of a subject.
+
+        Visible to search on return.
+
+        Returns:
+            The number of the subject's entries written (all of them, also those already in
+            that state); 0 when the store holds no entry of the subject.
+        """
+
+    @abc.abstractmethod
     def search(
-        self, vector: np.ndarray, *, limit: int, watchlist_ids: Sequence[str] | None = None
+        self,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        watchlist_ids: Sequence[str] | None = None,
+        enrolled_before: float | None = None,
     ) -> list[SearchHit]:
         """The nearest ``limit`` subjects to ``vector``, nearest first, one hit per subject.
 
         Only active, unexpired entries (at call time) of the given watchlists are searched;
-        ``watchlist_ids=None`` searches every watchlist and an empty sequence none.
+        ``watchlist_ids=None`` searches every watchlist and an empty sequence none. With
+        ``enrolled_before``, only entries with ``enrolled_ts <= enrolled_before``.
+
+        Raises:
+            ValueError: a vector of the wrong size or with NaN, ``limit`` < 1, or
+                ``watchlist_ids`` given as one string.
         """
+
+    def search_many(
+        self,
+        vectors: np.ndarray,
+        *,
+        limit: int,
+        watchlist_ids: Sequence[str] | None = None,
+        enrolled_before: float | None = None,
+    ) -> list[list[SearchHit]]:
+        """``search`` for each row of ``vectors`` (n, 128), in order.
+
+        This default loops over ``search``; a backend overrides it where its engine answers a
+        batch in one call.
+        """
+        probes = check_vectors(vectors, name="search_many vectors")
+        check_search_args(
+            limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="search_many"
+        )
+        return [
+            self.search(probe, limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before)
+            for probe in probes
+        ]
+
+    def count_subjects(
+        self,
+        *,
+        watchlist_ids: Sequence[str] | None = None,
+        enrolled_before: float | None = None,
+        active_only: bool = True,
+    ) -> int:
+        """Distinct subjects with an entry that ``search`` with these filters could return.
+
+        ``active_only=False`` counts suspended and expired entries too. A deployment's
+        watchlist size. Every backend here overrides it; the base class cannot list entries.
+
+        Raises:
+            NotImplementedError: a backend that does not count subjects.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not count subjects")
 
     @abc.abstractmethod
     def count(self) -> int:
