@@ -9,6 +9,7 @@ Subcommands (stable; other tools build on them):
   openlfr deployment create|show|list|end        deployments through the registry API
   openlfr report DEPLOYMENT --api URL            a deployment's report (Markdown or JSON)
   openlfr openapi                                the HTTP services' OpenAPI documents, keyed by service
+  openlfr evaluate --faces DIR [--labels CSV] [--attributes CSV] --out OUTDIR   accuracy, fairness, calibration
   openlfr audit verify PATH                      verify an audit log's hash chain
   openlfr triton serve [--variant python]        run a real Triton server over the built models
 """
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 
 from openlfr import paths
 from openlfr.config import ModelSettings
+from openlfr.evaluation.cli import add_evaluate_parser
 
 logger = logging.getLogger("openlfr")
 
@@ -578,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["markdown", "json"], default="markdown")
     report.add_argument("--out", type=Path, help="write to this file instead of stdout")
     report.set_defaults(func=cmd_report)
+
+    add_evaluate_parser(sub)
 
     openapi = sub.add_parser("openapi", help="print the HTTP services' OpenAPI documents as one JSON object")
     openapi.add_argument("--indent", action="store_true")
