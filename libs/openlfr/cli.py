@@ -370,6 +370,9 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.deployment_command == "create":
+            calibration = _read_calibration(args.calibration) if args.calibration else None
+            if calibration is not None:
+                args.threshold = float(calibration["threshold"])
             body = DeploymentCreate.model_validate({
                 **({"id": args.id} if args.id else {}),
                 "purpose": args.purpose,
@@ -381,6 +384,8 @@ def cmd_deployment(args: argparse.Namespace) -> int:
                 "threshold": args.threshold,
             })
             result: Any = client.create_deployment(body)
+            if calibration is not None:
+                _check_calibration(calibration, result)
         elif args.deployment_command == "show":
             result = client.get_deployment(args.deployment_id)
         elif args.deployment_command == "list":
@@ -393,6 +398,30 @@ def cmd_deployment(args: argparse.Namespace) -> int:
         client.close()
     print(result.model_dump_json(indent=2))
     return 0
+
+
+def _read_calibration(path: Path) -> dict[str, Any]:
+    """A ``calibration.json`` of ``openlfr evaluate`` (ValueError when it is not one)."""
+    try:
+        data = json.loads(path.read_text())
+        float(data["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--calibration {path}: not a calibration file of openlfr evaluate ({exc})") from exc
+    return data
+
+
+def _check_calibration(calibration: dict[str, Any], deployment: Any) -> None:
+    """Warn where the deployment is not what the threshold was calibrated for."""
+    model = calibration.get("model_version")
+    if model and model != deployment.model_version:
+        print(f"warning: the threshold was calibrated for model {model}, the deployment matches with "
+              f"{deployment.model_version}: calibrate again", file=sys.stderr)
+    size = calibration.get("gallery_size")
+    subjects = deployment.snapshot.active_subjects
+    if isinstance(size, int) and subjects > size:
+        print(f"warning: the threshold was calibrated for a watchlist of {size}; this deployment searches "
+              f"{subjects} subjects, so its false-alert rate will be higher than the target "
+              f"{calibration.get('target_fpir')}", file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -564,6 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--start", default="now", help="ISO 8601 time or now[+-N{s,m,h,d}] (default now)")
     create.add_argument("--end", default="now+8h", help="ISO 8601 time or now+N{s,m,h,d} (default now+8h)")
     create.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="similarity score 0..1")
+    create.add_argument("--calibration", type=Path,
+                        help="take the threshold from openlfr evaluate's calibration.json (warns on a model or "
+                             "watchlist-size mismatch)")
     for name in ("show", "end"):
         one = deployment.add_parser(name, help=f"{name} one deployment")
         one.add_argument("deployment_id")

@@ -89,3 +89,30 @@ def test_openapi_prints_every_service_document(capsys) -> None:
     assert "/v1/alerts/{alert_id}/reviews" in docs["alert"]["paths"]
     assert "/v1/deployments/{deployment_id}/report" in docs["alert"]["paths"]
     assert all(doc["openapi"].startswith("3.") for doc in docs.values())
+
+
+def test_a_deployment_takes_its_threshold_from_a_calibration_file(served, monkeypatch, tmp_path: Path,
+                                                                   image_bytes, capsys) -> None:
+    env, url = served
+    (tmp_path / "people" / "obama").mkdir(parents=True)
+    (tmp_path / "people" / "obama" / "a.jpg").write_bytes(image_bytes["obama"])
+    (tmp_path / "people" / "rose").mkdir(parents=True)
+    (tmp_path / "people" / "rose" / "a.jpg").write_bytes(image_bytes["rose"])
+    _as(monkeypatch, env, "alice")
+    assert cli.main(["watchlist", "enroll", str(tmp_path / "people"), "--api", url, "--watchlist-id", "wl",
+                     "--reason", "r", "--legal-basis", "l", "--source", "s", "--no-progress"]) == 0
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"threshold": 0.7732, "gallery_size": 1, "target_fpir": 1 / 6000,
+                                       "model_version": "another@000000000000"}))
+    capsys.readouterr()
+    _as(monkeypatch, env, "dave")
+    rc = cli.main(["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x",
+                   "--cameras", "c", "--watchlists", "wl", "--calibration", str(calibration)])
+    out = capsys.readouterr()
+    assert rc == 0 and json.loads(out.out)["threshold"] == 0.7732
+    assert "calibrated for model another@000000000000" in out.err
+    assert "calibrated for a watchlist of 1; this deployment searches 2 subjects" in out.err
+    calibration.write_text("{}")
+    rc = cli.main(["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x",
+                   "--cameras", "c2", "--watchlists", "wl", "--calibration", str(calibration)])
+    assert rc == 1 and "not a calibration file" in capsys.readouterr().err
