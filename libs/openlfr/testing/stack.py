@@ -145,7 +145,11 @@ class ServiceStack:
             stderr=subprocess.STDOUT,
         )
         service = ServiceProcess(name, proc, port, log)
-        self.services[name] = service
+        key, n = name, 1
+        while key in self.services:  # a further replica: detect, detect-2, ...
+            n += 1
+            key = f"{name}-{n}"
+        self.services[key] = service
         return service
 
     def wait_ready(self, service: ServiceProcess, timeout_s: float = 180) -> None:
@@ -178,16 +182,18 @@ class ServiceStack:
         deployment_id: str = "dep-test",
         threshold: float = 0.705,
         hours: float = 2.0,
+        base_url: str | None = None,
     ) -> dict:
         """Enrol every subject folder through the registry API and authorise a deployment.
 
-        Returns the deployment as the API gave it.
+        ``base_url`` is the match service's (default: the one this stack started). Returns the
+        deployment as the API gave it.
         """
         from openlfr.registry.bulk import SubjectDefaults, bulk_enrol
         from openlfr.registry.client import RegistryClient
         from openlfr.registry.models import DeploymentCreate, WatchlistCreate
 
-        base = self.services["match"].base_url
+        base = base_url or self.services["match"].base_url
         with RegistryClient(base, self.tokens["admin"]) as admin:
             admin.create_watchlist(WatchlistCreate(id=watchlist_id, name=f"test list {watchlist_id}"))
             report = bulk_enrol(
