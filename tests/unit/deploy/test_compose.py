@@ -1,0 +1,92 @@
+"""docker-compose.yml checked by the real Compose v2 binary (`config -q`), offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+EXAMPLE_ENV = "deploy/compose/secrets.env.example"
+
+
+def _config(kit: Any, *args: str | Path, env_file: str | None = EXAMPLE_ENV) -> Any:
+    cmd: list[str | Path] = [kit.tool("docker-compose")]
+    if env_file:
+        cmd += ["--env-file", env_file]
+    return kit.run([*cmd, *args], check=False)
+
+
+def test_compose_file_is_valid(kit: Any) -> None:
+    proc = _config(kit, "config", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ("condition: service_healthy", "conditon: service_healthy", "conditon"),  # a typo'd key
+        ("read_only: true", "read_only: maybe", "read_only"),  # a wrong type
+        ("restart: unless-stopped", "restart: unless-stoped\n    healthcheck: 5", "healthcheck"),
+    ],
+)
+def test_a_broken_copy_fails(kit: Any, tmp_path: Path, old: str, new: str, error: str) -> None:
+    text = (kit.repo / "docker-compose.yml").read_text()
+    assert old in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace(old, new, 1))
+    proc = _config(kit, "-f", broken, "--project-directory", kit.repo, "config", "-q")
+    assert proc.returncode != 0 and error in proc.stderr, proc.stderr
+
+
+def test_missing_secrets_stop_compose_with_the_file_to_fill(kit: Any) -> None:
+    proc = _config(kit, "config", "-q", env_file=None)
+    assert proc.returncode != 0
+    assert "deploy/compose/secrets.env" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("profile", "triton"), [(None, "triton"), ("gpu", "triton-gpu"), ("cpu", "triton")]
+)
+def test_profiles_pick_one_triton(kit: Any, profile: str | None, triton: str) -> None:
+    args = ["--profile", profile] if profile else []
+    proc = _config(kit, *args, "config", "--services")
+    services = set(proc.stdout.split())
+    assert proc.returncode == 0, proc.stderr
+    assert {"triton", "triton-gpu"} & services == {triton}
+    assert {"kafka", "topic-init", "qdrant", "prometheus", "grafana", "ingest", "detect", "embed", "match", "alert"} <= services
+
+
+def test_every_long_running_service_has_a_healthcheck_and_waits_on_health(kit: Any) -> None:
+    proc = _config(kit, "config", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    services: dict[str, dict[str, Any]] = json.loads(proc.stdout)["services"]
+    for name, svc in services.items():
+        if name == "topic-init":
+            assert svc["restart"] == "no"
+            continue
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dep, cond in svc.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dep == "topic-init" else "service_healthy"
+            assert cond["condition"] == expected, f"{name} -> {dep}"
+
+
+def test_pipeline_services_run_locked_down(kit: Any) -> None:
+    services = yaml.safe_load((kit.repo / "docker-compose.yml").read_text())["services"]
+    for name in ("ingest", "detect", "embed", "match", "alert"):
+        svc = services[name]
+        assert svc["read_only"] is True and svc["user"] != "0" and svc["cap_drop"] == ["ALL"], name
+        assert "topic-init" in svc["depends_on"], name
+        for key, value in svc["environment"].items():
+            if key in {"OPENLFR_API_TOKENS", "OPENLFR_QDRANT_API_KEY", "OPENLFR_REVIEW_REGISTRY_TOKEN", "OPENLFR_DEPLOYMENTS_TOKEN"}:
+                assert value.startswith("${") and ":?" in value, f"{name} {key}: credentials come from the env file"
+    # Each writer of the audit log has its own file (flock is per file; `openlfr audit verify` too).
+    assert services["match"]["environment"]["OPENLFR_AUDIT_LOG"] != services["alert"]["environment"]["OPENLFR_AUDIT_LOG"]
+
+
+def test_the_real_secrets_file_is_ignored_by_git(kit: Any) -> None:
+    proc = kit.run(["git", "check-ignore", "deploy/compose/secrets.env", "deploy/k8s/secrets/credentials.env"], check=False)
+    assert proc.stdout.split() == ["deploy/compose/secrets.env", "deploy/k8s/secrets/credentials.env"]

@@ -1,0 +1,110 @@
+"""The Dockerfile, checked by structure (no Docker engine here to build it): named stages, pinned
+base images, models built at build time, non-root final stages, health checks, and the targets
+the compose file builds."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from openlfr import paths
+
+DOCKERFILE = paths.REPO_ROOT / "Dockerfile"
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages(text: str) -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for word, rest in _instructions(text):
+        if word == "FROM":
+            parts = rest.split()
+            assert len(parts) == 3 and parts[1].upper() == "AS", f"unnamed stage: FROM {rest}"
+            current = stages.setdefault(parts[2], [("FROM", parts[0])])
+        elif current is not None:
+            current.append((word, rest))
+    return stages
+
+
+def _args(text: str) -> dict[str, str]:
+    """Global ARG defaults (before the first FROM)."""
+    args = {}
+    for word, rest in _instructions(text):
+        if word == "FROM":
+            break
+        if word == "ARG" and "=" in rest:
+            key, value = rest.split("=", 1)
+            args[key] = value
+    return args
+
+
+def test_stages_and_pinned_base_images() -> None:
+    text = DOCKERFILE.read_text()
+    stages = _stages(text)
+    assert list(stages) == ["build", "runtime", "triton"]
+    args = _args(text)
+    for name, instructions in stages.items():
+        image = instructions[0][1]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert ":" in image and not image.endswith(":latest"), f"{name}: base image {image} is not pinned"
+
+
+def test_models_are_built_into_the_image() -> None:
+    stages = _stages(DOCKERFILE.read_text())
+    runs = " ".join(rest for word, rest in stages["build"] if word == "RUN")
+    assert "openlfr models build" in runs and "assemble_repository" in runs
+    copies = [rest for word, rest in stages["runtime"] if word == "COPY"]
+    assert any("--from=build" in c and "/app/build/models" in c for c in copies)
+    assert any("--from=build" in c and "/models" in c for word, c in stages["triton"] if word == "COPY")
+
+
+def test_final_stages_run_as_non_root_with_a_healthcheck() -> None:
+    stages = _stages(DOCKERFILE.read_text())
+    for name in ("runtime", "triton"):
+        users = [rest for word, rest in stages[name] if word == "USER"]
+        assert users, f"{name} has no USER"
+        user = users[-1].split(":")[0]
+        assert user not in {"0", "root"}, f"{name} runs as {user}"
+        assert any(word == "HEALTHCHECK" for word, _ in stages[name]), name
+    runtime = dict((w, r) for w, r in stages["runtime"])
+    healthcheck = runtime["HEALTHCHECK"]
+    assert "/healthz" in healthcheck and "8080" in healthcheck
+
+
+def test_compose_builds_targets_that_exist() -> None:
+    stages = _stages(DOCKERFILE.read_text())
+    compose: dict[str, Any] = yaml.safe_load((paths.REPO_ROOT / "docker-compose.yml").read_text())
+    targets = {svc["build"]["target"] for svc in compose["services"].values() if "build" in svc}
+    assert targets == {"runtime", "triton"} and targets <= set(stages)
+    triton_args = {svc["build"]["args"]["TRITON_VARIANT"] for svc in compose["services"].values() if svc.get("build", {}).get("target") == "triton"}
+    assert triton_args == {"onnxruntime", "onnxruntime-gpu"}
+    for variant in triton_args:
+        assert (paths.REPO_ROOT / "deploy" / "triton" / variant).is_dir()
+
+
+def test_credentials_and_build_outputs_stay_out_of_the_build_context() -> None:
+    ignored = set((paths.REPO_ROOT / ".dockerignore").read_text().split())
+    assert {"deploy/compose/secrets.env", "deploy/k8s/secrets/credentials.env", ".venv", "build", ".git"} <= ignored
+
+
+def test_copied_paths_exist() -> None:
+    for word, rest in _instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and "--from=" not in rest:
+            *sources, _dest = shlex.split(rest)
+            for source in sources:
+                assert (paths.REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
