@@ -10,6 +10,10 @@
 # The review console's browser test (tests/integration/test_review_console.py) drives Debian's
 # chromium through its matching chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) with
 # Selenium; Selenium's own driver download is never used.
+# The monitoring tests use Debian's prometheus (2.42; a 19 MB download, 96 MB installed): promtool
+# checks and unit-tests deploy/prometheus, and tests/integration/test_prometheus_scrape.py runs
+# its own /usr/bin/prometheus on loopback. The package enables a system service; where systemd
+# runs it, it listens on :9090 and the tests do not use it.
 set -euo pipefail
 
 packages=(
@@ -20,6 +24,7 @@ packages=(
     gstreamer1.0-plugins-ugly  # x264enc
     chromium                   # headless browser for the review console test
     chromium-driver            # /usr/bin/chromedriver, the same version as chromium
+    prometheus                 # /usr/bin/prometheus and promtool for the monitoring tests
 )
 
 missing=()

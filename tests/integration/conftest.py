@@ -1,4 +1,5 @@
-"""Session fixtures of the integration tier: a real Kafka broker, and names unique per test."""
+"""Session fixtures of the integration tier: a real Kafka broker, a real Prometheus server, and
+names unique per test."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from openlfr.testing.kafka_broker import KafkaBroker, fetch_script
+from openlfr.testing.prometheus import PrometheusServer, find_binary
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9._-]+")
 
@@ -33,6 +35,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     broker = KafkaBroker(work_dir=tmp_path_factory.mktemp("kafka"), startup_timeout_s=90)
     with broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """One Prometheus server on 127.0.0.1 for the session (Debian's ``/usr/bin/prometheus``).
+
+    It scrapes nothing at first: a test points it at its services with
+    ``prometheus.configure(jobs=[...], rule_files=[...])`` (scraping every second).
+    """
+    if find_binary("prometheus") is None:
+        pytest.fail("prometheus is not installed: run scripts/test-deps.sh (Debian's prometheus package)")
+    with PrometheusServer(work_dir=tmp_path_factory.mktemp("prometheus")) as server:
+        yield server
 
 
 @pytest.fixture
