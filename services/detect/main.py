@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 from pydantic import Field
 
@@ -13,6 +14,7 @@ from openlfr.pipeline.detect import DetectStage
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
 from openlfr.vision.factory import build_analyzer
+from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate
 
 
 class DetectServiceSettings(ServiceSettings, ModelSettings):
@@ -22,6 +24,11 @@ class DetectServiceSettings(ServiceSettings, ModelSettings):
     max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
     #: Faces below this quality score are not published (0 publishes every face).
     min_quality: float = Field(default=0.0, ge=0, le=1)
+    #: ``motion`` runs the detector's fine tiles only where a camera's frame moved or held a
+    #: face lately, and every tile on keyframes; ``off`` runs every tile of every frame.
+    detect_gating: Literal["off", "motion"] = "off"
+    #: With gating on, every this-many frames of a camera run every tile.
+    detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
 
 
 def build(settings: DetectServiceSettings) -> DetectStage:
@@ -32,6 +39,11 @@ def build(settings: DetectServiceSettings) -> DetectStage:
         detector_model=model_version(settings.model_dir, spec.name),
         max_frame_age_s=settings.max_frame_age_s,
         min_quality=settings.min_quality,
+        gate=(
+            MotionGate(keyframe_interval=settings.detect_keyframe_interval)
+            if settings.detect_gating == "motion"
+            else None
+        ),
     )
 
 

@@ -77,14 +77,25 @@ class FaceAnalyzer:
         embedded = self.embed_many(located)
         return embedded if self.keep_chips else [faces.without_chips() for faces in embedded]
 
-    def locate_many(self, images: Sequence[np.ndarray], *, keep_chips: bool = True) -> list[Faces]:
+    def locate_many(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        keep_chips: bool = True,
+        tile_masks: Sequence[np.ndarray | None] | None = None,
+    ) -> list[Faces]:
         """Detect, place landmarks, cut chips and assess quality: everything but the embedding.
 
         The live pipeline's detect stage runs this; its embed stage runs ``embed_many`` on the
-        chips. Together they are exactly ``analyze_many``.
+        chips. Together they are exactly ``analyze_many``. ``tile_masks`` is passed to
+        :meth:`FaceDetector.detect_many` (which of each image's crops to run; all if left out).
         """
         rgb = [to_rgb(img, name=f"image[{i}]") for i, img in enumerate(images)]
-        detections = self.detector.detect_many(rgb)
+        detections = (
+            self.detector.detect_many(rgb)
+            if tile_masks is None
+            else self.detector.detect_many(rgb, tile_masks=tile_masks)
+        )
         out: list[Faces] = []
         size = self.embedder.chip_size
         for img, det in zip(rgb, detections):

@@ -376,6 +376,24 @@ def _check_image(image: object, name: str) -> np.ndarray:
     return to_rgb(image, name=name)  # type: ignore[arg-type]  # to_rgb reports non-arrays
 
 
+def _masked_plans(plans: list[list[Tile]], tile_masks: Sequence[np.ndarray | None]) -> list[list[Tile]]:
+    if len(tile_masks) != len(plans):
+        raise ValueError(f"tile_masks: expected one entry per image ({len(plans)}), got {len(tile_masks)}")
+    masked: list[list[Tile]] = []
+    for i, (plan, mask) in enumerate(zip(plans, tile_masks)):
+        if mask is None:
+            masked.append(plan)
+            continue
+        chosen = np.asarray(mask)
+        if chosen.dtype != np.bool_ or chosen.shape != (len(plan),):
+            raise ValueError(
+                f"tile_masks[{i}]: expected a bool array of shape ({len(plan)},), "
+                f"got {chosen.dtype} {chosen.shape}"
+            )
+        masked.append([tile for tile, keep in zip(plan, chosen) if keep])
+    return masked
+
+
 @dataclass(slots=True)
 class _Candidates:
     boxes: np.ndarray
@@ -506,17 +524,32 @@ class FaceDetector:
         """
         return self.detect_many([image])[0]
 
-    def detect_many(self, images: Sequence[np.ndarray]) -> list[Detections]:
+    def detect_many(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        tile_masks: Sequence[np.ndarray | None] | None = None,
+    ) -> list[Detections]:
         """Faces of several images, with every crop of every image in as few backend calls as possible.
 
         Args:
             images: as for :meth:`detect`.
+            tile_masks: optional, one entry per image: ``None`` runs every crop of
+                :meth:`tiles_for`, a ``(len(tiles_for(...)),)`` bool array runs only the crops
+                marked True (see :class:`openlfr.vision.gating.MotionGate`). Leaving it out
+                runs every crop of every image.
 
         Returns:
             One :class:`Detections` per image, in order, in that image's pixel coordinates.
+
+        Raises:
+            ValueError: ``tile_masks`` does not have one entry per image, or a mask does not
+                have one entry per crop.
         """
         rgb = [_check_image(img, f"image[{i}]") for i, img in enumerate(images)]
         plans = [self.tiles_for(img.shape[1], img.shape[0]) for img in rgb]
+        if tile_masks is not None:
+            plans = _masked_plans(plans, tile_masks)
         total = sum(len(p) for p in plans)
         if total == 0:
             return [Detections.empty() for _ in rgb]

@@ -267,3 +267,23 @@ def test_detect_stage_checks_its_arguments(analyzer, kwargs: dict, error: str) -
 def test_stage_identity(detect, embed) -> None:
     assert (detect.name, detect.input_topic.name, detect.input_model) == ("detect", "openlfr.frames.v1", Frame)
     assert (embed.name, embed.input_topic.name, embed.input_model) == ("embed", "openlfr.faces.v1", Faces)
+
+
+def test_motion_gate_in_the_stage_keeps_faces_of_a_still_repeated_frame(analyzer, frames) -> None:
+    from openlfr.vision.gating import MotionGate
+
+    now = time.time()
+    plain = DetectStage(analyzer, detector_model="d@1", max_frame_age_s=None)
+    # Every frame a keyframe: the gate runs every tile, so the output is the ungated one.
+    every = DetectStage(analyzer, detector_model="d@1", max_frame_age_s=None, gate=MotionGate(keyframe_interval=1))
+    batch = _incoming([_fresh(f, now) for f in frames[:2]])
+    assert _wire(every.handle(batch, now=now).outputs) == _wire(plain.handle(batch, now=now).outputs)
+    # The same frame three times (nothing moves): after the keyframe, the faces found are
+    # re-found through the tiles the gate keeps running around them.
+    gated = DetectStage(analyzer, detector_model="d@1", max_frame_age_s=None, gate=MotionGate(keyframe_interval=100))
+    still = [_fresh(frames[0], now).model_copy(update={"frame_id": f"cam-7:still-{i}"}) for i in range(3)]
+    counts = []
+    for i, frame in enumerate(still):
+        out = gated.handle(_incoming([frame], first_offset=i), now=now).outputs
+        counts.append(len(out[0].message.faces) if out else 0)
+    assert counts[0] > 0 and counts == [counts[0]] * 3

@@ -1,0 +1,145 @@
+"""Detector gating on the shared videos: frames/s, crops per frame and recall, gating off vs motion.
+
+Each video is sampled at ``--fps`` (5 by default) and its frames are given to the detector one
+at a time, in order, as one camera's frames reach the detect stage:
+
+* off: every crop of the pyramid on every frame (the default detector);
+* motion: :class:`openlfr.vision.gating.MotionGate` picks the crops (coarse always, fine tiles
+  where the frame moved or a face was found lately, everything on keyframes).
+
+Recall is the share of the faces found with gating off that the gated run also finds (IoU >=
+0.5), so gating off is the reference, not ground truth. Time per frame includes the gate's own
+work (downscale, difference, tile selection). Local onnxruntime backend.
+
+Usage: .venv/bin/python benchmarks/bench_gating.py [--fps 5] [--keyframe 10] [--out results.json]
+Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from openlfr import paths
+from openlfr.config import ModelSettings
+from openlfr.inference.local import LocalBackend
+from openlfr.models.build import build_all
+from openlfr.vision.detections import Detections
+from openlfr.vision.detector import FaceDetector, box_iou
+from openlfr.vision.factory import build_analyzer
+from openlfr.vision.gating import MotionGate
+from openlfr.vision.video import iter_video_frames
+
+FACES = paths.REPO_ROOT.parent / "shared" / "data" / "faces"
+
+VIDEOS = {
+    "facenet_pytorch video.mp4 (1080p pedestrians)": FACES / "facenet_pytorch/examples/video.mp4",
+    "dlib MOT20-05 (826x540 crowd)": FACES / "dlib/dlib/test/ffmpeg_data/MOT20-05-raw_even_shorter.mp4",
+    "face_recognition short_hamilton_clip.mp4 (640x360)": FACES
+    / "face_recognition/examples/short_hamilton_clip.mp4",
+}
+
+MATCH_IOU = 0.5
+
+
+def run(detector: FaceDetector, frames: list[np.ndarray], gate: MotionGate | None) -> dict:
+    """Detect every frame in order; seconds, crops and detections per frame."""
+    seconds: list[float] = []
+    crops: list[int] = []
+    found: list[Detections] = []
+    for frame in frames:
+        t0 = time.perf_counter()
+        tiles = detector.tiles_for(frame.shape[1], frame.shape[0])
+        if gate is None:
+            det = detector.detect_many([frame])[0]
+            crops.append(len(tiles))
+        else:
+            mask = gate.select("bench", frame, tiles)
+            det = detector.detect_many([frame], tile_masks=[mask])[0]
+            gate.remember("bench", det.boxes)
+            crops.append(int(mask.sum()))
+        seconds.append(time.perf_counter() - t0)
+        found.append(det)
+    return {"seconds": seconds, "crops": crops, "found": found}
+
+
+def matched(reference: Detections, other: Detections) -> int:
+    """Reference faces that ``other`` also has (IoU >= MATCH_IOU, one to one by best IoU)."""
+    if len(reference) == 0 or len(other) == 0:
+        return 0
+    iou = box_iou(np.asarray(reference.boxes), np.asarray(other.boxes))
+    used: set[int] = set()
+    hits = 0
+    for i in np.argsort(-iou.max(axis=1)):
+        for j in np.argsort(-iou[i]):
+            if iou[i, j] < MATCH_IOU:
+                break
+            if int(j) not in used:
+                used.add(int(j))
+                hits += 1
+                break
+    return hits
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second of video")
+    parser.add_argument("--keyframe", type=int, default=10, help="gate keyframe interval")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON")
+    args = parser.parse_args()
+    model_dir = paths.model_dir()
+    build_all(model_dir)
+    detector = build_analyzer(ModelSettings(), backend=LocalBackend(model_dir)).detector
+    rows = []
+    for label, path in VIDEOS.items():
+        frames = [f.image for f in iter_video_frames(path, sample_fps=args.fps)]
+        detector.detect_many(frames[:1])  # warm-up
+        off = run(detector, frames, None)
+        on = run(detector, frames, MotionGate(keyframe_interval=args.keyframe))
+        reference = sum(len(d) for d in off["found"])
+        hits = sum(matched(a, b) for a, b in zip(off["found"], on["found"]))
+        rows.append(
+            {
+                "video": label,
+                "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+                "frames": len(frames),
+                "fps_off": len(frames) / sum(off["seconds"]),
+                "fps_on": len(frames) / sum(on["seconds"]),
+                "crops_off": float(np.mean(off["crops"])),
+                "crops_on": float(np.mean(on["crops"])),
+                "faces_off": reference,
+                "faces_on": sum(len(d) for d in on["found"]),
+                "recall": hits / reference if reference else float("nan"),
+            }
+        )
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        "python": sys.version.split()[0],
+        "sample_fps": args.fps,
+        "keyframe_interval": args.keyframe,
+    }
+    print(f"\nMachine: {meta['machine']}; date {meta['date']}; {args.fps:g} fps sampling, "
+          f"keyframe every {args.keyframe} frames; local onnxruntime\n")
+    print("| video | frames | frames/s off / motion | crops per frame off / motion | "
+          "faces off / motion | recall vs off (IoU >= 0.5) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['video']} | {r['frames']} | {r['fps_off']:.1f} / {r['fps_on']:.1f} | "
+              f"{r['crops_off']:.1f} / {r['crops_on']:.1f} | {r['faces_off']} / {r['faces_on']} | "
+              f"{r['recall']:.3f} |")
+    if args.out:
+        args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
