@@ -143,7 +143,7 @@ def run_baseline(
     alerts = [x for x in alerts if not any(
         x.camera_id == a.camera_id and x.subject_id == a.person_id and x.capture_ts >= a.first_ts - slack_s
         for a in cut)]
-    correctness = check_alerts(truth, alerts, min_frames=min_frames, slack_s=slack_s)
+    correctness = check_alerts(truth, alerts, min_frames=min_frames, slack_s=slack_s, rejoin_gap_s=track_gap_s)
     return {
         "frames": processed,
         "frames_available": len(frames),

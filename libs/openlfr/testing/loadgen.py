@@ -342,12 +342,14 @@ class Correctness:
     """Alerts against the ground truth.
 
     Attributes:
-        expected: appearances of enrolled people that had to alert (at least ``min_frames``).
-        matched: expected appearances with at least one alert.
-        missing: expected appearances without an alert.
+        expected: presences of enrolled people that had to alert (at least ``min_frames``; a
+            presence is one appearance, or several of one person that a track may span).
+        matched: expected presences with at least one alert.
+        missing: expected presences without an alert (their first appearance).
         duplicates: appearances with more than one alert, and how many they got.
         unexpected: alerts for no appearance of the named person.
-        extra_ok: alerts for appearances too short to be required (not counted wrong).
+        extra_ok: alerts for presences too short to be required, and second alerts of a presence
+            on another of its appearances (not counted wrong).
     """
 
     expected: int
@@ -381,17 +383,27 @@ class Correctness:
 
 
 def check_alerts(truth: GroundTruth, alerts: Sequence[ObservedAlert], *, min_frames: int,
-                 slack_s: float) -> Correctness:
+                 slack_s: float, rejoin_gap_s: float = 0.0) -> Correctness:
     """Which expected appearances alerted once, which not, which twice, and which alerts were wrong.
 
     An alert belongs to the appearance on its camera of the person it names whose capture-time
     window (widened by ``slack_s``) holds the alert's capture time; with none, it is unexpected:
     ``stranger`` when only strangers were on screen, ``wrong_identity`` when an enrolled person
-    was, ``no_walker`` when nobody was. An appearance is expected when it is of an enrolled
-    person and was published in at least ``min_frames`` frames.
+    was, ``no_walker`` when nobody was.
+
+    Appearances of one enrolled person on one camera that follow each other within
+    ``rejoin_gap_s`` (+ ``slack_s``) form one *presence*: the tracker may carry a track across
+    such a gap (the match stage's ``track_max_gap_s``), so whether it alerts once or once per
+    appearance depends on timing. A presence is expected when one of its appearances was
+    published in at least ``min_frames`` frames (passes that reach it only if joined are not
+    required, nor is their alert wrong); one alert anywhere in it satisfies it, a
+    further alert on another of its appearances is ``extra_ok``, a second alert on one appearance
+    is a duplicate. With ``rejoin_gap_s=0`` every appearance is its own presence.
     """
     if min_frames < 1:
         raise ValueError(f"min_frames={min_frames}, expected >= 1")
+    if rejoin_gap_s < 0:
+        raise ValueError(f"rejoin_gap_s={rejoin_gap_s}, expected >= 0")
     by_camera: dict[str, list[Appearance]] = {}
     for appearance in truth.appearances.values():
         by_camera.setdefault(appearance.camera_id, []).append(appearance)
@@ -411,12 +423,41 @@ def check_alerts(truth: GroundTruth, alerts: Sequence[ObservedAlert], *, min_fra
             unexpected.append(Unexpected(alert, "stranger"))
         else:
             unexpected.append(Unexpected(alert, "no_walker"))
-    expected = [a for a in truth.appearances.values() if a.enrolled and a.frames >= min_frames]
-    missing = tuple(a for a in expected if (a.camera_id, a.key) not in counts)
+    expected: list[list[Appearance]] = []
+    extra_ok = 0
+    for presence in _presences(truth, rejoin_gap_s + slack_s):
+        alerted = sum(1 for a in presence if (a.camera_id, a.key) in counts)
+        if any(a.frames >= min_frames for a in presence):
+            expected.append(presence)
+            extra_ok += max(alerted - 1, 0)
+        else:
+            extra_ok += alerted
+    missing = tuple(p[0] for p in expected if not any((a.camera_id, a.key) in counts for a in p))
     duplicates = tuple((truth.appearances[k], n) for k, n in sorted(counts.items()) if n > 1)
-    extra_ok = sum(1 for k in counts if truth.appearances[k].frames < min_frames)
     return Correctness(expected=len(expected), matched=len(expected) - len(missing), missing=missing,
                        duplicates=duplicates, unexpected=tuple(unexpected), extra_ok=extra_ok, alerts=len(alerts))
+
+
+def _presences(truth: GroundTruth, gap_s: float) -> list[list[Appearance]]:
+    """Enrolled appearances grouped per camera and person into runs whose gaps are at most ``gap_s``."""
+    runs: dict[tuple[str, str], list[Appearance]] = {}
+    for a in truth.appearances.values():
+        if a.enrolled:
+            runs.setdefault((a.camera_id, a.person_id), []).append(a)
+    out: list[list[Appearance]] = []
+    for appearances in runs.values():
+        appearances.sort(key=lambda a: (a.first_ts, a.key))
+        current = [appearances[0]]
+        reach = appearances[0].last_ts
+        for a in appearances[1:]:
+            if a.first_ts - reach <= gap_s:
+                current.append(a)
+            else:
+                out.append(current)
+                current = [a]
+            reach = max(reach, a.last_ts)
+        out.append(current)
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -106,3 +106,52 @@ def test_passes_of_a_looped_pool_are_separate_appearances() -> None:
 def test_min_frames_must_be_positive() -> None:
     with pytest.raises(ValueError, match="min_frames"):
         check_alerts(GroundTruth(), [], min_frames=0, slack_s=0.1)
+
+
+def _two_passes(gap_s: float) -> GroundTruth:
+    """alice on cam: frames 0.0-1.0 (w0), then again from 1.0 + gap_s (w1), 3 frames each."""
+    truth = GroundTruth()
+    for walk, start in (("w0", 0.0), ("w1", 1.0 + gap_s)):
+        for i in range(3):
+            truth.add_frame("cam", start + 0.5 * i, [_face(walk, "alice", True)])
+    return truth
+
+
+def test_passes_within_the_track_gap_are_one_presence_one_alert_or_two() -> None:
+    truth = _two_passes(2.0)  # the tracker may join them (gap == max gap) or not
+    one = check_alerts(truth, [ObservedAlert("cam", "alice", 0.5)], min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert one.ok and one.expected == 1 and one.extra_ok == 0
+    two = check_alerts(truth, [ObservedAlert("cam", "alice", 0.5), ObservedAlert("cam", "alice", 3.5)],
+                       min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert two.ok and two.expected == 1 and two.extra_ok == 1
+    strict = check_alerts(truth, [ObservedAlert("cam", "alice", 0.5)], min_frames=3, slack_s=0.1)
+    assert not strict.ok and [a.key for a in strict.missing] == ["w1#0"]
+
+
+def test_passes_further_apart_than_the_track_gap_each_must_alert() -> None:
+    truth = _two_passes(3.0)
+    result = check_alerts(truth, [ObservedAlert("cam", "alice", 0.5)], min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert not result.ok and result.expected == 2 and [a.key for a in result.missing] == ["w1#0"]
+
+
+def test_a_presence_still_counts_a_second_alert_on_one_pass_as_duplicate() -> None:
+    truth = _two_passes(1.0)
+    alerts = [ObservedAlert("cam", "alice", 0.0), ObservedAlert("cam", "alice", 1.0)]
+    result = check_alerts(truth, alerts, min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert not result.ok and [(a.key, n) for a, n in result.duplicates] == [("w0#0", 2)]
+
+
+def test_short_passes_that_add_up_only_if_joined_are_not_required_nor_wrong() -> None:
+    truth = GroundTruth()
+    for walk, start in (("w0", 0.0), ("w1", 2.0)):
+        for i in range(2):
+            truth.add_frame("cam", start + 0.5 * i, [_face(walk, "alice", True)])
+    silent = check_alerts(truth, [], min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert silent.ok and silent.expected == 0
+    joined = check_alerts(truth, [ObservedAlert("cam", "alice", 2.0)], min_frames=3, slack_s=0.1, rejoin_gap_s=2.0)
+    assert joined.ok and joined.extra_ok == 1
+
+
+def test_rejoin_gap_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="rejoin_gap_s"):
+        check_alerts(GroundTruth(), [], min_frames=1, slack_s=0.1, rejoin_gap_s=-1.0)
