@@ -317,6 +317,8 @@ def start_stack(args: argparse.Namespace, scenario: Scenario, work: Path, deploy
     }
     if args.threads:
         env["OPENLFR_THREADS"] = str(args.threads)
+    if args.detect_gating != "off":
+        env["OPENLFR_DETECT_GATING"] = args.detect_gating
     stack = ServiceStack(bootstrap, work / "stack", env=env)
     result = Stack(bootstrap=bootstrap, prefix=stack.prefix, broker=broker, stack=stack)
     try:
@@ -606,6 +608,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "skipped_photos": scenario.skipped_photos, "pool_frames": pool_frames,
                      "compose_s": scenario.compose_s, "min_votes": MIN_VOTES,
                      "detect_replicas": args.detect_replicas, "embed_replicas": args.embed_replicas,
+                     "detect_gating": args.detect_gating,
                      "batch_size": args.batch_size, "max_frame_age_s": args.max_frame_age_s},
         "generator": generator,
         "truth": {"frames": truth.frames, "faces": truth.faces, "appearances": len(truth.appearances)},
@@ -675,8 +678,9 @@ def markdown_row(r: dict[str, Any]) -> str:
     vs = r.get("vs_baseline", {})
     return (
         "| cameras | fps | detect x | embed x | frames | faces/s | p50 / p95 / p99 ms | dropped | max lag (stage) | "
-        "bottleneck (busy) | alerts ok / expected, dup, wrong | face_recognition faces/s (recall, wrong) | ratio |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: |\n"
+        "bottleneck (busy) | alerts ok / expected, dup, wrong | face_recognition faces/s (recall, wrong) | ratio | "
+        "detect gating |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- |\n"
         f"| {len(s['cameras'])} | {s['fps']:g} | {s['detect_replicas']} | {s['embed_replicas']} | "
         f"{r['generator']['published']} | {_num(r['truth_faces_per_s'], '.1f')} | "
         f"{_num(lat['p50_s'], '.0f', 1e3)} / {_num(lat['p95_s'], '.0f', 1e3)} / {_num(lat['p99_s'], '.0f', 1e3)} | "
@@ -686,6 +690,7 @@ def markdown_row(r: dict[str, Any]) -> str:
         f"{c['matched']} / {c['expected']}, {c['duplicates']}, {c['unexpected']} | "
         + (f"{_num(base['truth_faces_per_s'], '.2f')} ({_num(base['correctness']['recall'], '.2f')}, "
            f"{base['correctness']['unexpected']}) | {_num(vs.get('faces_per_s_ratio'), '.1f')}x |" if base else "- | - |")
+        + f" {s.get('detect_gating', 'off')} |"
     )
 
 
@@ -708,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detect-replicas", dest="detect_replicas", type=int, default=1)
     parser.add_argument("--embed-replicas", dest="embed_replicas", type=int, default=1)
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    parser.add_argument("--detect-gating", dest="detect_gating", choices=("off", "motion", "pyramid"), default="off",
+                        help="the detect services' OPENLFR_DETECT_GATING (with --start-stack)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per service (0: default)")
     parser.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
                         help="detect/embed drop frames older than this (production default 5)")

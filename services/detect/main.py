@@ -14,7 +14,7 @@ from openlfr.pipeline.detect import DetectStage
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
 from openlfr.vision.factory import build_analyzer
-from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate
+from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, PyramidGate
 
 
 class DetectServiceSettings(ServiceSettings, ModelSettings):
@@ -24,9 +24,11 @@ class DetectServiceSettings(ServiceSettings, ModelSettings):
     max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
     #: Faces below this quality score are not published (0 publishes every face).
     min_quality: float = Field(default=0.0, ge=0, le=1)
-    #: ``motion`` runs the detector's fine tiles only where a camera's frame moved or held a
-    #: face lately, and every tile on keyframes; ``off`` runs every tile of every frame.
-    detect_gating: Literal["off", "motion"] = "off"
+    #: ``pyramid`` runs the detector's fine tiles only where a camera's keyframes found faces
+    #: small enough to need them, plus a crop around each small face being followed;
+    #: ``motion`` runs them where the frame moved or held a face lately; both run every tile
+    #: on keyframes. ``off`` runs every tile of every frame.
+    detect_gating: Literal["off", "motion", "pyramid"] = "off"
     #: With gating on, every this-many frames of a camera run every tile.
     detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
 
@@ -39,12 +41,17 @@ def build(settings: DetectServiceSettings) -> DetectStage:
         detector_model=model_version(settings.model_dir, spec.name),
         max_frame_age_s=settings.max_frame_age_s,
         min_quality=settings.min_quality,
-        gate=(
-            MotionGate(keyframe_interval=settings.detect_keyframe_interval)
-            if settings.detect_gating == "motion"
-            else None
-        ),
+        gate=make_gate(settings.detect_gating, keyframe_interval=settings.detect_keyframe_interval),
     )
+
+
+def make_gate(kind: str, *, keyframe_interval: int) -> MotionGate | PyramidGate | None:
+    """The detect gate named by ``OPENLFR_DETECT_GATING``."""
+    if kind == "motion":
+        return MotionGate(keyframe_interval=keyframe_interval)
+    if kind == "pyramid":
+        return PyramidGate(keyframe_interval=keyframe_interval)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

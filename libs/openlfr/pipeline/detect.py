@@ -14,6 +14,8 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
 from openlfr.inference.exceptions import InferenceError
 from openlfr.messages.models import DetectedFace, FaceQualityRecord, Faces, Frame, Message
 from openlfr.messages.topics import FACES, FRAMES
@@ -22,7 +24,8 @@ from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.vision import faces as vision_faces
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.exceptions import ImageError
-from openlfr.vision.gating import MotionGate
+from openlfr.vision.detector import Tile
+from openlfr.vision.gating import MotionGate, PyramidGate
 from openlfr.vision.images import decode_image
 
 logger = logging.getLogger(__name__)
@@ -123,7 +126,8 @@ class DetectStage(Stage[Frame]):
         max_frame_age_s: float | None = DEFAULT_MAX_FRAME_AGE_S,
         min_quality: float = 0.0,
         png_compression: int = 1,
-        gate: MotionGate | None = None,
+        gate: MotionGate | PyramidGate | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         """Set up the stage.
 
@@ -136,9 +140,13 @@ class DetectStage(Stage[Frame]):
             min_quality: faces whose combined quality score is below this are not sent
                 (0 sends every face).
             png_compression: zlib level of the chip PNGs, 0..9 (lossless at every level).
-            gate: runs the detector's fine tiles only where each camera's frame moved or had
-                faces lately (see :class:`~openlfr.vision.gating.MotionGate`); ``None`` (the
-                default) runs every tile of every frame.
+            gate: runs the detector's fine tiles only where they are needed on each camera:
+                where small faces were found (:class:`~openlfr.vision.gating.PyramidGate`, with
+                crops of its own around followed faces) or where the frame moved or had faces
+                lately (:class:`~openlfr.vision.gating.MotionGate`); ``None`` runs every tile
+                of every frame.
+            registry: where ``openlfr_detect_crops_total`` is registered (the default registry
+                if left out).
 
         Raises:
             ValueError: an argument out of range, naming it.
@@ -155,6 +163,7 @@ class DetectStage(Stage[Frame]):
         self.min_quality = min_quality
         self.png_compression = png_compression
         self.gate = gate
+        self._crops = _crop_counter(REGISTRY if registry is None else registry)
 
     def ready(self) -> tuple[bool, str]:
         """The detector's model answers on its backend."""
@@ -178,9 +187,8 @@ class DetectStage(Stage[Frame]):
             if self.gate is None:
                 located = self.analyzer.locate_many(images, keep_chips=True)
             else:
-                located = self.analyzer.locate_many(
-                    images, keep_chips=True, tile_masks=self._tile_masks(cameras, images)
-                )
+                masks, extras = self._gate_plans(cameras, images)
+                located = self.analyzer.locate_many(images, keep_chips=True, tile_masks=masks, extra_tiles=extras)
         except InferenceError as exc:
             if self.gate is not None:
                 # The gate has already moved on to these frames; the retry starts afresh.
@@ -212,23 +220,31 @@ class DetectStage(Stage[Frame]):
             result.outputs.append(Outgoing(topic=FACES, key=frame.camera_id, message=message))
         return result
 
-    def _tile_masks(self, cameras: Sequence[str], images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _gate_plans(
+        self, cameras: Sequence[str], images: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[tuple[Tile, ...]]]:
         """The gate's choice of detector crops for each frame, in batch (capture) order."""
         if self.gate is None:
-            raise ValueError("_tile_masks needs a gate")  # a bug: handle checks first
+            raise ValueError("_gate_plans needs a gate")  # a bug: handle checks first
         detector = self.analyzer.detector
         masks: list[np.ndarray] = []
+        extras: list[tuple[Tile, ...]] = []
         for camera_id, image in zip(cameras, images):
             tiles = detector.tiles_for(image.shape[1], image.shape[0])
-            masks.append(self.gate.select(camera_id, image, tiles))
+            if isinstance(self.gate, PyramidGate):
+                plan = self.gate.plan(camera_id, image, tiles, input_size=detector.input_size)
+                masks.append(plan.mask)
+                extras.append(plan.extra)
+            else:
+                masks.append(self.gate.select(camera_id, image, tiles))
+                extras.append(())
+        crops = sum(int(m.sum()) + len(e) for m, e in zip(masks, extras))
+        self._crops.labels("run").inc(crops)
+        self._crops.labels("ungated").inc(sum(m.size for m in masks))
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                'crops="%d" of="%d" frames="%d" gated detect batch',
-                sum(int(m.sum()) for m in masks),
-                sum(m.size for m in masks),
-                len(masks),
-            )
-        return masks
+            logger.debug('crops="%d" of="%d" frames="%d" gated detect batch', crops,
+                         sum(m.size for m in masks), len(masks))
+        return masks, extras
 
     @staticmethod
     def _decode(frame: Frame) -> np.ndarray:
@@ -266,3 +282,20 @@ class DetectStage(Stage[Frame]):
             quality=FaceQualityRecord(**found.quality.row(i)),
             chip_png=encode_chip(found.chips[i], compression=self.png_compression),
         )
+
+
+_CROP_COUNTERS: dict[int, Counter] = {}
+
+
+def _crop_counter(registry: CollectorRegistry) -> Counter:
+    """``openlfr_detect_crops_total`` of ``registry``, made on first use (stages may be built
+    more than once in a process)."""
+    key = id(registry)
+    if key not in _CROP_COUNTERS:
+        _CROP_COUNTERS[key] = Counter(
+            "openlfr_detect_crops_total",
+            "Detector crops on gated frames: kind=run were run, kind=ungated is what every tile would have been.",
+            ["kind"],
+            registry=registry,
+        )
+    return _CROP_COUNTERS[key]

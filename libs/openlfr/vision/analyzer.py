@@ -15,7 +15,7 @@ import numpy as np
 from openlfr.models.shape_predictor import ShapePredictor
 from openlfr.vision import quality
 from openlfr.vision.align import face_chips
-from openlfr.vision.detector import FaceDetector
+from openlfr.vision.detector import FaceDetector, Tile
 from openlfr.vision.embedder import FaceEmbedder
 from openlfr.vision.faces import Faces
 from openlfr.vision.images import to_rgb
@@ -83,19 +83,20 @@ class FaceAnalyzer:
         *,
         keep_chips: bool = True,
         tile_masks: Sequence[np.ndarray | None] | None = None,
+        extra_tiles: Sequence[Sequence[Tile]] | None = None,
     ) -> list[Faces]:
         """Detect, place landmarks, cut chips and assess quality: everything but the embedding.
 
         The live pipeline's detect stage runs this; its embed stage runs ``embed_many`` on the
-        chips. Together they are exactly ``analyze_many``. ``tile_masks`` is passed to
-        :meth:`FaceDetector.detect_many` (which of each image's crops to run; all if left out).
+        chips. Together they are exactly ``analyze_many``. ``tile_masks`` and ``extra_tiles``
+        are passed to :meth:`FaceDetector.detect_many` (which of each image's crops to run, all
+        if left out; further crops per image).
         """
         rgb = [to_rgb(img, name=f"image[{i}]") for i, img in enumerate(images)]
-        detections = (
-            self.detector.detect_many(rgb)
-            if tile_masks is None
-            else self.detector.detect_many(rgb, tile_masks=tile_masks)
-        )
+        if tile_masks is None and extra_tiles is None:
+            detections = self.detector.detect_many(rgb)
+        else:
+            detections = self.detector.detect_many(rgb, tile_masks=tile_masks, extra_tiles=extra_tiles)
         out: list[Faces] = []
         size = self.embedder.chip_size
         for img, det in zip(rgb, detections):

@@ -63,6 +63,9 @@ CLOSE_UP_MARGIN = 0.5
 #: and faces that small are the plain whole-frame crop's job anyway.
 CLOSE_UP_MIN_FACE = 0.3
 
+#: ``Tile.level`` of the close-up crop (the whole frame shrunk into the middle of the input).
+CLOSE_UP_LEVEL = -1
+
 #: Default pyramid, as (tiles along the long side, tiles along the short side) per level.
 #: The full-range model finds faces from about 8% of its input's side (~15 of 192 px), so a
 #: 1920x1080 frame seen whole yields faces from ~130 px; its (3, 2) tiles (~740 px square) from
@@ -314,7 +317,7 @@ def plan_tiles(
     if close_up_margin > 0:
         tiles.append(
             _tile(
-                -1,
+                CLOSE_UP_LEVEL,
                 (0, 0, width, height),
                 (width, height),
                 input_size,
@@ -356,15 +359,93 @@ def _tile(
     )
 
 
-def _letterbox_into(out: np.ndarray, image: np.ndarray, tile: Tile) -> None:
-    crop = image[tile.y0 : tile.y1, tile.x0 : tile.x1]
-    shrinking = tile.width < crop.shape[1] or tile.height < crop.shape[0]
-    # INTER_AREA averages when shrinking (no aliasing of small faces); linear when enlarging.
-    resized = cv2.resize(
-        crop, (tile.width, tile.height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
+#: ``Tile.level`` of a region-of-interest crop (:func:`roi_tile`).
+ROI_LEVEL = -2
+
+
+def roi_tile(
+    box: Sequence[float], *, frame_width: int, frame_height: int, input_size: int, factor: float, min_side: int
+) -> Tile:
+    """A square crop centred on ``box`` (``[x1, y1, x2, y2]`` frame pixels), ``factor`` times its
+    longer side (at least ``min_side``), moved inside the frame and clipped to it.
+
+    Used to re-find a face that is being followed at a zoom where it is easy to see, without
+    running the whole fine level of the pyramid (see :class:`openlfr.vision.gating.PyramidGate`).
+
+    Raises:
+        ValueError: the box is empty or outside the frame, or ``factor``/``min_side`` < 1.
+    """
+    if factor < 1 or min_side < 1:
+        raise ValueError(f"roi_tile: factor and min_side must be >= 1, got {factor}, {min_side}")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (x2 > x1 and y2 > y1) or x2 <= 0 or y2 <= 0 or x1 >= frame_width or y1 >= frame_height:
+        raise ValueError(f"roi_tile: box {tuple(box)} is empty or outside a {frame_width}x{frame_height} frame")
+    side = int(math.ceil(max(factor * max(x2 - x1, y2 - y1), min_side)))
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    w, h = min(side, frame_width), min(side, frame_height)
+    x0 = int(round(min(max(cx - w / 2.0, 0.0), frame_width - w)))
+    y0 = int(round(min(max(cy - h / 2.0, 0.0), frame_height - h)))
+    return _tile(ROI_LEVEL, (x0, y0, x0 + w, y0 + h), (frame_width, frame_height), input_size)
+
+
+def _letterbox_into(out: np.ndarray, image: np.ndarray, tile: Tile, scaled: _ScaledFrames | None = None) -> None:
+    resized = scaled.crop(tile) if scaled is not None else None
+    if resized is None:
+        crop = image[tile.y0 : tile.y1, tile.x0 : tile.x1]
+        shrinking = tile.width < crop.shape[1] or tile.height < crop.shape[0]
+        # INTER_AREA averages when shrinking (no aliasing of small faces); linear when enlarging.
+        resized = cv2.resize(
+            crop, (tile.width, tile.height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
     out[...] = 0
     out[tile.pad_y : tile.pad_y + tile.height, tile.pad_x : tile.pad_x + tile.width] = resized
+
+
+class _ScaledFrames:
+    """One image shrunk once per scale that several of its crops share (a pyramid level's
+    tiles, the whole-frame and close-up crops), so each crop is a slice of it rather than a
+    resize of its own: overlapping tiles are not resized twice, and ``INTER_AREA`` runs on
+    the whole frame once per level. A smaller scale is made from the nearest larger one."""
+
+    def __init__(self, image: np.ndarray, tiles: Sequence[Tile]) -> None:
+        self.image = image
+        counts: dict[float, int] = {}
+        for tile in tiles:
+            if tile.scale_x < 1.0 and _square_scale(tile):
+                counts[tile.scale_x] = counts.get(tile.scale_x, 0) + 1
+        self.shared = {scale for scale, n in counts.items() if n > 1}
+        #: A lone whole-frame crop shares its scale's image with nothing, but the close-up
+        #: crop (a smaller scale) is made from it cheaply.
+        for tile in tiles:
+            if tile.x0 == 0 and tile.y0 == 0 and tile.x1 == tile.frame_width and tile.y1 == tile.frame_height:
+                if tile.scale_x < 1.0 and _square_scale(tile):
+                    self.shared.add(tile.scale_x)
+        self.cache: dict[float, np.ndarray] = {}
+
+    def crop(self, tile: Tile) -> np.ndarray | None:
+        """The tile's pixels at its input size, or None when its scale is not shared."""
+        scale = tile.scale_x
+        if scale not in self.shared or not _square_scale(tile):
+            return None
+        scaled = self.cache.get(scale)
+        if scaled is None:
+            height, width = self.image.shape[:2]
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            larger = [s for s in self.cache if s > scale]
+            source = self.cache[min(larger)] if larger else self.image
+            scaled = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+            self.cache[scale] = scaled
+        x = min(max(round(tile.x0 * scale), 0), max(scaled.shape[1] - tile.width, 0))
+        y = min(max(round(tile.y0 * scale), 0), max(scaled.shape[0] - tile.height, 0))
+        out = scaled[y : y + tile.height, x : x + tile.width]
+        if out.shape[:2] != (tile.height, tile.width):
+            return None  # rounding left the slice short: resize this crop on its own
+        return out
+
+
+def _square_scale(tile: Tile) -> bool:
+    """Whether a crop shrinks equally along both axes (within the rounding of its size)."""
+    return abs(tile.scale_x - tile.scale_y) <= 1.0 / max(tile.x1 - tile.x0, tile.y1 - tile.y0, 1) * 2
 
 
 def _check_image(image: object, name: str) -> np.ndarray:
@@ -392,6 +473,26 @@ def _masked_plans(plans: list[list[Tile]], tile_masks: Sequence[np.ndarray | Non
             )
         masked.append([tile for tile, keep in zip(plan, chosen) if keep])
     return masked
+
+
+def _extended_plans(
+    plans: list[list[Tile]], extra_tiles: Sequence[Sequence[Tile]], images: Sequence[np.ndarray]
+) -> list[list[Tile]]:
+    if len(extra_tiles) != len(plans):
+        raise ValueError(f"extra_tiles: expected one entry per image ({len(plans)}), got {len(extra_tiles)}")
+    out: list[list[Tile]] = []
+    for i, (plan, extra) in enumerate(zip(plans, extra_tiles)):
+        height, width = images[i].shape[:2]
+        for tile in extra:
+            if (tile.frame_width, tile.frame_height) != (width, height) or not (
+                0 <= tile.x0 < tile.x1 <= width and 0 <= tile.y0 < tile.y1 <= height
+            ):
+                raise ValueError(
+                    f"extra_tiles[{i}]: crop ({tile.x0}, {tile.y0}, {tile.x1}, {tile.y1}) of a "
+                    f"{tile.frame_width}x{tile.frame_height} frame does not fit image {width}x{height}"
+                )
+        out.append([*plan, *extra])
+    return out
 
 
 @dataclass(slots=True)
@@ -529,6 +630,7 @@ class FaceDetector:
         images: Sequence[np.ndarray],
         *,
         tile_masks: Sequence[np.ndarray | None] | None = None,
+        extra_tiles: Sequence[Sequence[Tile]] | None = None,
     ) -> list[Detections]:
         """Faces of several images, with every crop of every image in as few backend calls as possible.
 
@@ -536,32 +638,39 @@ class FaceDetector:
             images: as for :meth:`detect`.
             tile_masks: optional, one entry per image: ``None`` runs every crop of
                 :meth:`tiles_for`, a ``(len(tiles_for(...)),)`` bool array runs only the crops
-                marked True (see :class:`openlfr.vision.gating.MotionGate`). Leaving it out
-                runs every crop of every image.
+                marked True (see :mod:`openlfr.vision.gating`). Leaving it out runs every crop
+                of every image.
+            extra_tiles: optional, one sequence per image of further crops to run on it (e.g.
+                :func:`roi_tile` around faces being followed); their detections are merged
+                with the others'.
 
         Returns:
             One :class:`Detections` per image, in order, in that image's pixel coordinates.
 
         Raises:
-            ValueError: ``tile_masks`` does not have one entry per image, or a mask does not
-                have one entry per crop.
+            ValueError: ``tile_masks`` or ``extra_tiles`` does not have one entry per image, a
+                mask does not have one entry per crop, or an extra crop was cut from a frame of
+                another size.
         """
         rgb = [_check_image(img, f"image[{i}]") for i, img in enumerate(images)]
         plans = [self.tiles_for(img.shape[1], img.shape[0]) for img in rgb]
         if tile_masks is not None:
             plans = _masked_plans(plans, tile_masks)
+        if extra_tiles is not None:
+            plans = _extended_plans(plans, extra_tiles, rgb)
         total = sum(len(p) for p in plans)
         if total == 0:
             return [Detections.empty() for _ in rgb]
         size = self.input_size
         owners: list[tuple[int, Tile]] = [(i, t) for i, plan in enumerate(plans) for t in plan]
+        scaled = [_ScaledFrames(img, plan) for img, plan in zip(rgb, plans)]
         regressors: list[np.ndarray] = []
         classificators: list[np.ndarray] = []
         for start in range(0, total, self.max_batch):
             chunk = owners[start : start + self.max_batch]
             batch = np.empty((len(chunk), size, size, 3), np.uint8)
             for slot, (i, tile) in enumerate(chunk):
-                _letterbox_into(batch[slot], rgb[i], tile)
+                _letterbox_into(batch[slot], rgb[i], tile, scaled[i])
             out = self._infer(batch.astype(np.float32))
             regressors.append(out["regressors"])
             classificators.append(out["classificators"])
