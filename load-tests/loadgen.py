@@ -317,8 +317,7 @@ def start_stack(args: argparse.Namespace, scenario: Scenario, work: Path, deploy
     }
     if args.threads:
         env["OPENLFR_THREADS"] = str(args.threads)
-    if args.detect_gating != "off":
-        env["OPENLFR_DETECT_GATING"] = args.detect_gating
+    env["OPENLFR_DETECT_GATING"] = args.detect_gating
     stack = ServiceStack(bootstrap, work / "stack", env=env)
     result = Stack(bootstrap=bootstrap, prefix=stack.prefix, broker=broker, stack=stack)
     try:
@@ -713,8 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detect-replicas", dest="detect_replicas", type=int, default=1)
     parser.add_argument("--embed-replicas", dest="embed_replicas", type=int, default=1)
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    parser.add_argument("--detect-gating", dest="detect_gating", choices=("off", "motion", "pyramid"), default="off",
-                        help="the detect services' OPENLFR_DETECT_GATING (with --start-stack)")
+    parser.add_argument("--detect-gating", dest="detect_gating", choices=("off", "motion", "pyramid"),
+                        default="pyramid", help="the detect services' OPENLFR_DETECT_GATING (with --start-stack; "
+                        "pyramid is the service's default)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per service (0: default)")
     parser.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
                         help="detect/embed drop frames older than this (production default 5)")

@@ -28,7 +28,7 @@ class DetectServiceSettings(ServiceSettings, ModelSettings):
     #: small enough to need them, plus a crop around each small face being followed;
     #: ``motion`` runs them where the frame moved or held a face lately; both run every tile
     #: on keyframes. ``off`` runs every tile of every frame.
-    detect_gating: Literal["off", "motion", "pyramid"] = "off"
+    detect_gating: Literal["off", "motion", "pyramid"] = "pyramid"
     #: With gating on, every this-many frames of a camera run every tile.
     detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
 

@@ -287,3 +287,26 @@ def test_motion_gate_in_the_stage_keeps_faces_of_a_still_repeated_frame(analyzer
         out = gated.handle(_incoming([frame], first_offset=i), now=now).outputs
         counts.append(len(out[0].message.faces) if out else 0)
     assert counts[0] > 0 and counts == [counts[0]] * 3
+
+
+def test_pyramid_gate_in_the_stage_keeps_faces_with_fewer_crops_and_counts_them(analyzer, frames) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from openlfr.vision.gating import PyramidGate
+
+    now = time.time()
+    registry = CollectorRegistry()
+    plain = DetectStage(analyzer, detector_model="d@1", max_frame_age_s=None)
+    gated = DetectStage(analyzer, detector_model="d@1", max_frame_age_s=None,
+                        gate=PyramidGate(keyframe_interval=100), registry=registry)
+    still = [_fresh(frames[0], now).model_copy(update={"frame_id": f"cam-7:still-{i}"}) for i in range(3)]
+    expected = len(plain.handle(_incoming(still[:1]), now=now).outputs[0].message.faces)
+    counts = []
+    for i, frame in enumerate(still):
+        out = gated.handle(_incoming([frame], first_offset=i), now=now).outputs
+        counts.append(len(out[0].message.faces) if out else 0)
+    assert expected > 0 and counts == [expected] * 3
+    run = registry.get_sample_value("openlfr_detect_crops_total", {"kind": "run"})
+    ungated = registry.get_sample_value("openlfr_detect_crops_total", {"kind": "ungated"})
+    tiles = len(analyzer.detector.tiles_for(frames[0].width, frames[0].height))
+    assert ungated == 3 * tiles and tiles < run < 3 * tiles  # the keyframe ran them all, the rest fewer
