@@ -10,7 +10,7 @@ the pool; the ground truth of every published frame is kept.
 
 With ``--start-stack`` it starts a broker (unless ``--bootstrap`` names one) and detect
 (``--detect-replicas``), embed (``--embed-replicas``), match and alert as separate processes
-(``openlfr.testing.stack.ServiceStack``; production frame-age limit, alert cooldown 0 so every
+(``openlfr.testing.stack.ServiceStack``; production frame-age limits and detect gating, alert cooldown 0 so every
 appearance is its own expected alert), enrols the watchlist through the registry API and
 authorises a deployment covering the cameras. With ``--bootstrap`` alone it drives a stack
 already running on this machine (``--topic-prefix``, ``--registry-url``, tokens in
@@ -84,6 +84,8 @@ logger = logging.getLogger("openlfr.loadgen")
 FACES_DIR = paths.REPO_ROOT.parent / "shared" / "data" / "faces"
 BACKGROUNDS = ("facenet_pytorch/examples/video.mp4", "crowd_scenes")
 STAGES = ("detect", "embed", "match", "alert")
+#: The detect service's own frame-age limit (``services/detect/main.py``; a test checks they agree).
+DETECT_MAX_FRAME_AGE_S = 1.0
 #: The frames topic's partitions: cameras are named so the first six land on six partitions.
 FRAME_PARTITIONS = 6
 #: Frames in all pools together at most (about 100 KB each in memory).
@@ -326,7 +328,9 @@ def start_stack(args: argparse.Namespace, scenario: Scenario, work: Path, deploy
         stack.wait_ready(match)
         counts = {"detect": args.detect_replicas, "embed": args.embed_replicas, "alert": 1}
         for stage, n in counts.items():
-            result.processes[stage] = [stack.start(stage) for _ in range(n)]
+            own = ({"OPENLFR_MAX_FRAME_AGE_S": str(args.detect_max_frame_age_s)}
+                   if stage == "detect" and args.detect_max_frame_age_s is not None else {})
+            result.processes[stage] = [stack.start(stage, **own) for _ in range(n)]
         for procs in result.processes.values():
             for p in procs:
                 stack.wait_ready(p)
@@ -607,7 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "skipped_photos": scenario.skipped_photos, "pool_frames": pool_frames,
                      "compose_s": scenario.compose_s, "min_votes": MIN_VOTES,
                      "detect_replicas": args.detect_replicas, "embed_replicas": args.embed_replicas,
-                     "detect_gating": args.detect_gating,
+                     "detect_gating": args.detect_gating, "detect_max_frame_age_s": args.detect_max_frame_age_s,
                      "batch_size": args.batch_size, "max_frame_age_s": args.max_frame_age_s},
         "generator": generator,
         "truth": {"frames": truth.frames, "faces": truth.faces, "appearances": len(truth.appearances)},
@@ -693,7 +697,8 @@ def markdown_row(r: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (scenario, stack, bounds, output)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_scenario_args(parser)
     parser.add_argument("--duration-s", dest="duration_s", type=float, default=60.0)
@@ -716,14 +721,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default="pyramid", help="the detect services' OPENLFR_DETECT_GATING (with --start-stack; "
                         "pyramid is the service's default)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads per service (0: default)")
+    parser.add_argument("--detect-max-frame-age-s", dest="detect_max_frame_age_s", type=float,
+                        default=DETECT_MAX_FRAME_AGE_S,
+                        help="detect's own frame-age limit (the detect service's default, 1 s): frames that "
+                        "waited longer for detect are skipped, so an overloaded detect sheds frames while "
+                        "they are still worth detecting")
     parser.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
-                        help="detect/embed drop frames older than this (production default 5)")
+                        help="the other stages' frame-age limit (production default 5)")
     parser.add_argument("--baseline", action="store_true", help="run the face_recognition loop on the same frames")
     parser.add_argument("--baseline-budget-s", dest="baseline_budget_s", type=float, default=60.0)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data)")
     parser.add_argument("--hard-timeout-s", dest="hard_timeout_s", type=float, default=None,
                         help="the whole run ends by then (default: 300 + duration + drain + baseline budget)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.attach and not args.bootstrap:
         parser.error("--attach needs --bootstrap")

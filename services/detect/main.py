@@ -17,11 +17,19 @@ from openlfr.vision.factory import build_analyzer
 from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, PyramidGate
 
 
+#: The detect service's default frame-age limit (seconds); see ``max_frame_age_s``.
+DETECT_MAX_FRAME_AGE_S = 1.0
+
+
 class DetectServiceSettings(ServiceSettings, ModelSettings):
     """Kafka and model settings, plus the stage's own."""
 
-    #: Frames older than this at processing time are dropped and counted.
-    max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Frames that waited longer than this for detection are dropped and counted. Shorter than
+    #: the later stages' limit (5 s) on purpose: an overloaded detect sheds frames while the
+    #: ones it keeps are still fresh, instead of working at the edge of the freshness limit
+    #: and handing embed frames that go stale there. Needs the cameras' and services' clocks
+    #: in step (NTP) to well under a second.
+    max_frame_age_s: float = Field(default=DETECT_MAX_FRAME_AGE_S, gt=0, le=3600)
     #: Faces below this quality score are not published (0 publishes every face).
     min_quality: float = Field(default=0.0, ge=0, le=1)
     #: ``pyramid`` runs the detector's fine tiles only where a camera's keyframes found faces

@@ -196,13 +196,22 @@ class PoolFrame:
     faces: tuple[TruthFace, ...]
 
 
+#: A person walks again on a camera at least this long after their last pass there ended, and
+#: is never on two lanes at once: more than the match stage's 2 s track gap, so every pass is a
+#: pass of its own (a real person cannot cross twice at the same time).
+SAME_PERSON_GAP_S = 2.5
+
+
 def plan_walks(
     *, camera: str, sprites: Sequence[Sprite], rng: np.random.Generator, fps: float, pool_frames: int,
     walk_s: float, enrolled_share: float, gap_s: tuple[float, float] = (0.4, 1.6),
 ) -> list[Walk]:
     """Walks on every lane, back to back with random gaps, all inside the pool (none wraps).
 
-    Each walk's person is enrolled with probability ``enrolled_share`` (when both kinds exist).
+    Lanes are filled in time order. Each walk's person is enrolled with probability
+    ``enrolled_share`` (when both kinds exist), chosen among the people of that kind who are not
+    walking on this camera then nor within :data:`SAME_PERSON_GAP_S` of it (when none is free,
+    the lane waits a moment and draws again).
     """
     if not 0 <= enrolled_share <= 1:
         raise ValueError(f"enrolled_share={enrolled_share}, expected 0..1")
@@ -211,15 +220,30 @@ def plan_walks(
     if not enrolled and not strangers:
         raise ValueError("plan_walks: no sprite")
     frames = max(int(round(walk_s * fps)), 2)
+    apart = int(math.ceil(SAME_PERSON_GAP_S * fps))
+    wait = max(int(round(gap_s[0] * fps)), 1)
+    busy: dict[str, list[tuple[int, int]]] = {}
+
+    def free(index: int, start: int) -> bool:
+        return all(end + apart < start or start + frames + apart < begin
+                   for begin, end in busy.get(sprites[index].person_id, ()))
+
     walks: list[Walk] = []
-    for lane in range(LANES):
-        t = int(round(rng.uniform(0, gap_s[1]) * fps))
-        while t + frames <= pool_frames:
-            pick_enrolled = bool(enrolled) and (not strangers or rng.random() < enrolled_share)
-            pool = enrolled if pick_enrolled else strangers
-            sprite = int(pool[int(rng.integers(len(pool)))])
-            walks.append(Walk(f"{camera}/w{len(walks)}", sprite, lane, t, frames, bool(rng.random() < 0.5)))
-            t += frames + max(int(round(rng.uniform(*gap_s) * fps)), 1)
+    next_start = [int(round(rng.uniform(0, gap_s[1]) * fps)) for _ in range(LANES)]
+    while True:
+        lane = min(range(LANES), key=lambda k: (next_start[k], k))
+        t = next_start[lane]
+        if t + frames > pool_frames:
+            break
+        pick_enrolled = bool(enrolled) and (not strangers or rng.random() < enrolled_share)
+        pool = [i for i in (enrolled if pick_enrolled else strangers) if free(i, t)]
+        if not pool:
+            next_start[lane] = t + wait
+            continue
+        sprite = int(pool[int(rng.integers(len(pool)))])
+        walks.append(Walk(f"{camera}/w{len(walks)}", sprite, lane, t, frames, bool(rng.random() < 0.5)))
+        busy.setdefault(sprites[sprite].person_id, []).append((t, t + frames - 1))
+        next_start[lane] = t + frames + max(int(round(rng.uniform(*gap_s) * fps)), 1)
     return walks
 
 
@@ -378,6 +402,8 @@ class Correctness:
                                      for r in ("stranger", "wrong_identity", "no_walker")},
             "extra_ok": self.extra_ok,
             "missing_examples": [f"{a.camera_id} {a.key} {a.person_id} ({a.frames} frames)" for a in self.missing[:5]],
+            "duplicate_examples": [f"{a.camera_id} {a.key} {a.person_id} ({a.frames} frames, {n} alerts)"
+                                   for a, n in self.duplicates[:5]],
             "unexpected_examples": [f"{u.alert.camera_id} {u.alert.subject_id} {u.reason}" for u in self.unexpected[:5]],
         }
 

@@ -80,6 +80,32 @@ def test_enrolled_share_decides_who_walks(share: float, want_enrolled: bool, wan
     assert (True in kinds) == want_enrolled and (False in kinds) == want_strangers
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nobody_walks_twice_at_once_nor_again_within_the_track_gap(seed: int) -> None:
+    from openlfr.testing.loadgen import SAME_PERSON_GAP_S
+
+    fps = 5
+    walks = plan_walks(camera="c", sprites=SPRITES, rng=np.random.default_rng(seed), fps=fps, pool_frames=300,
+                       walk_s=2.0, enrolled_share=0.5)
+    by_person: dict[str, list[Walk]] = {}
+    for w in walks:
+        by_person.setdefault(SPRITES[w.sprite].person_id, []).append(w)
+    assert len(by_person) == 3 and {w.lane for w in walks} == set(range(LANES))
+    for passes in by_person.values():
+        passes.sort(key=lambda w: w.start)
+        for a, b in zip(passes, passes[1:]):
+            assert b.start - (a.start + a.frames - 1) > SAME_PERSON_GAP_S * fps
+
+
+def test_one_person_alone_walks_one_lane_at_a_time() -> None:
+    alone = [_sprite("alice", True, 30)]
+    walks = plan_walks(camera="c", sprites=alone, rng=np.random.default_rng(0), fps=5, pool_frames=200,
+                       walk_s=2.0, enrolled_share=0.5)
+    assert len(walks) >= 3
+    for a, b in zip(walks, walks[1:]):
+        assert b.start >= a.start + a.frames
+
+
 def test_make_sprite_scales_the_face_to_the_set_width_and_fits_a_lane() -> None:
     rgb = np.zeros((1000, 800, 3), np.uint8)
     sprite = make_sprite(rgb, (300, 300, 500, 520), person_id="p", enrolled=False, face_w=110)

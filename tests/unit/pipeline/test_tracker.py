@@ -74,6 +74,26 @@ def test_association_by_box_and_embedding(second_box, second_distance, same_trac
         assert first.frames == 2 and first.last_box == second_box
 
 
+def test_a_face_joins_its_own_track_not_a_look_alike_s_that_it_overlaps() -> None:
+    # Alice walked out on the right; Carol (0.5 from Alice, under max_distance) walks in there
+    # while Carol's own track, last seen elsewhere (a frame was shed), is still open.
+    carol = _near(ALICE, 0.5)
+    tracker = FaceTracker(max_distance=0.55, reacquire_distance=0.4)
+    alice = _frame(tracker, 1, 10.0, _obs(0, RIGHT, ALICE), _obs(1, LEFT, carol)).assigned[0]
+    carols = tracker.tracks()[1]
+    (joined,) = _frame(tracker, 2, 10.4, _obs(0, RIGHT, _near(carol, 0.1))).assigned
+    assert joined is carols and alice.frames == 1 and carols.frames == 2
+
+
+def test_overlap_breaks_a_near_tie_between_two_look_alikes() -> None:
+    twin = _near(ALICE, 0.05)
+    tracker = FaceTracker()
+    first = _frame(tracker, 1, 1.0, _obs(0, LEFT, ALICE), _obs(1, RIGHT, twin))
+    probe = _near(ALICE, 0.02)
+    (joined,) = _frame(tracker, 2, 1.2, _obs(0, RIGHT, probe)).assigned
+    assert joined is first.assigned[1]
+
+
 def test_two_faces_keep_their_own_tracks_when_they_swap_order() -> None:
     tracker = FaceTracker()
     u1 = _frame(tracker, 1, 1.0, _obs(0, LEFT, ALICE), _obs(1, RIGHT, BOB))
