@@ -33,7 +33,6 @@ from openlfr.watchlist.store import (
     SearchHit,
     VectorStore,
     WatchlistEntry,
-    check_filter_args,
     check_search_args,
     check_subject_state,
     check_vector,
@@ -245,21 +244,13 @@ class QdrantStore(VectorStore):
     # search_many: the base class's loop. query_batch_points has no group-by, and local mode
     # answers a batch one query at a time anyway.
 
-    def count_subjects(
-        self,
-        *,
-        watchlist_ids: Sequence[str] | None = None,
-        enrolled_before: float | None = None,
-        active_only: bool = True,
-    ) -> int:
-        check_filter_args(watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="count_subjects")
-        if watchlist_ids is not None and len(watchlist_ids) == 0:
-            return 0
+    def _subject_ids(
+        self, *, watchlist_ids: Sequence[str] | None, enrolled_before: float | None, active_only: bool
+    ) -> Iterator[str]:
         query_filter = _filter(
             watchlist_ids, now=self._clock(), enrolled_before=enrolled_before, active_only=active_only
         )
         # Qdrant has no distinct count: scroll the subject ids (slow, but exact).
-        subjects: set[str] = set()
         offset = None
         with self._call("count subjects"):
             while True:
@@ -271,9 +262,9 @@ class QdrantStore(VectorStore):
                     with_payload=["subject_id"],
                     with_vectors=False,
                 )
-                subjects.update(str((r.payload or {})["subject_id"]) for r in records)
+                yield from (str((r.payload or {})["subject_id"]) for r in records)
                 if offset is None:
-                    return len(subjects)
+                    return
 
     def count(self) -> int:
         with self._call("count"):

@@ -13,7 +13,7 @@ import abc
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -260,11 +260,23 @@ class VectorStore(abc.ABC):
         """Distinct subjects with an entry that ``search`` with these filters could return.
 
         ``active_only=False`` counts suspended and expired entries too. A deployment's
-        watchlist size. Every backend here overrides it; the base class cannot list entries.
+        watchlist size. Checks the arguments, then counts the distinct ids that
+        :meth:`_subject_ids` yields.
 
         Raises:
-            NotImplementedError: a backend that does not count subjects.
+            ValueError: ``watchlist_ids`` given as one string, or a bad ``enrolled_before``.
+            NotImplementedError: a backend that cannot list its entries' subjects.
         """
+        check_filter_args(watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="count_subjects")
+        if watchlist_ids is not None and len(watchlist_ids) == 0:
+            return 0
+        return len(set(self._subject_ids(watchlist_ids=watchlist_ids, enrolled_before=enrolled_before,
+                                          active_only=active_only)))
+
+    def _subject_ids(
+        self, *, watchlist_ids: Sequence[str] | None, enrolled_before: float | None, active_only: bool
+    ) -> Iterable[str]:
+        """The subject id of every entry the filters select (repeats allowed); arguments checked."""
         raise NotImplementedError(f"{type(self).__name__} does not count subjects")
 
     @abc.abstractmethod
