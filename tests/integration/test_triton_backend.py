@@ -216,6 +216,25 @@ def own_server(
         yield server
 
 
+def _wait_all_threads_stopped(pid: int, within_s: float = 10.0) -> None:
+    """Until every thread of ``pid`` is in state T (stopped); fails naming the ones that are not."""
+    deadline = time.monotonic() + within_s
+    while True:
+        states = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                # Field 3 of stat, after the parenthesised command name (which may hold spaces).
+                states[task.name] = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that just ended
+        running = {tid: state for tid, state in states.items() if state not in ("T", "t")}
+        if states and not running:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"Triton (pid {pid}) threads not stopped after SIGSTOP: {running}")
+        time.sleep(0.02)
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_a_stopped_server_gives_inference_errors_within_the_timeout(
@@ -239,10 +258,17 @@ def test_a_stopped_server_gives_inference_errors_within_the_timeout(
     assert own_server.pid is not None
     os.kill(own_server.pid, signal.SIGSTOP)
     try:
+        # The stop is asynchronous: wait until the kernel reports every thread stopped, so no
+        # request can slip through before it takes effect.
+        _wait_all_threads_stopped(own_server.pid)
         for backend in backends:
             started = time.monotonic()
-            with pytest.raises(InferenceError, match=backend.protocol):
+            try:
                 backend.infer(EMBEDDER, inputs)
+            except InferenceError as exc:
+                assert backend.protocol in str(exc)
+            else:
+                pytest.fail(f"{backend.protocol}: a stopped server answered an inference")
             assert time.monotonic() - started < timeout_s + 1.0
     finally:
         os.kill(own_server.pid, signal.SIGCONT)
