@@ -263,18 +263,8 @@ class EdgeStore(VectorStore):
     def upsert(self, entries: Sequence[WatchlistEntry]) -> None:
         if not entries:
             return
-        points = []
-        for entry in entries:
-            payload: dict[str, object] = {
-                "subject_id": entry.subject_id,
-                "watchlist_id": entry.watchlist_id,
-                "reference_image_id": entry.reference_image_id,
-                "status": entry.status,
-                "enrolled_ts": float(entry.enrolled_ts),
-            }
-            if entry.expires_ts is not None:
-                payload["expires_ts"] = float(entry.expires_ts)
-            points.append(qe.Point(id=entry.point_id, vector=entry.vector.tolist(), payload=payload))
+        points = [qe.Point(id=entry.point_id, vector=entry.vector.tolist(), payload=entry.payload())
+                  for entry in entries]
         with self._lock:
             with self._call("upsert"):
                 self._open_shard().update(qe.UpdateOperation.upsert_points(points))

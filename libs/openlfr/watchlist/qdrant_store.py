@@ -164,18 +164,8 @@ class QdrantStore(VectorStore):
     def upsert(self, entries: Sequence[WatchlistEntry]) -> None:
         if not entries:
             return
-        points = []
-        for entry in entries:
-            payload: dict[str, object] = {
-                "subject_id": entry.subject_id,
-                "watchlist_id": entry.watchlist_id,
-                "reference_image_id": entry.reference_image_id,
-                "status": entry.status,
-                "enrolled_ts": float(entry.enrolled_ts),
-            }
-            if entry.expires_ts is not None:
-                payload["expires_ts"] = float(entry.expires_ts)
-            points.append(qm.PointStruct(id=entry.point_id, vector=entry.vector.tolist(), payload=payload))
+        points = [qm.PointStruct(id=entry.point_id, vector=entry.vector.tolist(), payload=entry.payload())
+                  for entry in entries]
         with self._call("upsert"):
             self._client.upsert(self.collection, points=points, wait=True)
 

@@ -160,6 +160,19 @@ class WatchlistEntry:
         """Deterministic id from subject and reference image (uuid5)."""
         return point_id(self.subject_id, self.reference_image_id)
 
+    def payload(self) -> dict[str, object]:
+        """The entry's payload as both stores keep it (``expires_ts`` only when it expires)."""
+        payload: dict[str, object] = {
+            "subject_id": self.subject_id,
+            "watchlist_id": self.watchlist_id,
+            "reference_image_id": self.reference_image_id,
+            "status": self.status,
+            "enrolled_ts": float(self.enrolled_ts),
+        }
+        if self.expires_ts is not None:
+            payload["expires_ts"] = float(self.expires_ts)
+        return payload
+
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
