@@ -84,7 +84,8 @@ class MatchSettings(BaseSettings):
     track_max_gap_s: float = Field(default=2.0, gt=0)
     track_max_s: float = Field(default=600.0, gt=0)
     track_min_iou: float = Field(default=0.1, gt=0, le=1)
-    track_max_distance: float = Field(default=0.55, gt=0, lt=2)
+    #: Within this of a track (its last face and its mean) a face may join it: docs/pipeline.md, "The tracker".
+    track_max_distance: float = Field(default=0.45, gt=0, lt=2)
     track_reacquire_distance: float = Field(default=0.4, ge=0, lt=2)
     track_camera_idle_s: float = Field(default=60.0, gt=0)
     probe_jpeg_quality: int = Field(default=90, ge=50, le=100)

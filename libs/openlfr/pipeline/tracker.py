@@ -5,21 +5,31 @@ with the same ids, so a stage that replays its input after a restart rebuilds th
 Time is the frames' ``capture_ts``, never the wall clock.
 
 Association: a face may join an open track of its camera whose last box overlaps it (IoU at
-least ``min_iou``) and whose last embedding is within ``max_distance``, or, overlapping it or
-not (a fast move, a low frame rate, frames shed under load), whose last embedding is within
-the stricter ``reacquire_distance``. Pairs are taken greedily, cheapest first, one face per
-track, at a cost of distance minus :data:`IOU_WEIGHT` x IoU: the descriptor decides, so a
-person entering where another just left joins their own track, not the other's; overlap
-breaks near-ties. Any face left over starts a track.
+least ``min_iou``) when it is within ``max_distance`` of the track, or, overlapping it or not
+(a fast move, a low frame rate, frames shed under load), when it is within the stricter
+``reacquire_distance``. "Within d of the track" means within d of *both* the track's last
+embedding and the mean of all its embeddings: the last one follows a face that turns, the
+mean holds who the track is, so a drift from one person to another in small steps (A, then
+A', then B, each step short, A to B long) cannot chain, since B is far from the mean of A and
+A'. The distance of a face to a track is the larger of the two. Pairs are taken greedily,
+cheapest first, one face per track, at a cost of that distance minus :data:`IOU_WEIGHT` x IoU:
+the descriptor decides, so a person entering where another just left joins their own track,
+not the other's; overlap breaks near-ties. Any face left over starts a track.
+
+The defaults come from ``benchmarks/tracker_distances.py`` (docs/pipeline.md, "The tracker"):
+on the shared face set no two people's faces were 0.45 or less apart (closest 0.47 of 276k
+pairs), while one person's successive video frames were over 0.45 apart in at most 12% of
+steps (head turns); a queue of people through one spot, each face where the last one was, is
+then kept apart by the descriptor alone.
 
 A track ends when its camera's newest ``capture_ts`` is more than ``max_gap_s`` past the
 track's last face, when it has lasted ``max_track_s`` (so no track pins its first offset for
 ever), or when its camera has sent nothing while its partition's newest ``capture_ts`` moved
 ``camera_idle_s`` ahead (a camera that went quiet; frames without faces are never sent).
 
-A track keeps only what the decision needs: its last box and last embedding (one vector,
-replaced on every face), the partition and offset of its first frame, and its best face (by
-quality) with the chip *only if the caller passed one*.
+A track keeps only what the decision needs: its last box, its last embedding and the running
+sum of its embeddings (two vectors, whatever the track's length), the partition and offset of
+its first frame, and its best face (by quality) with the chip *only if the caller passed one*.
 """
 
 from __future__ import annotations
@@ -112,8 +122,15 @@ class Track:
     last_ts: float
     last_box: Box
     last_embedding: np.ndarray = field(repr=False)
+    #: Sum of the embeddings of the track's faces, float64 (their mean is this over ``frames``).
+    embedding_sum: np.ndarray = field(repr=False)
     best: BestFace
     frames: int = 1
+
+    @property
+    def mean_embedding(self) -> np.ndarray:
+        """The mean of the embeddings of the track's faces (float64)."""
+        return self.embedding_sum / self.frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +162,12 @@ class FaceTracker:
         max_gap_s: a track ends this long (camera event time) after its last face.
         max_track_s: a track ends this long after its first face.
         min_iou: least box overlap for a face to join a track by position.
-        max_distance: largest embedding distance for a face to join a track at all.
+        max_distance: largest embedding distance for a face to join a track at all (to the
+            track's last embedding and to its mean).
         reacquire_distance: largest embedding distance for a face to join a track it does
             not overlap (0 disables joining without overlap).
+        check_mean: also require the distance to the track's mean embedding (``False`` compares
+            with the last embedding only, as the tracker did before; for comparisons).
         camera_idle_s: a camera's tracks end once its partition's newest capture time is
             this far past the camera's newest.
 
@@ -161,9 +181,10 @@ class FaceTracker:
         max_gap_s: float = 2.0,
         max_track_s: float = 600.0,
         min_iou: float = 0.1,
-        max_distance: float = 0.55,
+        max_distance: float = 0.45,
         reacquire_distance: float = 0.4,
         camera_idle_s: float = 60.0,
+        check_mean: bool = True,
     ) -> None:
         checks = {
             "max_gap_s": max_gap_s > 0,
@@ -186,6 +207,7 @@ class FaceTracker:
         self.max_distance = max_distance
         self.reacquire_distance = reacquire_distance
         self.camera_idle_s = camera_idle_s
+        self.check_mean = check_mean
         self._cameras: dict[str, _Camera] = {}
         self._partition_newest: dict[int, float] = {}
 
@@ -269,8 +291,7 @@ class FaceTracker:
         open_tracks = list(cam.tracks.values())
         pairs: list[tuple[float, float, int, int]] = []
         if open_tracks and observations:
-            last = np.stack([t.last_embedding for t in open_tracks])
-            distances = np.linalg.norm(last[:, None, :] - embeddings[None, :, :], axis=2)
+            distances = self._distances(open_tracks, embeddings)
             for ti, track in enumerate(open_tracks):
                 for oi, obs in enumerate(observations):
                     d = float(distances[ti, oi])
@@ -305,6 +326,7 @@ class FaceTracker:
                 last_ts=capture_ts,
                 last_box=_box(obs.box),
                 last_embedding=embeddings[oi].copy(),
+                embedding_sum=embeddings[oi].astype(np.float64),
                 best=BestFace(frame_id, capture_ts, obs.index, float(obs.quality), _box(obs.box), obs.chip),
             )
             cam.tracks[track.track_id] = track
@@ -314,12 +336,24 @@ class FaceTracker:
             assigned=tuple(t for t in assigned if t is not None), started=tuple(started), ended=tuple(ended)
         )
 
+    def _distances(self, tracks: Sequence[Track], embeddings: np.ndarray) -> np.ndarray:
+        """(tracks, faces): each face's distance to each track, the larger of the distances to
+        the track's last embedding and (with ``check_mean``) to its mean."""
+        faces = embeddings.astype(np.float64)[None, :, :]
+        last = np.stack([t.last_embedding for t in tracks]).astype(np.float64)
+        distances = np.linalg.norm(last[:, None, :] - faces, axis=2)
+        if self.check_mean:
+            mean = np.stack([t.mean_embedding for t in tracks])
+            distances = np.maximum(distances, np.linalg.norm(mean[:, None, :] - faces, axis=2))
+        return distances
+
     @staticmethod
     def _extend(track: Track, obs: Observation, embedding: np.ndarray, *, frame_id: str, capture_ts: float) -> None:
         track.frames += 1
         track.last_ts = max(track.last_ts, capture_ts)
         track.last_box = _box(obs.box)
         track.last_embedding = embedding.copy()
+        track.embedding_sum = track.embedding_sum + embedding
         if obs.quality > track.best.quality:
             track.best = BestFace(frame_id, capture_ts, obs.index, float(obs.quality), _box(obs.box), obs.chip)
 

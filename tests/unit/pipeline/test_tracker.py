@@ -1,11 +1,21 @@
-"""The face tracker: association by box and embedding, event-time ends, ids, hold, best face."""
+"""The face tracker: association by box and embedding, event-time ends, ids, hold, best face.
+
+The last tests use real descriptors of the shared face set (the production analyzer): two
+people at one spot, one person's successive video frames, and a drift from one person to
+another in small steps.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from openlfr.pipeline.match import MatchSettings
 from openlfr.pipeline.tracker import FaceTracker, Observation, box_iou, make_track_id
+from openlfr.vision.images import load_image
+from openlfr.vision.video import iter_video_frames
 
 RNG = np.random.default_rng(7)
 
@@ -227,3 +237,113 @@ def test_long_ids_are_hashed_to_fit_messages() -> None:
     assert make_track_id("cam", "cam:18c2:7", 0) == "cam:18c2:7:0"
     long_id = make_track_id("c" * 100, "f" * 100, 0)
     assert len(long_id) <= 128 and long_id == make_track_id("c" * 100, "f" * 100, 0)
+
+
+# -- real descriptors -------------------------------------------------------------------------
+
+#: The tracker as it was before it compared with the track's mean and joined within 0.55.
+OLD_RULE = {"max_distance": 0.55, "reacquire_distance": 0.4, "check_mean": False}
+GATE = (560.0, 300.0, 670.0, 410.0)
+HAMILTON = "face_recognition/examples/short_hamilton_clip.mp4"
+PHOTOS = {
+    "dicaprio": "deepface/img35.jpg",  # Leonardo_DiCaprio (deepface person_12)
+    "person_11": "deepface/img31.jpg",  # deepface person_11: the set's closest two people, 0.52 apart
+    "person_11b": "deepface/img30.jpg",
+    "obama": "face_recognition/examples/knn_examples/train/obama/obama.jpg",
+    "biden": "face_recognition/examples/biden.jpg",
+}
+
+
+def _largest_gated(faces) -> int | None:
+    """The largest face the match stage would track (quality at least its gate), or None."""
+    gate = MatchSettings.model_fields["min_quality"].default
+    keep = [i for i in range(len(faces)) if faces.quality.score[i] >= gate]
+    return max(keep, key=lambda i: faces.boxes[i][2] - faces.boxes[i][0]) if keep else None
+
+
+@pytest.fixture(scope="module")
+def photo_vectors(analyzer, faces_dir: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for name, key in PHOTOS.items():
+        faces = analyzer.analyze(load_image(faces_dir / key))
+        i = _largest_gated(faces)
+        assert i is not None, key
+        out[name] = faces.embeddings[i]
+    return out
+
+
+@pytest.fixture(scope="module")
+def hamilton_faces(analyzer, faces_dir: Path) -> list[tuple[float, tuple[float, float, float, float], np.ndarray]]:
+    """Lin-Manuel Miranda alone on stage, 5.0-6.2 s of the clip at 10 fps, turning his head:
+    (time, box, descriptor) of the face in each frame."""
+    frames = [f for f in iter_video_frames(faces_dir / HAMILTON, sample_fps=10) if 5.0 <= f.time_s < 6.2]
+    out = []
+    for frame, faces in zip(frames, analyzer.analyze_many([f.image for f in frames]), strict=True):
+        i = _largest_gated(faces)
+        assert i is not None, f"no trackable face at {frame.time_s:.2f} s"
+        out.append((frame.time_s, tuple(float(v) for v in faces.boxes[i]), faces.embeddings[i]))
+    return out
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+
+@pytest.mark.parametrize(("first", "second"), [("dicaprio", "person_11"), ("person_11b", "dicaprio")])
+def test_two_people_at_one_spot_within_the_gap_are_two_tracks(photo_vectors, first, second) -> None:
+    a, b = photo_vectors[first], photo_vectors[second]
+    # The case the old rule got wrong: two people closer than its 0.55, the second stepping
+    # into the first one's box 0.4 s after the first was last seen (well within the 2 s gap).
+    assert _distance(a, b) <= OLD_RULE["max_distance"]
+
+    def run(tracker: FaceTracker) -> tuple[str, str]:
+        ids = [_frame(tracker, n, 10.0 + 0.2 * n, _obs(0, GATE, a)).assigned[0].track_id for n in range(3)]
+        assert len(set(ids)) == 1
+        nxt = _frame(tracker, 5, 11.0, _obs(0, GATE, b)).assigned[0].track_id
+        return ids[0], nxt
+
+    first_id, second_id = run(FaceTracker())
+    assert second_id != first_id
+    old_first, old_second = run(FaceTracker(**OLD_RULE))
+    assert old_second == old_first  # what the old rule did: one track for two people
+
+
+def test_one_person_s_successive_video_frames_are_one_track(hamilton_faces) -> None:
+    steps = [_distance(x[2], y[2]) for x, y in zip(hamilton_faces, hamilton_faces[1:])]
+    # Real frames of one face are not 0.05 apart: this head turns, up to ~0.4 a step at 10 fps.
+    # (At 5 fps one step of these frames is 0.46 and the track splits there: the price of 0.45,
+    # measured in docs/pipeline.md.)
+    assert len(hamilton_faces) == 12 and max(steps) > 0.35
+    tracker = FaceTracker()
+    ids = {_frame(tracker, n, ts, _obs(0, box, vector)).assigned[0].track_id
+           for n, (ts, box, vector) in enumerate(hamilton_faces)}
+    assert len(ids) == 1 and len(tracker) == 1
+
+
+def test_a_drift_from_one_person_to_another_in_small_steps_does_not_chain(photo_vectors) -> None:
+    a, b = photo_vectors["obama"], photo_vectors["biden"]
+    # No real face lies within 0.45 of two people, so the in-between faces are blends of the two
+    # descriptors, a third of the way each: every step is short, A to B is long.
+    chain = [a, a, a, a + (b - a) / 3, a + 2 * (b - a) / 3, b]
+    tracker = FaceTracker()
+    assert _distance(a, b) > tracker.max_distance
+    assert all(_distance(x, y) <= tracker.max_distance for x, y in zip(chain, chain[1:]))
+
+    def run(tracker: FaceTracker) -> list[str]:
+        return [_frame(tracker, n, 10.0 + 0.2 * n, _obs(0, GATE, v)).assigned[0].track_id
+                for n, v in enumerate(chain)]
+
+    ids = run(tracker)
+    assert ids[3] == ids[0]  # a step a third of the way: still A's track
+    assert ids[-1] != ids[0]  # B is far from the mean of A's track: not joined
+    assert len(set(run(FaceTracker(**OLD_RULE)))) == 1  # comparing with the last face only chains A to B
+
+
+def test_the_track_mean_is_the_mean_of_its_faces() -> None:
+    tracker = FaceTracker()
+    vectors = [ALICE, _near(ALICE, 0.2), _near(ALICE, 0.2)]
+    for n, v in enumerate(vectors):
+        _frame(tracker, n, 1.0 + 0.1 * n, _obs(0, LEFT, v))
+    (track,) = tracker.tracks()
+    assert track.frames == 3
+    np.testing.assert_allclose(track.mean_embedding, np.mean(np.asarray(vectors, np.float64), axis=0), atol=1e-6)
