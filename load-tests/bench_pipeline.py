@@ -168,13 +168,13 @@ def bottleneck(stages: dict[str, dict[str, Any]]) -> str:
 
 def sample_watchlist() -> Path:
     """The built sample's watchlist folder (built once under ``build/samples``)."""
-    from openlfr.cli import _largest_face
+    from openlfr.run_cli import largest_face
     from openlfr.config import ModelSettings
     from openlfr.pipeline.samples import build_samples
     from openlfr.vision.factory import build_analyzer
 
     analyzer = build_analyzer(ModelSettings())
-    return build_samples(FACES_DIR, paths.build_dir() / "samples", locate=_largest_face(analyzer)).watchlist
+    return build_samples(FACES_DIR, paths.build_dir() / "samples", locate=largest_face(analyzer)).watchlist
 
 
 # -- embedded ---------------------------------------------------------------------------------

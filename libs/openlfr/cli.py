@@ -30,7 +30,9 @@ from pydantic import ValidationError
 
 from openlfr import paths
 from openlfr.config import ModelSettings
+from openlfr.cohort.cli import add_cohort_parser
 from openlfr.evaluation.cli import add_evaluate_parser
+from openlfr.run_cli import add_run_parser
 
 logger = logging.getLogger("openlfr")
 
@@ -151,115 +153,6 @@ def cmd_faces(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failures else 0
-
-
-def _alert_line(alert: Any, *, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(
-            {
-                "alert_id": alert.alert_id,
-                "subject_id": alert.subject_id,
-                "watchlist_id": alert.watchlist_id,
-                "camera_id": alert.camera_id,
-                "track_id": alert.track_id,
-                "score": round(alert.score, 4),
-                "margin": round(alert.margin, 4),
-                "threshold": round(alert.threshold, 4),
-                "capture_ts": alert.capture_ts,
-                "frame_id": alert.frame_id,
-                "trace_id": alert.trace_id,
-                "embedder_model": alert.embedder_model,
-            }
-        )
-    when = time.strftime("%H:%M:%S", time.gmtime(alert.capture_ts))
-    return (
-        f"ALERT {alert.alert_id[:12]} subject={alert.subject_id} camera={alert.camera_id} "
-        f"score={alert.score:.3f} margin={alert.margin:.3f} captured={when}Z track={alert.track_id}"
-    )
-
-
-def _largest_face(analyzer: Any) -> Any:
-    import numpy as np
-
-    def locate(image: Any) -> Any:
-        faces = analyzer.analyze(image)
-        if not len(faces):
-            raise ValueError("no face in a sample photo")
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
-
-    return locate
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the whole pipeline in one process on a video or stream and a watchlist folder."""
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER
-    from openlfr.pipeline.alert import AlertSettings, AlertStage
-    from openlfr.pipeline.detect import DetectStage
-    from openlfr.pipeline.embed import EmbedStage
-    from openlfr.pipeline.embedded import EmbeddedPipeline
-    from openlfr.pipeline.ingest import open_source
-    from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
-    from openlfr.pipeline.match import MatchSettings, MatchStage
-    from openlfr.pipeline.samples import build_samples
-    from openlfr.vision.factory import build_analyzer
-    from openlfr.watchlist.loader import enroll_folder
-    from openlfr.watchlist.qdrant_store import QdrantStore
-    from openlfr.watchlist.store import distance_to_score
-
-    if args.bus == "kafka":
-        from openlfr.pipeline.drive import drive_kafka
-
-        return drive_kafka(args)
-    source, watchlist = args.source, args.watchlist
-    if (source is None) != (watchlist is None):
-        print("openlfr run: give both --source and --watchlist, or neither for the sample input", file=sys.stderr)
-        return 2
-    settings = _settings(args)
-    analyzer = build_analyzer(settings)
-    if source is None:
-        samples = build_samples(samples_dir(), paths.build_dir() / "samples", locate=_largest_face(analyzer))
-        source, watchlist = str(samples.video), samples.watchlist
-        print(f"openlfr run: sample input {source} with watchlist {watchlist} "
-              f"(expect alerts for {', '.join(samples.expected_subjects)})", file=sys.stderr)
-    watchlist = Path(watchlist)
-    if not watchlist.is_dir():
-        print(f"openlfr run: --watchlist {watchlist} is not a directory", file=sys.stderr)
-        return 2
-    match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
-    store = QdrantStore(location=":memory:")
-    report = enroll_folder(watchlist, analyzer=analyzer, store=store, watchlist_id=args.watchlist_id)
-    print(
-        f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "
-        f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
-        file=sys.stderr,
-    )
-    # One ad-hoc deployment covering this run: every camera, from now on, this watchlist.
-    threshold = distance_to_score(args.max_distance) if args.max_distance is not None else args.threshold
-    gate = StaticGate(
-        ActiveDeployment(
-            deployment_id="cli-run", watchlist_ids=(args.watchlist_id,), threshold=threshold, snapshot_ts=time.time()
-        )
-    )
-    detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
-    pipeline = EmbeddedPipeline(
-        # Files are read as fast as they can be processed, so their frames are never "stale".
-        detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
-                           max_frame_age_s=None if Path(source).exists() else args.max_frame_age_s),
-        embed=EmbedStage(analyzer.embedder, embedder_model=model_version(settings.model_dir, EMBEDDER.name),
-                         max_frame_age_s=None if Path(source).exists() else args.max_frame_age_s),
-        match=MatchStage(match_settings, store=store, gate=gate),
-        alert=AlertStage(AlertSettings()),
-        batch_size=args.batch_size,
-    )
-    frame_source = open_source(source, realtime_files=args.realtime)
-    summary = pipeline.run(
-        [(args.camera_id, frame_source)],
-        sample_fps=args.sample_fps,
-        on_alert=lambda alert: print(_alert_line(alert, as_json=args.json), flush=True),
-    )
-    print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
-    return 0
 
 
 SERVICES = ("ingest", "detect", "embed", "match", "alert")
@@ -528,32 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend_args(faces)
     faces.set_defaults(func=cmd_faces)
 
-    run = sub.add_parser("run", help="the whole pipeline on a video or camera and a watchlist folder")
-    run.add_argument("--source", help="video file, image folder or camera URL (default: built sample)")
-    run.add_argument("--watchlist", type=Path, help="folder with one folder of photos per subject")
-    run.add_argument("--camera-id", dest="camera_id", default="cam-1")
-    run.add_argument("--watchlist-id", dest="watchlist_id", default="default")
-    run.add_argument("--json", action="store_true", help="one JSON line per alert on stdout")
-    run.add_argument("--bus", choices=["embedded", "kafka"], default="embedded",
-                     help="embedded: all stages in this process; kafka: feed the separate services")
-    run.add_argument("--bootstrap", help="Kafka bootstrap servers with --bus kafka")
-    run.add_argument("--sample-fps", dest="sample_fps", type=float, default=5.0)
-    run.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    run.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                     help=f"match threshold, a similarity score (default {DEFAULT_THRESHOLD}: distance 0.59, "
-                          "FMR ~1e-3 per comparison on the shared set)")
-    run.add_argument("--max-distance", dest="max_distance", type=float,
-                     help="match threshold as a descriptor distance (instead of --threshold)")
-    run.add_argument("--min-votes", dest="min_votes", type=int, help="frames of a track that must agree")
-    run.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
-                     help="live sources: frames older than this are dropped")
-    run.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
-    run.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0,
-                     help="with --bus kafka: stop waiting for alerts after this long")
-    run.add_argument("--settle-s", dest="settle_s", type=float, default=20.0,
-                     help="with --bus kafka: end once the source has ended and no alert came for this long")
-    backend_args(run)
-    run.set_defaults(func=cmd_run)
+    add_run_parser(sub, backend_args)
 
     service = sub.add_parser("service", help="run one pipeline service (settings from OPENLFR_* variables)")
     service.add_argument("name", choices=SERVICES)
@@ -614,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     add_evaluate_parser(sub)
+    add_cohort_parser(sub, backend_args)
 
     openapi = sub.add_parser("openapi", help="print the HTTP services' OpenAPI documents as one JSON object")
     openapi.add_argument("--indent", action="store_true")

@@ -286,6 +286,38 @@ def threshold_at_rate(sorted_negatives: np.ndarray, target: float) -> ThresholdE
     )
 
 
+#: Fewest negatives at or above a threshold for its rate to be read from the data rather than a
+#: tail model (fewer make the empirical rate too noisy to stand on its own).
+MIN_EMPIRICAL_EXCEEDANCES = 10
+
+
+def rate_at_threshold(sorted_negatives: np.ndarray, threshold: float) -> tuple[float, str]:
+    """The false positive rate of ``threshold`` among ``sorted_negatives`` (ascending), and how.
+
+    The inverse of ``threshold_at_rate``: measured (``"empirical"``) where at least
+    ``MIN_EMPIRICAL_EXCEEDANCES`` negatives reach the threshold; otherwise the larger of the
+    tail models' exceedances and the measured share (``"tail-fit"``), so a rate is never
+    understated; ``"unresolved"`` (with the measured share) when there are too few negatives
+    for a model.
+
+    Raises:
+        ValueError: no negatives, or a non-finite threshold.
+    """
+    if sorted_negatives.size == 0:
+        raise ValueError("rate_at_threshold: no negative scores")
+    if not math.isfinite(threshold):
+        raise ValueError(f"rate_at_threshold: threshold must be finite, got {threshold!r}")
+    n = sorted_negatives.size
+    count = n - int(np.searchsorted(sorted_negatives, threshold, side="left"))
+    measured = count / n
+    if count >= MIN_EMPIRICAL_EXCEEDANCES:
+        return measured, "empirical"
+    models = [m for m in (fit_normal_tail(sorted_negatives), fit_pareto_tail(sorted_negatives)) if m is not None]
+    if not models:
+        return measured, "unresolved"
+    return max([measured] + [m.exceedance(threshold) for m in models]), "tail-fit"
+
+
 # -- 1:1 verification over scores ----------------------------------------------------------------
 
 

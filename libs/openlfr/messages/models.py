@@ -163,6 +163,12 @@ class Match(Message):
     deployment_id: Id | None = None
     #: The watchlist reference's aligned chip (JPEG), shown beside the probe for review.
     reference_chip_jpeg: B64Bytes | None = Field(default=None, min_length=4)
+    #: The probe's score normalised against the background cohort, and the normalised
+    #: threshold it had to reach (the subject's own threshold); None when decided on ``threshold`` alone.
+    normalised_score: float | None = Field(default=None, allow_inf_nan=False)
+    normalised_threshold: float | None = Field(default=None, allow_inf_nan=False)
+    #: The cohort the normalisation came from (``cohort@<fingerprint>``).
+    cohort: str | None = Field(default=None, max_length=64)
 
 
 class Alert(Message):
@@ -186,6 +192,12 @@ class Alert(Message):
     deployment_id: Id | None = None
     #: The watchlist reference's aligned chip (JPEG), shown beside the probe for review.
     reference_chip_jpeg: B64Bytes | None = Field(default=None, min_length=4)
+    #: The probe's score normalised against the background cohort, and the normalised
+    #: threshold it had to reach (the subject's own threshold); None when decided on ``threshold`` alone.
+    normalised_score: float | None = Field(default=None, allow_inf_nan=False)
+    normalised_threshold: float | None = Field(default=None, allow_inf_nan=False)
+    #: The cohort the normalisation came from (``cohort@<fingerprint>``).
+    cohort: str | None = Field(default=None, max_length=64)
 
 
 class DeadLetter(BaseModel):

@@ -203,6 +203,9 @@ class AlertStage(Stage[Match]):
             alert_ts=now,
             deployment_id=match.deployment_id,
             reference_chip_jpeg=match.reference_chip_jpeg,
+            normalised_score=match.normalised_score,
+            normalised_threshold=match.normalised_threshold,
+            cohort=match.cohort,
         )
         self.state.record_alert(alert)
         if self.on_alert is not None:

@@ -29,12 +29,17 @@ class ActiveDeployment:
         watchlist_ids: the watchlists searched.
         threshold: the score (0..1) a face must reach; ``max_distance`` is its distance.
         snapshot_ts: references enrolled after this are not searched (the frozen snapshot).
+        norm_threshold: the normalised score (``openlfr.cohort``) a face must also reach against
+            its subject's cohort statistics: every subject's own threshold, calibrated to the
+            deployment's target FPIR at its watchlist size. None: ``threshold`` alone decides.
+            With it, ``threshold`` is the floor no subject's threshold goes below.
     """
 
     deployment_id: str
     watchlist_ids: tuple[str, ...]
     threshold: float
     snapshot_ts: float
+    norm_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not self.deployment_id:
@@ -45,6 +50,8 @@ class ActiveDeployment:
             raise ValueError(f"ActiveDeployment.threshold: expected a score in (0, 1], got {self.threshold}")
         if not math.isfinite(self.snapshot_ts):
             raise ValueError(f"ActiveDeployment.snapshot_ts: expected a finite time, got {self.snapshot_ts}")
+        if self.norm_threshold is not None and not math.isfinite(self.norm_threshold):
+            raise ValueError(f"ActiveDeployment.norm_threshold: expected a finite score, got {self.norm_threshold}")
 
     @property
     def max_distance(self) -> float:

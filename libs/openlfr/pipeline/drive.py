@@ -45,7 +45,7 @@ def _alerts_consumer(bootstrap: str, topic: str) -> Consumer:
 
 def drive_kafka(args: argparse.Namespace) -> int:
     """Run ingest for ``args.source`` and print alerts from the alerts topic."""
-    from openlfr.cli import _alert_line
+    from openlfr.run_cli import alert_line
 
     if not args.bootstrap or not args.source:
         print("openlfr run --bus kafka: give --bootstrap HOST:PORT and --source", file=sys.stderr)
@@ -79,7 +79,7 @@ def drive_kafka(args: argparse.Namespace) -> int:
                     continue
                 alerts += 1
                 last_event = time.monotonic()
-                print(_alert_line(alert, as_json=args.json), flush=True)
+                print(alert_line(alert, as_json=args.json), flush=True)
             if thread.is_alive():
                 last_event = time.monotonic()
                 continue

@@ -50,6 +50,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openlfr.cohort.norm import ScoreNorm, normalise
 from openlfr.messages.models import EmbeddedFace, Embeddings, Match
 from openlfr.messages.topics import EMBEDDINGS, MATCHES
 from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
@@ -120,6 +121,7 @@ class _Candidate:
     hit: SearchHit
     runner_up: SearchHit | None
     chip_jpeg: bytes
+    normalised: float | None = None
 
     @property
     def margin(self) -> float:
@@ -171,6 +173,10 @@ class MatchStage(Stage[Embeddings]):
         store: the watchlist's vector store (closed by ``close``).
         gate: which deployment covers a frame (watchlists, threshold, snapshot).
         registry: where the per-deployment counters are registered.
+        norm: the background cohort's normaliser (``openlfr.cohort``). A deployment with a
+            normalised threshold needs it: without it, or for a reference stored without
+            statistics from this cohort, no face is matched (counted in
+            ``openlfr_match_unnormalised_total``), since no threshold could be justified.
     """
 
     name = "match"
@@ -186,10 +192,12 @@ class MatchStage(Stage[Embeddings]):
         store: VectorStore,
         gate: DeploymentGate,
         registry: CollectorRegistry | None = None,
+        norm: ScoreNorm | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.gate = gate
+        self.norm = norm
         self._metrics = _DeploymentMetrics.for_registry(REGISTRY if registry is None else registry)
         self.tracker = FaceTracker(
             max_gap_s=settings.track_max_gap_s,
@@ -265,7 +273,7 @@ class MatchStage(Stage[Embeddings]):
                         watchlist_ids=deployment.watchlist_ids,
                         enrolled_before=deployment.snapshot_ts,
                     )
-                    faces.append(_PlannedFace(face, vector, self._candidate(face, hits, deployment)))
+                    faces.append(_PlannedFace(face, vector, self._candidate(face, vector, hits, deployment)))
             except PoisonMessage as exc:
                 steps.append(_Step(incoming, Outcome(rejected=str(exc)), None))
                 continue
@@ -275,14 +283,30 @@ class MatchStage(Stage[Embeddings]):
         return steps
 
     def _candidate(
-        self, face: EmbeddedFace, hits: Sequence[SearchHit], deployment: ActiveDeployment
+        self, face: EmbeddedFace, vector: np.ndarray, hits: Sequence[SearchHit], deployment: ActiveDeployment
     ) -> _Candidate | None:
         if not hits or hits[0].distance > deployment.max_distance:
             return None
         runner_up = hits[1] if len(hits) > 1 else None
         if runner_up is not None and runner_up.distance - hits[0].distance < self.settings.min_margin_distance:
             return None
-        return _Candidate(hit=hits[0], runner_up=runner_up, chip_jpeg=self._chip_jpeg(face))
+        normalised = None
+        if deployment.norm_threshold is not None:
+            normalised = self._normalised(vector, hits[0], deployment)
+            if normalised is None or normalised < deployment.norm_threshold:
+                return None
+        return _Candidate(hit=hits[0], runner_up=runner_up, chip_jpeg=self._chip_jpeg(face), normalised=normalised)
+
+    def _normalised(self, vector: np.ndarray, hit: SearchHit, deployment: ActiveDeployment) -> float | None:
+        """The top hit's score normalised by the reference's and the probe's cohort statistics;
+        None (counted) when either cannot be had: then no threshold can be justified."""
+        if self.norm is None:
+            self._metrics.unnormalised.labels(deployment.deployment_id, "no_cohort").inc()
+            return None
+        if hit.norm is None or hit.norm_cohort != self.norm.cohort_id:
+            self._metrics.unnormalised.labels(deployment.deployment_id, "reference_without_stats").inc()
+            return None
+        return float(normalise(hit.score, hit.norm, self.norm.stats(vector)))
 
     def _chip_jpeg(self, face: EmbeddedFace) -> bytes:
         chip = cv2.imdecode(np.frombuffer(face.chip_png, np.uint8), cv2.IMREAD_COLOR)
@@ -375,6 +399,9 @@ class MatchStage(Stage[Embeddings]):
             embedder_model=message.embedder_model,
             deployment_id=probe.deployment.deployment_id,
             reference_chip_jpeg=reference_chip or None,
+            normalised_score=probe.candidate.normalised,
+            normalised_threshold=probe.deployment.norm_threshold if probe.candidate.normalised is not None else None,
+            cohort=self.norm.cohort_id if probe.candidate.normalised is not None and self.norm is not None else None,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" votes="%d" frames="%d"',
@@ -405,6 +432,13 @@ class _DeploymentMetrics:
             "openlfr_deployment_tracks_total",
             "Face tracks started, per deployment.",
             ["deployment"],
+            registry=registry,
+        )
+        self.unnormalised = Counter(
+            "openlfr_match_unnormalised_total",
+            "Faces whose top hit passed the floor but could not be normalised against the cohort "
+            "(no cohort loaded, or a reference without statistics from it), so were not matched.",
+            ["deployment", "reason"],
             registry=registry,
         )
 

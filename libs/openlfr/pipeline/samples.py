@@ -122,3 +122,55 @@ def build_samples(
         writer.release()
     tmp.replace(video)
     return Samples(video, watchlist, expected)
+
+
+#: People of the shared set who appear in the sample (enrolled or walking): never in its cohort.
+SAMPLE_IDENTITIES = ("Barack_Obama", "Joe_Biden", "Kit_Harington", "Lin-Manuel_Miranda")
+#: The shared set's folder of faces of different people, one each.
+ONE_PER_PERSON_FOLDER = "utkface_balanced"
+
+
+def build_sample_cohort(
+    faces_dir: Path, out: Path, *, analyzer: object, settings: object, model_version: str, force: bool = False
+) -> Path:
+    """The demo's background cohort from the shared face set (idempotent): every labelled person
+    except the sample's own, plus the UTKFace crops (a person each). Returns the file's path.
+
+    The shared set is a test set, small and mostly of celebrities and cropped faces: enough to
+    show the mechanism and to test it, not a cohort for a real deployment (operators build
+    theirs with ``openlfr cohort build`` from faces like their cameras see).
+
+    Raises:
+        FileNotFoundError: the shared face set or its labels are not at ``faces_dir``.
+    """
+    from openlfr.cohort.build import CohortInput, embed_cohort, folder_inputs
+    from openlfr.cohort.cohort import Cohort
+    from openlfr.cohort.exceptions import CohortError
+    from openlfr.evaluation.dataset import load_dataset
+    from openlfr.evaluation.embeddings import EmbeddingCache, analyzer_version
+    from openlfr.paths import build_dir
+
+    if out.is_file() and not force:
+        try:
+            if Cohort.load(out).model_version == model_version:
+                return out
+        except CohortError:
+            pass  # unreadable or of an old schema: rebuilt below
+    labels = faces_dir / "labels.csv"
+    if not labels.is_file():
+        raise FileNotFoundError(f"the shared face set's labels.csv is missing under {faces_dir}")
+    dataset = load_dataset(faces_dir, labels=labels)
+    inputs = [CohortInput(image.path, image.identity) for image in dataset.images]
+    inputs += folder_inputs(faces_dir / ONE_PER_PERSON_FOLDER, one_per_person=True)
+    cache = EmbeddingCache(build_dir() / "eval-cache", analyzer_version(settings))
+    built = embed_cohort(
+        inputs,
+        analyzer=analyzer,  # type: ignore[arg-type]
+        cache=cache,
+        model_version=model_version,
+        exclude_identities=SAMPLE_IDENTITIES,
+        meta={"source": f"shared face set at {faces_dir} (sample cohort: labelled people but the sample's, "
+                        f"and {ONE_PER_PERSON_FOLDER})"},
+    )
+    built.cohort.save(out)
+    return out

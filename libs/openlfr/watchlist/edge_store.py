@@ -68,7 +68,6 @@ from openlfr.watchlist.store import (
     check_subject_state,
     check_vector,
     check_vectors,
-    distance_to_score,
 )
 
 logger = logging.getLogger(__name__)
@@ -491,15 +490,7 @@ def _nearest_per_subject(points: Sequence[qe.ScoredPoint], *, limit: int) -> lis
             continue
         seen.add(subject_id)
         distance = float(point.score)
-        hits.append(
-            SearchHit(
-                subject_id=subject_id,
-                watchlist_id=str(payload["watchlist_id"]),
-                reference_image_id=str(payload["reference_image_id"]),
-                distance=distance,
-                score=distance_to_score(distance),
-            )
-        )
+        hits.append(SearchHit.from_payload(payload, distance=distance))
         if len(hits) == limit:
             break
     hits.sort(key=lambda h: (h.distance, h.subject_id))

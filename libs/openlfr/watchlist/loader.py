@@ -23,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 
+from openlfr.cohort.norm import ScoreNorm
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.exceptions import ImageError
 from openlfr.vision.faces import Faces
@@ -110,7 +111,8 @@ class EnrolmentReport:
 
     Attributes:
         watchlist_id: the watchlist the subjects were enrolled on.
-        enrolled: per subject id, the number of its images enrolled (0 when all were refused).
+        enrolled: per subject id, the number of its images enrolled (a subject whose every image
+            was refused is not here: its refusals are).
         refused: every file not enrolled, with the reason.
     """
 
@@ -153,6 +155,7 @@ def enroll_folder(
     min_blur: float = DEFAULT_MIN_BLUR,
     min_quality: float = DEFAULT_MIN_QUALITY,
     expires_ts: float | None = None,
+    norm: ScoreNorm | None = None,
 ) -> EnrolmentReport:
     """Enrol every subject folder under ``root`` on ``watchlist_id``.
 
@@ -168,6 +171,8 @@ def enroll_folder(
         min_blur: smallest accepted Laplacian variance of the aligned chip.
         min_quality: smallest accepted combined quality score (0..1).
         expires_ts: Unix time at which the entries stop matching; None for no expiry.
+        norm: the background cohort's normaliser; each reference is stored with its
+            statistics against it (its own threshold). None stores none.
 
     Returns:
         Per subject the number of images enrolled, and every refused file with its reason.
@@ -206,7 +211,12 @@ def enroll_folder(
             min_quality=min_quality,
             expires_ts=expires_ts,
             refused=report.refused,
+            norm=norm,
         )
+        if not entries:
+            # Every photo refused: the subject is not enrolled (each refusal is in the report).
+            logger.info('subject not enrolled subject_id="%s" files="%d": every image refused', subject_id, len(files))
+            continue
         store.upsert(entries)
         report.enrolled[subject_id] = len(entries)
         logger.info(
@@ -242,6 +252,7 @@ def _enroll_subject(
     min_quality: float,
     expires_ts: float | None,
     refused: list[RefusedImage],
+    norm: ScoreNorm | None = None,
 ) -> list[WatchlistEntry]:
     decoded: list[_Decoded] = []
     seen: dict[str, Path] = {}
@@ -283,6 +294,8 @@ def _enroll_subject(
                     reference_image_id=item.reference_image_id,
                     vector=faces.embeddings[0],
                     expires_ts=expires_ts,
+                    norm=norm.stats(faces.embeddings[0]) if norm is not None else None,
+                    norm_cohort=norm.cohort_id if norm is not None else None,
                 )
             )
     return entries

@@ -36,7 +36,6 @@ from openlfr.watchlist.store import (
     check_search_args,
     check_subject_state,
     check_vector,
-    distance_to_score,
 )
 
 logger = logging.getLogger(__name__)
@@ -219,15 +218,7 @@ class QdrantStore(VectorStore):
             payload = point.payload or {}
             # For Euclid collections Qdrant's "score" is the distance itself (lower is nearer).
             distance = float(point.score)
-            hits.append(
-                SearchHit(
-                    subject_id=str(payload["subject_id"]),
-                    watchlist_id=str(payload["watchlist_id"]),
-                    reference_image_id=str(payload["reference_image_id"]),
-                    distance=distance,
-                    score=distance_to_score(distance),
-                )
-            )
+            hits.append(SearchHit.from_payload(payload, distance=distance))
         hits.sort(key=lambda h: (h.distance, h.subject_id))
         return hits
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from openlfr.cohort.norm import NormStats
 from openlfr.vision.faces import EMBEDDING_DIM
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,9 @@ class WatchlistEntry:
         enrolled_ts: Unix time the reference was enrolled. A deployment searches only entries
             enrolled up to its authorisation (``search(enrolled_before=...)``); 0 = enrolled
             before any deployment.
+        norm: the reference's statistics against the background cohort (``openlfr.cohort``),
+            which give the subject a threshold of its own; None when enrolled without a cohort.
+        norm_cohort: the cohort those statistics came from (``cohort@<fingerprint>``).
     """
 
     subject_id: str
@@ -142,8 +146,12 @@ class WatchlistEntry:
     status: EntryStatus = "active"
     expires_ts: float | None = None
     enrolled_ts: float = 0.0
+    norm: NormStats | None = None
+    norm_cohort: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.norm is None) != (self.norm_cohort is None):
+            raise ValueError("WatchlistEntry.norm and norm_cohort: give both or neither")
         for name in ("subject_id", "watchlist_id", "reference_image_id"):
             if not getattr(self, name):
                 raise ValueError(f"WatchlistEntry.{name}: must not be empty")
@@ -171,6 +179,10 @@ class WatchlistEntry:
         }
         if self.expires_ts is not None:
             payload["expires_ts"] = float(self.expires_ts)
+        if self.norm is not None:
+            payload["norm_mu"] = float(self.norm.mu)
+            payload["norm_sd"] = float(self.norm.sd)
+            payload["norm_cohort"] = self.norm_cohort
         return payload
 
 
@@ -181,6 +193,8 @@ class SearchHit:
     Attributes:
         distance: Euclidean distance between the probe and the reference.
         score: ``distance_to_score(distance)``.
+        norm: the reference's cohort statistics, when it was enrolled with a cohort.
+        norm_cohort: which cohort they came from.
     """
 
     subject_id: str
@@ -188,6 +202,24 @@ class SearchHit:
     reference_image_id: str
     distance: float
     score: float
+    norm: NormStats | None = None
+    norm_cohort: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, object], *, distance: float) -> SearchHit:
+        """A hit from a stored point's payload (``WatchlistEntry.payload``) and its distance."""
+        norm = None
+        if payload.get("norm_mu") is not None and payload.get("norm_sd") is not None:
+            norm = NormStats(mu=float(payload["norm_mu"]), sd=float(payload["norm_sd"]))  # type: ignore[arg-type]
+        return cls(
+            subject_id=str(payload["subject_id"]),
+            watchlist_id=str(payload["watchlist_id"]),
+            reference_image_id=str(payload["reference_image_id"]),
+            distance=distance,
+            score=distance_to_score(distance),
+            norm=norm,
+            norm_cohort=str(payload["norm_cohort"]) if norm is not None and payload.get("norm_cohort") else None,
+        )
 
 
 class VectorStore(abc.ABC):

@@ -1,36 +1,140 @@
-"""``openlfr run`` (embedded mode) on the built sample: one alert per enrolled walker."""
+"""``openlfr run`` (embedded mode) on the built sample: one alert per enrolled walker, at a
+threshold it can justify; and the refusals that come before any frame is read."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from openlfr import paths
 
 
-def test_openlfr_run_without_arguments_alerts_on_the_sample(tmp_path: Path, model_dir: Path) -> None:
-    env = {**os.environ, "OPENLFR_BUILD_DIR": str(tmp_path), "OPENLFR_MODEL_DIR": str(model_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "openlfr.cli", "run", "--json"],
-        capture_output=True, text=True, env=env, timeout=600, check=False, cwd=paths.REPO_ROOT,
-    )
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[str, str]:
+    """One build folder for the module: the sample video and its cohort are built once, from
+    the project's embedding cache (set-up fills it when it builds the demo's cohort)."""
+    build = tmp_path_factory.mktemp("build")
+    cache = paths.build_dir() / "eval-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (build / "eval-cache").symlink_to(cache)
+    return {**os.environ, "OPENLFR_BUILD_DIR": str(build), "OPENLFR_MODEL_DIR": str(model_dir)}
+
+
+def _run(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "openlfr.cli", "run", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, check=False, cwd=paths.REPO_ROOT)
+
+
+def _normalised_threshold(stderr: str) -> float:
+    found = re.search(r"normalised threshold ([0-9.]+)", stderr)
+    assert found, stderr
+    return float(found.group(1))
+
+
+def test_openlfr_run_without_arguments_alerts_on_the_sample(run_env: dict[str, str]) -> None:
+    proc = _run(run_env, "--json")
     assert proc.returncode == 0, proc.stderr
     alerts = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted(a["subject_id"] for a in alerts) == ["barack_obama", "joe_biden"], proc.stderr
     for alert in alerts:
         assert len(alert["alert_id"]) == 32 and alert["camera_id"] == "cam-1"
         assert alert["score"] >= alert["threshold"] and alert["capture_ts"] > 0
+        # Decided on each subject's own threshold against the sample cohort.
+        assert alert["normalised_score"] >= alert["normalised_threshold"] > 0
+        assert alert["cohort"].startswith("cohort@")
+    assert "false alert(s) per 10,000 passers-by" in proc.stderr and "expected miss rate" in proc.stderr
     summary = json.loads(proc.stderr.split("openlfr run summary: ", 1)[1].splitlines()[0])
     assert summary["alerts"] == 2 and summary["frames_processed"] == summary["frames_published"] > 30
     assert summary["tracks"] >= 3 and summary["dead_letters"] == 0
 
 
-def test_openlfr_run_refuses_half_given_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "openlfr.cli", "run", "--source", str(tmp_path / "v.mp4")],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert proc.returncode == 2 and "--watchlist" in proc.stderr
+def test_a_larger_watchlist_runs_at_a_stricter_threshold(run_env: dict[str, str], faces_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Against one cohort, the sample's 3 subjects and then the same 3 and 20 more people
+    (none of them in the cohort): the threshold rises with the watchlist."""
+    utk = sorted((faces_dir / "utkface_balanced").glob("*.jpg"))
+    cohort_src = tmp_path / "cohort-src"
+    cohort_src.mkdir()
+    for photo in utk[:300]:
+        shutil.copyfile(photo, cohort_src / photo.name)
+    cohort = tmp_path / "cohort.npz"
+    built = subprocess.run([sys.executable, "-m", "openlfr.cli", "cohort", "build", str(cohort_src), "--one-per-person",
+                            "--out", str(cohort), "--no-progress"], capture_output=True, text=True, env=run_env,
+                           timeout=600, check=False, cwd=paths.REPO_ROOT)
+    assert built.returncode == 0, built.stderr
+    base = _run(run_env, "--cohort", str(cohort))  # the sample: builds it in this module's build folder
+    assert base.returncode == 0, base.stderr
+    sample = Path(run_env["OPENLFR_BUILD_DIR"]) / "samples"
+    watchlist = tmp_path / "watchlist"
+    shutil.copytree(sample / "watchlist", watchlist)
+    for i, photo in enumerate(utk[300:320]):
+        (watchlist / f"extra_{i:02d}").mkdir()
+        shutil.copyfile(photo, watchlist / f"extra_{i:02d}" / photo.name)
+    bigger = _run(run_env, "--source", str(sample / "walk-by.mp4"), "--watchlist", str(watchlist),
+                  "--cohort", str(cohort))
+    assert bigger.returncode == 0, bigger.stderr
+    enrolled = re.search(r"enrolled (\d+) subject", bigger.stderr)
+    assert enrolled and int(enrolled.group(1)) >= 13, bigger.stderr
+    assert _normalised_threshold(bigger.stderr) > _normalised_threshold(base.stderr)
+
+
+def test_a_loose_threshold_is_refused_before_any_frame(run_env: dict[str, str]) -> None:
+    proc = _run(run_env, "--threshold", "0.705")
+    assert proc.returncode == 2
+    assert "--threshold 0.705: on a watchlist of 3" in proc.stderr and "--accept-fpir" in proc.stderr
+    assert "summary" not in proc.stderr and proc.stdout == ""
+
+
+def test_a_named_rate_accepts_a_threshold_above_the_target(run_env: dict[str, str]) -> None:
+    proc = _run(run_env, "--threshold", "0.8", "--accept-fpir", "0.05", "--json")
+    assert proc.returncode == 0, proc.stderr
+    alerts = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(a["subject_id"] for a in alerts) == ["barack_obama", "joe_biden"]
+    assert all(a["threshold"] == 0.8 and "normalised_score" not in a for a in alerts)
+    refused = _run(run_env, "--threshold", "0.8", "--accept-fpir", "1e-6")
+    assert refused.returncode == 2 and "above the --accept-fpir 1e-06 you named" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--source", "v.mp4"], "--watchlist"),
+        (["--target-fpir", "2"], "--target-fpir"),
+        (["--target-fpir", "often"], "--target-fpir"),
+        (["--accept-fpir", "0.01"], "--accept-fpir applies to a named --threshold"),
+        (["--threshold", "7"], "--threshold 7"),
+        (["--threshold", "0.8", "--max-distance", "0.4"], "--threshold and --max-distance"),
+        (["--floor", "0"], "--floor"),
+        (["--min-votes", "0"], "--min-votes"),
+    ],
+)
+def test_bad_flags_are_refused_naming_the_flag(args: list[str], named: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", *args], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and named in proc.stderr, proc.stderr
+
+
+def test_a_watchlist_nobody_could_be_enrolled_from_is_refused(run_env: dict[str, str], faces_dir: Path,
+                                                               tmp_path: Path) -> None:
+    watchlist = tmp_path / "watchlist"
+    (watchlist / "nobody").mkdir(parents=True)
+    shutil.copyfile(faces_dir / "dlib" / "dlib" / "test" / "ffmpeg_data" / "dog.jpg", watchlist / "nobody" / "dog.jpg")
+    sample = Path(run_env["OPENLFR_BUILD_DIR"]) / "samples" / "walk-by.mp4"
+    proc = _run(run_env, "--source", str(sample), "--watchlist", str(watchlist),
+                "--cohort", str(Path(run_env["OPENLFR_BUILD_DIR"]) / "cohort" / "default.npz"))
+    assert proc.returncode == 2, proc.stderr
+    assert "no subject could be enrolled" in proc.stderr and "dog.jpg" in proc.stderr
+
+
+def test_a_missing_cohort_is_refused_naming_the_flag(run_env: dict[str, str], tmp_path: Path) -> None:
+    sample = Path(run_env["OPENLFR_BUILD_DIR"]) / "samples"
+    proc = _run(run_env, "--source", str(sample / "walk-by.mp4"), "--watchlist", str(sample / "watchlist"),
+                "--cohort", str(tmp_path / "none.npz"))
+    assert proc.returncode == 2 and "--cohort: no cohort file" in proc.stderr and "openlfr cohort build" in proc.stderr

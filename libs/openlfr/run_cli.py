@@ -1,0 +1,235 @@
+"""``openlfr run``: the whole pipeline in one process on a video or camera and a watchlist folder.
+
+The threshold is never a bare default. With a background cohort (``openlfr cohort build``;
+set-up builds one from the shared face set for the sample) every enrolled reference gets its
+statistics against the cohort, and the run decides on normalised scores at the threshold that
+the cohort's held-out pairs give for the target FPIR (``--target-fpir``, default 1/6000) at this
+watchlist's size: each subject's own threshold, never below the floor (``--floor``). A threshold
+named with ``--threshold`` (one raw score for everyone) is checked against the same cohort and
+refused when its expected FPIR at this size exceeds the target, unless ``--accept-fpir`` covers
+it. Either way the run prints the expected false alerts per 10,000 passers-by and the expected
+miss rate before any frame is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from openlfr import paths
+
+#: The floor no subject's threshold goes below, as the registry's (``OPENLFR_REGISTRY_THRESHOLD_FLOOR``).
+DEFAULT_FLOOR = 0.70
+
+
+def add_run_parser(sub: argparse._SubParsersAction, backend_args) -> None:  # noqa: ANN001 - argparse internals
+    """Add ``openlfr run``."""
+    run = sub.add_parser("run", help="the whole pipeline on a video or camera and a watchlist folder",
+                         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--source", help="video file, image folder or camera URL (default: built sample)")
+    run.add_argument("--watchlist", type=Path, help="folder with one folder of photos per subject")
+    run.add_argument("--camera-id", dest="camera_id", default="cam-1", help="camera id of the source (default cam-1)")
+    run.add_argument("--watchlist-id", dest="watchlist_id", default="default", help="watchlist id (default 'default')")
+    run.add_argument("--json", action="store_true", help="one JSON line per alert on stdout")
+    run.add_argument("--bus", choices=["embedded", "kafka"], default="embedded",
+                     help="embedded: all stages in this process; kafka: feed the separate services")
+    run.add_argument("--bootstrap", help="Kafka bootstrap servers with --bus kafka")
+    run.add_argument("--sample-fps", dest="sample_fps", type=float, default=5.0, help="frames per second read (default 5)")
+    run.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="frames per batch (default 8)")
+    run.add_argument("--cohort", type=Path,
+                     help="background cohort file (default build/cohort/default.npz; the sample builds its own)")
+    run.add_argument("--target-fpir", dest="target_fpir", default="1/6000",
+                     help="false alerts per stranger aimed at: 0.001, 1e-3 or 1/6000 (default 1/6000)")
+    run.add_argument("--threshold", type=float, default=None,
+                     help="one raw similarity score for every subject instead of per-subject thresholds; "
+                          "refused when its expected FPIR exceeds --target-fpir unless --accept-fpir covers it")
+    run.add_argument("--max-distance", dest="max_distance", type=float,
+                     help="--threshold as a descriptor distance (score = 1 - distance/2)")
+    run.add_argument("--accept-fpir", dest="accept_fpir", default=None,
+                     help="the FPIR you accept for a --threshold above the target (0.01, 1/500, ...)")
+    run.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
+                     help=f"raw score no subject's own threshold goes below (default {DEFAULT_FLOOR})")
+    run.add_argument("--min-votes", dest="min_votes", type=int, help="frames of a track that must agree (default 3)")
+    run.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
+                     help="live sources: frames older than this are dropped (default 5)")
+    run.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
+    run.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0,
+                     help="with --bus kafka: stop waiting for alerts after this long")
+    run.add_argument("--settle-s", dest="settle_s", type=float, default=20.0,
+                     help="with --bus kafka: end once the source has ended and no alert came for this long")
+    backend_args(run)
+    run.set_defaults(func=cmd_run)
+
+
+def alert_line(alert: Any, *, as_json: bool) -> str:
+    """One alert as a line: JSON with ``as_json``, else a readable summary."""
+    if as_json:
+        record = {
+            "alert_id": alert.alert_id,
+            "subject_id": alert.subject_id,
+            "watchlist_id": alert.watchlist_id,
+            "camera_id": alert.camera_id,
+            "track_id": alert.track_id,
+            "score": round(alert.score, 4),
+            "margin": round(alert.margin, 4),
+            "threshold": round(alert.threshold, 4),
+            "capture_ts": alert.capture_ts,
+            "frame_id": alert.frame_id,
+            "trace_id": alert.trace_id,
+            "embedder_model": alert.embedder_model,
+        }
+        if getattr(alert, "normalised_score", None) is not None:
+            record["normalised_score"] = round(alert.normalised_score, 4)
+            record["normalised_threshold"] = round(alert.normalised_threshold, 4)
+            record["cohort"] = alert.cohort
+        return json.dumps(record)
+    when = time.strftime("%H:%M:%S", time.gmtime(alert.capture_ts))
+    normalised = ""
+    if getattr(alert, "normalised_score", None) is not None:
+        normalised = f" normalised={alert.normalised_score:.2f}/{alert.normalised_threshold:.2f}"
+    return (
+        f"ALERT {alert.alert_id[:12]} subject={alert.subject_id} camera={alert.camera_id} "
+        f"score={alert.score:.3f}{normalised} margin={alert.margin:.3f} captured={when}Z track={alert.track_id}"
+    )
+
+
+def largest_face(analyzer: Any) -> Any:
+    """A ``locate`` function: the box of the largest face the analyzer finds in a photo."""
+    import numpy as np
+
+    def locate(image: Any) -> Any:
+        faces = analyzer.analyze(image)
+        if not len(faces):
+            raise ValueError("no face in a sample photo")
+        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
+
+    return locate
+
+
+def _fail(message: str) -> int:
+    print(f"openlfr run: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915 - one linear command
+    """Run the whole pipeline in one process on a video or stream and a watchlist folder."""
+    from openlfr.cli import _settings
+    from openlfr.cohort.cohort import Cohort
+    from openlfr.cohort.exceptions import CohortError, ThresholdRefused
+    from openlfr.cohort.policy import check_threshold, global_threshold_point, operating_point, parse_rate
+    from openlfr.models.build import model_version
+    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER
+    from openlfr.pipeline.alert import AlertSettings, AlertStage
+    from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
+    from openlfr.pipeline.detect import DetectStage
+    from openlfr.pipeline.embed import EmbedStage
+    from openlfr.pipeline.embedded import EmbeddedPipeline
+    from openlfr.pipeline.ingest import open_source
+    from openlfr.pipeline.match import MatchSettings, MatchStage
+    from openlfr.pipeline.samples import build_sample_cohort, build_samples
+    from openlfr.vision.factory import build_analyzer
+    from openlfr.watchlist.loader import enroll_folder
+    from openlfr.watchlist.qdrant_store import QdrantStore
+    from openlfr.watchlist.store import distance_to_score
+
+    if args.bus == "kafka":
+        from openlfr.pipeline.drive import drive_kafka
+
+        return drive_kafka(args)
+    # Every flag is checked before any model is loaded or frame read.
+    source, watchlist = args.source, args.watchlist
+    if (source is None) != (watchlist is None):
+        return _fail("give both --source and --watchlist, or neither for the sample input")
+    try:
+        target = parse_rate(args.target_fpir, name="--target-fpir")
+        accept = parse_rate(args.accept_fpir, name="--accept-fpir") if args.accept_fpir is not None else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    if args.threshold is not None and args.max_distance is not None:
+        return _fail("--threshold and --max-distance name the same thing: give one")
+    threshold = distance_to_score(args.max_distance) if args.max_distance is not None else args.threshold
+    if args.max_distance is not None and not 0.0 < args.max_distance < 2.0:
+        return _fail(f"--max-distance {args.max_distance:g}: must be in (0, 2)")
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        return _fail(f"--threshold {threshold:g}: must be a similarity score in (0, 1]")
+    if accept is not None and threshold is None:
+        return _fail("--accept-fpir applies to a named --threshold; per-subject thresholds always meet --target-fpir")
+    if not 0.0 < args.floor <= 1.0:
+        return _fail(f"--floor {args.floor:g}: must be a similarity score in (0, 1]")
+    if args.min_votes is not None and args.min_votes < 1:
+        return _fail(f"--min-votes {args.min_votes}: must be at least 1")
+    if watchlist is not None and not Path(watchlist).is_dir():
+        return _fail(f"--watchlist {watchlist}: not a folder")
+
+    settings = _settings(args)
+    analyzer = build_analyzer(settings)
+    embedder = model_version(settings.model_dir, EMBEDDER.name)
+    cohort_path = args.cohort
+    if source is None:
+        from openlfr.cli import samples_dir
+
+        samples = build_samples(samples_dir(), paths.build_dir() / "samples", locate=largest_face(analyzer))
+        source, watchlist = str(samples.video), samples.watchlist
+        if cohort_path is None:
+            cohort_path = build_sample_cohort(samples_dir(), paths.build_dir() / "cohort" / "default.npz",
+                                              analyzer=analyzer, settings=settings, model_version=embedder)
+        print(f"openlfr run: sample input {source} with watchlist {watchlist} "
+              f"(expect alerts for {', '.join(samples.expected_subjects)})", file=sys.stderr)
+    try:
+        cohort = Cohort.load(cohort_path or paths.build_dir() / "cohort" / "default.npz")
+        cohort.check_model(embedder)
+    except CohortError as exc:
+        return _fail(str(exc))
+    norm = cohort.norm()
+    store = QdrantStore(location=":memory:")
+    report = enroll_folder(Path(watchlist), analyzer=analyzer, store=store, watchlist_id=args.watchlist_id, norm=norm)
+    print(
+        f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "
+        f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
+        file=sys.stderr,
+    )
+    if not report.enrolled:
+        for refused in report.refused:
+            print(f"  refused {refused.path}: {refused.reason} ({refused.detail})", file=sys.stderr)
+        return _fail(f"--watchlist {watchlist}: no subject could be enrolled, so nobody could be matched")
+    size = len(report.enrolled)
+    try:
+        if threshold is None:
+            point = operating_point(cohort.calibration, watchlist_size=size, target_fpir=target)
+            deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
+                                          threshold=args.floor, snapshot_ts=time.time(), norm_threshold=point.threshold)
+        else:
+            point = global_threshold_point(cohort.calibration, threshold=threshold, watchlist_size=size)
+            check_threshold(point, target_fpir=target, accept_fpir=accept,
+                            flag="--max-distance" if args.max_distance is not None else "--threshold")
+            deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
+                                          threshold=threshold, snapshot_ts=time.time())
+    except ThresholdRefused as exc:
+        return _fail(str(exc))
+    print(f"openlfr run: {cohort.short_id} ({cohort.meta.get('people')} people); " + point.describe()
+          + (f"; floor {args.floor:g}" if threshold is None else ""), file=sys.stderr)
+    match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
+    detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    is_file = Path(source).exists()
+    pipeline = EmbeddedPipeline(
+        # Files are read as fast as they can be processed, so their frames are never "stale".
+        detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
+                           max_frame_age_s=None if is_file else args.max_frame_age_s),
+        embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
+                         max_frame_age_s=None if is_file else args.max_frame_age_s),
+        match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm),
+        alert=AlertStage(AlertSettings()),
+        batch_size=args.batch_size,
+    )
+    frame_source = open_source(source, realtime_files=args.realtime)
+    summary = pipeline.run(
+        [(args.camera_id, frame_source)],
+        sample_fps=args.sample_fps,
+        on_alert=lambda alert: print(alert_line(alert, as_json=args.json), flush=True),
+    )
+    print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
+    return 0
