@@ -87,7 +87,7 @@ DEFAULT_HNSW_EF = 128
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
 #: Points per page when ``count_subjects`` scrolls.
 _SCROLL_PAGE = 10_000
-_HIT_PAYLOAD = ["subject_id", "watchlist_id", "reference_image_id"]
+_HIT_PAYLOAD = ["subject_id", "watchlist_id", "reference_image_id", "norm_mu", "norm_sd", "norm_cohort"]
 #: Files an Edge shard keeps in its folder.
 _SHARD_MARKERS = ("edge_config.json", "segments", "wal")
 

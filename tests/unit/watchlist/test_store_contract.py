@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from openlfr.cohort.norm import NormStats
 from openlfr.watchlist.edge_store import EdgeStore
 from openlfr.watchlist.qdrant_store import QdrantStore
 from openlfr.watchlist.store import SearchHit, VectorStore, WatchlistEntry, distance_to_score
@@ -122,6 +123,23 @@ def test_a_subject_with_many_references_takes_one_place(store: VectorStore) -> N
     assert _ids(hits)[0] == "ann" and len(hits) == 2 and hits[1].subject_id in {"ben", "cat", "dan"}
     assert hits[0].reference_image_id == "a0"
     assert sorted(_ids(store.search(PEOPLE["ann"], limit=5))[1:]) == ["ben", "cat", "dan"]
+
+
+def test_cohort_statistics_travel_with_every_hit(store: VectorStore) -> None:
+    """A reference's cohort statistics (its own threshold) come back with each search hit, in
+    search and search_many; a reference enrolled without a cohort comes back without them."""
+    store.upsert([_entry("ann", norm=NormStats(mu=0.61, sd=0.03), norm_cohort="cohort@abc"), _entry("ben")])
+    for hits in (store.search(PEOPLE["ann"], limit=2), store.search_many(PEOPLE["ann"][None, :], limit=2)[0]):
+        by_subject = {h.subject_id: h for h in hits}
+        ann = by_subject["ann"].norm
+        assert ann is not None and ann.mu == pytest.approx(0.61) and ann.sd == pytest.approx(0.03)
+        assert by_subject["ann"].norm_cohort == "cohort@abc"
+        assert by_subject["ben"].norm is None and by_subject["ben"].norm_cohort is None
+
+
+def test_cohort_statistics_come_with_their_cohort() -> None:
+    with pytest.raises(ValueError, match="norm and norm_cohort"):
+        _entry("ann", norm=NormStats(mu=0.6, sd=0.03))
 
 
 @pytest.mark.parametrize(
