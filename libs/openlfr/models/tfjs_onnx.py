@@ -399,6 +399,8 @@ def convert_tfjs_graph(
     input_name: str | None = None,
     input_scale: float | Sequence[float] | None = None,
     input_shift: float | Sequence[float] | None = None,
+    reverse_channels: bool = False,
+    l2_normalise: Sequence[str] = (),
     name: str = "tfjs_graph",
     doc_string: str = "",
 ) -> onnx.ModelProto:
@@ -411,6 +413,10 @@ def convert_tfjs_graph(
         input_name: the ONNX input's name (the placeholder's if None).
         input_scale, input_shift: if given, the graph computes ``x * scale + shift`` on its
             input first (scalars or one value per channel), so callers feed raw pixels.
+        reverse_channels: reverse the input's last axis first (before scale and shift), so
+            an RGB input feeds a network trained on BGR.
+        l2_normalise: ONNX outputs (of rank 2) to divide by their L2 norm along the last axis
+            (with the norm floored at 1e-10, as TF's ``l2_normalize``).
         name: the ONNX graph's name.
         doc_string: the model's description.
 
@@ -449,6 +455,10 @@ def convert_tfjs_graph(
     # The graph's own node names must not take the input's or the outputs' names.
     em._names.update([onnx_in, *out_map])
     x = onnx_in
+    if reverse_channels:
+        channels = declared[-1]
+        order = em.initializer("channel_order", np.arange(channels - 1, -1, -1, dtype=np.int64))
+        x = em.op("Gather", [x, order], "input_reversed", axis=len(declared) - 1)
     if input_scale is not None:
         x = em.op("Mul", [x, em.initializer("input_scale", np.asarray(input_scale, np.float32))], "input_scaled")
     if input_shift is not None:
@@ -464,11 +474,20 @@ def convert_tfjs_graph(
             continue
         em.emit(node)
 
+    unknown = set(l2_normalise) - set(out_map)
+    if unknown:
+        raise ValueError(f"l2_normalise: {sorted(unknown)} are not outputs ({sorted(out_map)})")
     out_infos = []
     for out_name, ref in out_map.items():
         if em.is_const(ref):
             raise TfjsFormatError(f"output {ref!r} does not depend on the input")
         src = em.view(ref, nchw=False)
+        if out_name in l2_normalise:
+            if len(shapes[node_of(ref)]) != 2:
+                raise TfjsFormatError(f"output {ref!r} has rank {len(shapes[node_of(ref)])}; L2 normalisation needs 2")
+            norm = em.op("ReduceL2", [src], f"{out_name}/norm", axes=[1], keepdims=1)
+            norm = em.op("Max", [norm, em.scalar(1e-10)], f"{out_name}/norm_floor")
+            src = em.op("Div", [src, norm], f"{out_name}/normalised")
         em.nodes.append(helper.make_node("Identity", [src], [out_name], name=f"{out_name}/output"))
         out_infos.append(
             helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [BATCH_DIM, *shapes[node_of(ref)][1:]])
