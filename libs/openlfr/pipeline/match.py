@@ -6,24 +6,38 @@ asked which deployment covers its camera at its capture time. With none, the fra
 
 1. faces below the quality gate are dropped (counted ``low_quality``) and not tracked;
 2. the store is searched for the two nearest subjects on the deployment's watchlists, as they
-   were when it was authorised (references enrolled later are not searched: the snapshot);
+   were when it was authorised (references enrolled later are not searched: the snapshot),
+   with their reference vectors and cohort statistics;
 3. the face joins a track (``FaceTracker``, event time);
-4. the frame *votes* for a subject when that subject is the top hit with distance at most the
-   deployment's threshold (as a distance) and the second-best subject is at least
-   ``min_margin_distance`` further away (or there is none).
+4. the track decides (``decision``):
 
-A track yields one ``Match`` per subject, at the moment the subject's votes first reach
-``min_votes``. Its probe is the best-quality voting face so far: ``frame_id``, ``capture_ts``,
-``trace_id``, chip, distance and reference image are the probe's. ``score`` is
-``1 - distance / 2`` clipped to 0..1 (``openlfr.watchlist.store.distance_to_score``) and
-``threshold`` is the deployment's (a score); ``margin`` is the probe's score minus the second
-subject's (1.0 when there is none). The Match names its deployment and carries the watchlist
-reference's chip, so reviewers see the probe beside the image it matched.
+   * ``template`` (the default): the face is offered to its track's template, the
+     quality-weighted mean of the track's best ``template_faces`` faces
+     (``openlfr.pipeline.templates``). Once it holds ``min_votes`` faces, and whenever a better
+     face enters it, the template is scored against the references its faces' searches found;
+     it matches the nearest subject when the score reaches the deployment's threshold, the
+     runner-up is ``min_margin_distance`` behind, and, for a deployment with per-subject
+     thresholds, the score normalised against the background cohort (``openlfr.cohort``)
+     reaches the deployment's normalised threshold;
+   * ``votes``: a frame votes for a subject when that subject is its top hit within the
+     threshold (and the margin, and the normalised threshold where there is one); the track
+     matches once ``min_votes`` frames voted for the subject.
 
-What is kept about people who match no one: nothing is written anywhere. In memory a track
-holds only its last embedding, last box and best face's quality; chips are kept only for
-faces with a candidate hit (the tracker is given no chip otherwise), and a subject's probe chip
-is dropped once its Match is out. Everything goes when the track ends.
+A track yields one ``Match`` per subject. Its probe is the best-quality face (of the template,
+or of the voting frames): ``frame_id``, ``capture_ts``, ``trace_id`` and chip are the probe's.
+``score`` is ``1 - distance / 2`` clipped to 0..1 (of the template, or of the probe) and
+``threshold`` is the deployment's (a score); ``margin`` is the score minus the runner-up
+subject's (1.0 when there is none); ``normalised_score``/``normalised_threshold``/``cohort``
+are set for per-subject thresholds. A reference without statistics from the loaded cohort never
+matches under per-subject thresholds (counted ``openlfr_match_unnormalised_total``). The Match
+names its deployment and carries the watchlist reference's chip, so reviewers see the probe
+beside the image it matched.
+
+What is kept about people who match no one: nothing is written anywhere. In memory, while a
+track is open, it holds its last embedding and the sum of its embeddings (the tracker), its
+best ``template_faces`` faces' embeddings and chips and the references its searches found
+(template decision; with votes, chips only of faces with a candidate hit). A subject's probe
+chip leaves only inside a Match. Everything goes when the track ends.
 
 Restarts: ``hold`` is, per partition, the first-frame offset of the oldest open track, so the
 runner's committed offset lets a restarted stage replay every open track's frames. Tracks and
@@ -42,7 +56,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -57,6 +72,7 @@ from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
 from openlfr.pipeline.exceptions import PoisonMessage
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.pipeline.templates import TemplateFace, TrackTemplate
 from openlfr.pipeline.tracker import FaceTracker, Observation, Track
 from openlfr.watchlist.store import SearchHit, VectorStore
 
@@ -79,7 +95,13 @@ class MatchSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENLFR_MATCH_", frozen=True, extra="ignore")
 
     min_margin_distance: float = Field(default=0.05, ge=0, lt=2)
+    #: ``template``: a track decides on the mean of its best faces (``openlfr.pipeline.templates``);
+    #: ``votes``: on ``min_votes`` frames that each pass on their own.
+    decision: Literal["template", "votes"] = "template"
+    #: Faces of a track a decision needs: template faces, or frames that agree (votes).
     min_votes: int = Field(default=3, ge=1, le=1000)
+    #: The best faces (by quality) a track's template averages.
+    template_faces: int = Field(default=5, ge=1, le=100)
     #: Faces whose combined quality score is below this are neither matched nor tracked.
     min_quality: float = Field(default=0.2, ge=0, le=1)
     track_max_gap_s: float = Field(default=2.0, gt=0)
@@ -147,11 +169,19 @@ class _Votes:
     published: bool = False
 
 
+@dataclass(slots=True)
+class _TemplateState:
+    template: TrackTemplate
+    published: set[str] = field(default_factory=set)
+
+
 @dataclass(frozen=True, slots=True)
 class _PlannedFace:
     face: EmbeddedFace
     vector: np.ndarray
     candidate: _Candidate | None
+    hits: tuple[SearchHit, ...] = ()
+    chip_jpeg: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +238,7 @@ class MatchStage(Stage[Embeddings]):
             camera_idle_s=settings.track_camera_idle_s,
         )
         self._votes: dict[str, dict[str, _Votes]] = {}
+        self._templates: dict[str, _TemplateState] = {}
         self._applied: dict[int, int] = {}
         self._recent: dict[str, deque[str]] = {}
         self._redelivery = RedeliveryCache()
@@ -273,7 +304,10 @@ class MatchStage(Stage[Embeddings]):
                         watchlist_ids=deployment.watchlist_ids,
                         enrolled_before=deployment.snapshot_ts,
                     )
-                    faces.append(_PlannedFace(face, vector, self._candidate(face, vector, hits, deployment)))
+                    if self.settings.decision == "template":
+                        faces.append(_PlannedFace(face, vector, None, tuple(hits), self._chip_jpeg(face)))
+                    else:
+                        faces.append(_PlannedFace(face, vector, self._candidate(face, vector, hits, deployment)))
             except PoisonMessage as exc:
                 steps.append(_Step(incoming, Outcome(rejected=str(exc)), None))
                 continue
@@ -346,16 +380,79 @@ class MatchStage(Stage[Embeddings]):
         )
         for track, _reason in update.ended:
             self._votes.pop(track.track_id, None)
+            self._templates.pop(track.track_id, None)
         self._metrics.count(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self.gate.record_activity(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self._applied[incoming.partition] = incoming.offset
         self._recent.setdefault(message.camera_id, deque(maxlen=RECENT_FRAMES)).append(message.frame_id)
         for planned, track in zip(faces, update.assigned, strict=True):
-            if planned.candidate is None:
-                continue
-            match = self._vote(track, planned, message, deployment)
+            if self.settings.decision == "template":
+                match = self._template_step(track, planned, message, deployment)
+            elif planned.candidate is not None:
+                match = self._vote(track, planned, message, deployment)
+            else:
+                match = None
             if match is not None:
                 outcome.outputs.append(Outgoing(topic=MATCHES, key=message.camera_id, message=match))
+
+    def _template_step(
+        self, track: Track, planned: _PlannedFace, message: Embeddings, deployment: ActiveDeployment
+    ) -> Match | None:
+        """Add the face to its track's template and decide again when the template changed."""
+        state = self._templates.get(track.track_id)
+        if state is None:
+            state = self._templates[track.track_id] = _TemplateState(TrackTemplate(max_faces=self.settings.template_faces))
+        if planned.chip_jpeg is None:  # planned in template mode: never
+            return None
+        face = TemplateFace.of(planned.vector, quality=planned.face.quality.score, chip_jpeg=planned.chip_jpeg,
+                               frame_id=message.frame_id, capture_ts=message.capture_ts, trace_id=message.trace_id)
+        if not state.template.add(face, planned.hits):
+            return None
+        decision = state.template.decide(
+            floor_score=deployment.threshold,
+            min_margin=self.settings.min_margin_distance / 2.0,  # a distance lead, in score units
+            min_faces=self.settings.min_votes,
+            norm=self.norm,
+            norm_threshold=deployment.norm_threshold,
+            exclude=state.published,
+        )
+        if decision.outcome == "unnormalised":
+            reason = "no_cohort" if self.norm is None else "reference_without_stats"
+            self._metrics.unnormalised.labels(deployment.deployment_id, reason).inc()
+            return None
+        if decision.outcome != "match" or decision.hit is None or decision.probe is None:
+            return None
+        hit, probe = decision.hit, decision.probe
+        state.published.add(hit.subject_id)
+        reference_chip = self.gate.reference_chip(hit.subject_id, hit.reference_image_id) if hit.reference_image_id else None
+        match = Match(
+            camera_id=message.camera_id,
+            frame_id=probe.frame_id,
+            capture_ts=probe.capture_ts,
+            trace_id=probe.trace_id,
+            track_id=track.track_id,
+            subject_id=hit.subject_id,
+            watchlist_id=hit.watchlist_id,
+            score=float(np.clip(decision.score, 0.0, 1.0)),
+            margin=decision.margin,
+            votes=decision.faces,
+            track_frames=track.frames,
+            threshold=deployment.threshold,
+            first_seen_ts=track.first_ts,
+            probe_chip_jpeg=probe.chip_jpeg,
+            reference_image_id=hit.reference_image_id,
+            embedder_model=message.embedder_model,
+            deployment_id=deployment.deployment_id,
+            reference_chip_jpeg=reference_chip or None,
+            normalised_score=decision.normalised,
+            normalised_threshold=deployment.norm_threshold if decision.normalised is not None else None,
+            cohort=self.norm.cohort_id if decision.normalised is not None and self.norm is not None else None,
+        )
+        logger.info(
+            'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" template_faces="%d" frames="%d"',
+            match.camera_id, match.track_id, match.watchlist_id, match.score, match.votes, match.track_frames,
+        )
+        return match
 
     def _vote(
         self, track: Track, planned: _PlannedFace, message: Embeddings, deployment: ActiveDeployment

@@ -399,6 +399,7 @@ class EdgeStore(VectorStore):
             query=qe.Query.Nearest(probe.tolist()),
             filter=query_filter,
             with_payload=qe.PayloadSelector.Include(_HIT_PAYLOAD),
+            with_vector=True,
             params=qe.SearchParams(hnsw_ef=max(self._ef, fetch)),
         )
 
@@ -490,7 +491,7 @@ def _nearest_per_subject(points: Sequence[qe.ScoredPoint], *, limit: int) -> lis
             continue
         seen.add(subject_id)
         distance = float(point.score)
-        hits.append(SearchHit.from_payload(payload, distance=distance))
+        hits.append(SearchHit.from_payload(payload, distance=distance, vector=point.vector))
         if len(hits) == limit:
             break
     hits.sort(key=lambda h: (h.distance, h.subject_id))

@@ -211,6 +211,7 @@ class QdrantStore(VectorStore):
                 group_size=1,
                 query_filter=query_filter,
                 with_payload=True,
+                with_vectors=True,
             )
         hits = []
         for group in result.groups:
@@ -218,7 +219,7 @@ class QdrantStore(VectorStore):
             payload = point.payload or {}
             # For Euclid collections Qdrant's "score" is the distance itself (lower is nearer).
             distance = float(point.score)
-            hits.append(SearchHit.from_payload(payload, distance=distance))
+            hits.append(SearchHit.from_payload(payload, distance=distance, vector=point.vector))
         hits.sort(key=lambda h: (h.distance, h.subject_id))
         return hits
 

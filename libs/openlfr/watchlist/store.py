@@ -195,6 +195,7 @@ class SearchHit:
         score: ``distance_to_score(distance)``.
         norm: the reference's cohort statistics, when it was enrolled with a cohort.
         norm_cohort: which cohort they came from.
+        vector: the reference's vector (a track's template is scored against it).
     """
 
     subject_id: str
@@ -204,10 +205,12 @@ class SearchHit:
     score: float
     norm: NormStats | None = None
     norm_cohort: str | None = None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, object], *, distance: float) -> SearchHit:
-        """A hit from a stored point's payload (``WatchlistEntry.payload``) and its distance."""
+    def from_payload(cls, payload: dict[str, object], *, distance: float, vector: object = None) -> SearchHit:
+        """A hit from a stored point's payload (``WatchlistEntry.payload``), its distance and,
+        when the store returned it, the reference's vector."""
         norm = None
         if payload.get("norm_mu") is not None and payload.get("norm_sd") is not None:
             norm = NormStats(mu=float(payload["norm_mu"]), sd=float(payload["norm_sd"]))  # type: ignore[arg-type]
@@ -219,6 +222,7 @@ class SearchHit:
             score=distance_to_score(distance),
             norm=norm,
             norm_cohort=str(payload["norm_cohort"]) if norm is not None and payload.get("norm_cohort") else None,
+            vector=None if vector is None else np.asarray(vector, dtype=np.float32).reshape(-1),
         )
 
 

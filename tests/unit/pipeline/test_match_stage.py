@@ -91,7 +91,8 @@ def _store(people: dict[str, list[RealFace]]) -> QdrantStore:
 
 
 def _settings(**overrides: object) -> MatchSettings:
-    values: dict[str, object] = dict(min_votes=3, track_max_distance=0.7, track_max_gap_s=2.0)
+    # The frame-vote decision unless a test asks for templates (tested at the end of this file).
+    values: dict[str, object] = dict(min_votes=3, track_max_distance=0.7, track_max_gap_s=2.0, decision="votes")
     values.update(overrides)
     return MatchSettings(**values)  # type: ignore[arg-type]
 
@@ -431,3 +432,115 @@ def test_a_match_carries_its_deployment_threshold_and_the_reference_chip(people)
     gate.references = {("Barack_Obama", m.reference_image_id): reference for m in loose}
     again = _matches(_stage(_settings(), store, gate).handle(_walk(people, range(6)), now=T0 + 100))
     assert again and all(m.reference_chip_jpeg == reference for m in again)
+
+
+# -- track templates (the default decision) ------------------------------------------------------
+
+
+def _template_settings(**overrides: object) -> MatchSettings:
+    return _settings(decision="template", **overrides)
+
+
+def _template_gate(threshold: float = THRESHOLD, norm_threshold: float | None = None) -> StaticGate:
+    return StaticGate(ActiveDeployment(deployment_id="dep-1", watchlist_ids=("wl-1",), threshold=threshold,
+                                       snapshot_ts=T0 + 1e6, norm_threshold=norm_threshold))
+
+
+def _template_of(people, frames: int) -> np.ndarray:
+    """The template the stage should build from Obama's first ``frames`` walking photos."""
+    from openlfr.pipeline.templates import TemplateFace, TrackTemplate
+
+    obama, _ = _walkers(people)
+    template = TrackTemplate(max_faces=5)
+    for k in range(frames):
+        template.add(TemplateFace.of(obama[k].vector, quality=obama[k].quality.score, chip_jpeg=b"x",
+                                     frame_id=f"f{k:03d}", capture_ts=T0, trace_id="t"), [])
+    return template.vector()
+
+
+def test_a_template_matches_once_per_track_and_never_the_stranger(people) -> None:
+    store = _store(people)
+    stage = _stage(_template_settings(), store)
+    matches: list[Match] = []
+    for incoming in _walk(people, range(8)):
+        matches += _matches(stage.handle([incoming], now=T0 + 100))
+    assert [(m.subject_id, m.track_id) for m in matches] == [("Barack_Obama", "cam-1:f000:0")]
+    m = matches[0]
+    assert (m.votes, m.track_frames) == (3, 3)  # decided once the template had min_votes faces
+    # The score is the template's against its nearest reference of the subject.
+    template = _template_of(people, 3)
+    best = max(distance_to_score(float(np.linalg.norm(template - r.vector))) for r in people["Barack_Obama"][:REFERENCES_PER_SUBJECT])
+    assert m.score == pytest.approx(best, abs=1e-5)
+    # The probe shown is the template's best-quality face.
+    obama, _ = _walkers(people)
+    top = int(np.argmax([f.quality.score for f in obama[:3]]))
+    assert (m.frame_id, m.trace_id) == (f"f{top:03d}", f"trace-{top:04d}")
+    assert m.probe_chip_jpeg[:3] == b"\xff\xd8\xff" and m.normalised_score is None
+    # Nothing is kept of the stranger's track but in memory, and it goes when the track ends.
+    assert "cam-1:f000:1" in stage._templates
+    _, hugh = _walkers(people)
+    later = _frame(40, [_face(0, hugh[0], (880.0, 220.0, 990.0, 350.0))], ts=T0 + 60.0)
+    stage.handle([Incoming(later, PARTITION, FIRST_OFFSET + 40)], now=T0 + 100)
+    assert set(stage._templates) == {"cam-1:f040:0"}
+
+
+def test_a_template_finds_whom_single_frames_miss(people) -> None:
+    """At a threshold between the frames' own scores and the template's, frame votes never
+    match and the template does: averaging the views brings the probe nearer the references."""
+    store = _store(people)
+    obama, _ = _walkers(people)
+    frame_best = max(h.score for f in obama[:3] for h in store.search(f.vector, limit=1, watchlist_ids=["wl-1"]))
+    template = _template_of(people, 3)
+    template_best = max(distance_to_score(float(np.linalg.norm(template - r.vector))) for r in people["Barack_Obama"][:REFERENCES_PER_SUBJECT])
+    assert template_best > frame_best + 0.002
+    threshold = (frame_best + template_best) / 2
+    votes = _stage(_settings(), store, _template_gate(threshold))
+    template_stage = _stage(_template_settings(), store, _template_gate(threshold))
+    frames = _walk(people, range(3))
+    assert _matches(votes.handle(frames, now=T0 + 100)) == []
+    assert [m.subject_id for m in _matches(template_stage.handle(frames, now=T0 + 100))] == ["Barack_Obama"]
+
+
+def test_template_decisions_replay_identically(people) -> None:
+    frames = _walk(people, range(6))
+    store = _store(people)
+    first = _matches(_stage(_template_settings(), store).handle(frames, now=T0 + 100))
+    again = _matches(_stage(_template_settings(), store).handle(frames, now=T0 + 999))
+    assert first and [m.model_dump() for m in first] == [m.model_dump() for m in again]
+
+
+def test_a_template_with_per_subject_thresholds_needs_cohort_statistics(people, faces_dir: Path, analyzer) -> None:
+    """With a normalised threshold: references scored against a real cohort match when the
+    normalised score reaches it and not when it does not; references without statistics
+    never match (counted), however high their raw score."""
+    from openlfr.cohort.cohort import CohortFace, make_cohort
+    from openlfr.evaluation.embeddings import sha256_bytes
+
+    crops = sorted((faces_dir / "utkface_balanced").glob("*.jpg"))[:120]
+    found = analyzer.analyze_many([load_image(p) for p in crops])
+    cohort = make_cohort([CohortFace(f.embeddings[0], sha256_bytes(p.read_bytes())) for p, f in zip(crops, found)
+                          if len(f)], model_version="dlib_resnet_v1")
+    norm = cohort.norm()
+    normed = QdrantStore()
+    normed.upsert([
+        WatchlistEntry(subject_id=person, watchlist_id="wl-1", reference_image_id=face.name.removesuffix(".png"),
+                       vector=face.vector, norm=norm.stats(face.vector), norm_cohort=norm.cohort_id)
+        for person in ENROLLED for face in people[person][:REFERENCES_PER_SUBJECT]
+    ])
+    frames = _walk(people, range(6))
+    registry = CollectorRegistry()
+    lenient = MatchStage(_template_settings(), store=normed, gate=_template_gate(norm_threshold=1.0), norm=norm,
+                         registry=registry)
+    matches = _matches(lenient.handle(frames, now=T0 + 100))
+    assert [m.subject_id for m in matches] == ["Barack_Obama"]
+    assert matches[0].normalised_score >= 1.0 and matches[0].normalised_threshold == 1.0
+    assert matches[0].cohort == norm.cohort_id
+    strict = MatchStage(_template_settings(), store=normed, gate=_template_gate(norm_threshold=matches[0].normalised_score + 5),
+                        norm=norm, registry=CollectorRegistry())
+    assert _matches(strict.handle(frames, now=T0 + 100)) == []
+    # References enrolled without a cohort: nothing can justify a threshold, so nothing matches.
+    unscored = MatchStage(_template_settings(), store=_store(people), gate=_template_gate(norm_threshold=1.0),
+                          norm=norm, registry=registry)
+    assert _matches(unscored.handle(frames, now=T0 + 100)) == []
+    assert registry.get_sample_value(
+        "openlfr_match_unnormalised_total", {"deployment": "dep-1", "reason": "reference_without_stats"}) >= 1

@@ -135,6 +135,8 @@ def test_cohort_statistics_travel_with_every_hit(store: VectorStore) -> None:
         assert ann is not None and ann.mu == pytest.approx(0.61) and ann.sd == pytest.approx(0.03)
         assert by_subject["ann"].norm_cohort == "cohort@abc"
         assert by_subject["ben"].norm is None and by_subject["ben"].norm_cohort is None
+        # Each hit brings its reference's vector (a track template is scored against it).
+        np.testing.assert_allclose(by_subject["ann"].vector, _near("ann", 0.0), atol=1e-6)
 
 
 def test_cohort_statistics_come_with_their_cohort() -> None:
