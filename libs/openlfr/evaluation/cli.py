@@ -68,6 +68,7 @@ _RECORDED = (
     ("prevalence", "--prevalence"), ("group_fmr", "--group-fmr"), ("group_threshold", "--group-threshold"),
     ("seed", "--seed"),
     ("track_length", "--track-length"), ("min_votes", "--min-votes"), ("bootstrap", "--bootstrap"),
+    ("cohort", "--cohort"),
 )
 
 
@@ -125,6 +126,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples per interval (default 1000)")
     p.add_argument("--apply-enrolment-policy", dest="apply_enrolment_policy", action="store_true",
                    help="only images the registry's enrolment checks accept may be gallery references")
+    p.add_argument("--cohort", type=Path,
+                   help="background cohort (openlfr cohort build) of the same model: also measure per-subject "
+                        "(cohort-normalised) scores and the threshold a deployment would take from it")
     p.add_argument("--cache", type=Path, help="embedding cache folder (default build/eval-cache)")
     p.add_argument("--no-cache", dest="no_cache", action="store_true", help="analyse every image, cache nothing")
     p.add_argument("--calibration-out", dest="calibration_out", type=Path,
@@ -177,6 +181,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"openlfr evaluate: {exc}", file=sys.stderr)
         return 2
     settings = _settings(args)
+    cohort = None
+    if args.cohort is not None:
+        from openlfr.cohort.cohort import Cohort
+        from openlfr.cohort.exceptions import CohortError
+
+        try:
+            cohort = Cohort.load(args.cohort)
+            cohort.check_model(model_version(settings.model_dir, EMBEDDER.name))
+        except CohortError as exc:
+            print(f"openlfr evaluate: {exc}", file=sys.stderr)
+            return 2
     analyzer = build_analyzer(settings)
     version = analyzer_version(settings)
     cache = None if args.no_cache else EmbeddingCache(args.cache or paths.build_dir() / "eval-cache", version)
@@ -194,6 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         command=command,
         calibration_out=args.calibration_out,
         progress=not args.no_progress,
+        cohort=cohort,
     )
     m = output.metrics
     lines = [f"openlfr evaluate: wrote {output.metrics_path}, {output.report_md}, {output.report_html}"
@@ -214,6 +230,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         lines.append(f"  threshold for FPIR {rate_key(cal['target_fpir'])} at N={cal['gallery_size']}: "
                      f"{cal['threshold']:.4f} ({cal['method']}), expected TPIR {cal['expected_tpir']:.4f}, "
                      f"wrong alerts at prevalence {cal['prevalence']:g}: {cal['wrong_alert_share']:.1%}")
+    normalised = m.get("normalised") or {}
+    if normalised.get("available"):
+        from openlfr.evaluation.normalised import disparity_line
+
+        op = normalised["operating_point"]
+        ident_n = normalised.get("identification", {})
+        fnir_n = ", ".join(f"FNIR@FPIR={k} {p['fnir']:.4f}" for k, p in ident_n.get("fnir_at_fpir", {}).items()
+                           if p.get("fnir") is not None)
+        lines.append(f"  per-subject ({normalised['cohort']}): {fnir_n}")
+        measured = (f"; measured here FPIR {op['measured_fpir']:.4f}, FNIR {op['measured_fnir']:.4f}"
+                    if op.get("measured_fpir") is not None else "")
+        lines.append(f"  per-subject threshold for FPIR {rate_key(op['target_fpir'])} at N={op['watchlist_size']}: "
+                     f"{op['threshold']:.4f} ({op['method']}), expected FPIR {op['expected_fpir']:.2e}{measured}")
+        disparity = disparity_line(normalised.get("groups", {}))
+        if disparity:
+            lines.append(f"  per-subject FMR worst/best by group: {disparity}")
     print("\n".join(lines), file=sys.stderr)
     if not (m["verification"].get("available") or m["identification"].get("available")):
         print("openlfr evaluate: the data allowed no 1:1 or 1:N figure (see the report's inputs)", file=sys.stderr)

@@ -129,6 +129,7 @@ def build_blocks(metrics: Mapping[str, Any]) -> list[Block]:
     blocks += _groups(metrics)
     blocks += _tracks(metrics)
     blocks += _calibration(metrics)
+    blocks += _normalised(metrics)
     blocks += _method_section(metrics)
     return blocks
 
@@ -416,6 +417,55 @@ def _calibration(metrics: Mapping[str, Any]) -> list[Block]:
         ]
         out.append(Table(("watchlist size", "threshold", "per-comparison FMR", "expected TPIR",
                           "alerts that are wrong", "how"), tuple(rows)))
+    return out
+
+
+def _normalised(metrics: Mapping[str, Any]) -> list[Block]:
+    """Per-subject thresholds: the figures on cohort-normalised scores (``--cohort``)."""
+    n = metrics.get("normalised")
+    if not n:
+        return []
+    out: list[Block] = [Heading(2, "Per-subject thresholds (cohort-normalised scores)")]
+    if not n.get("available"):
+        return out + [Para(f"Not available: {n.get('reason', 'no data')}.")]
+    out.append(Para(
+        f"Cohort `{n['cohort']}` ({count(n.get('cohort_faces'))} faces of {count(n.get('cohort_people'))} people, "
+        f"from {n.get('cohort_source') or '?'}); statistics over each face's top {n['top_k']} cohort scores. "
+        f"Score: {n['score']}."
+    ))
+    raw = metrics.get("fnir_at_fpir", {})
+    ident_n = n.get("identification", {})
+    if ident_n.get("available"):
+        rows = []
+        for key, point in ident_n["fnir_at_fpir"].items():
+            before = raw.get(key, {})
+            rows.append((key, pct(before.get("fnir")), pct(point.get("fnir")), _method(point)))
+        out.append(Table(("FPIR", "FNIR, raw score", "FNIR, per-subject", "how (per-subject)"), tuple(rows)))
+    op = n["operating_point"]
+    measured = (f" Measured on this set at that threshold: FPIR {pct(op.get('measured_fpir'))}, FNIR "
+                f"{pct(op.get('measured_fnir'))} ({op.get('measured_on')})." if op.get("measured_fpir") is not None else "")
+    miss = pct(op.get("expected_fnmr")) if op.get("expected_fnmr") is not None else "unknown (no genuine pairs in the cohort)"
+    out.append(Para(
+        f"Operating point a deployment would take from this cohort: FPIR target {num(op['target_fpir'], 6)} at a "
+        f"watchlist of {count(op['watchlist_size'])}: normalised threshold {num(op['threshold'])} ({op['method']}), "
+        f"expected FPIR {num(op['expected_fpir'], 6)}, expected miss rate {miss}.{measured}"
+    ))
+    rows = []
+    for column, figures in n.get("groups", {}).items():
+        if not figures.get("available"):
+            continue
+        values = figures.get("values", {})
+        cells = "; ".join(
+            f"{group} {pct(v['verification'].get('fmr'))} {ci(v['verification'].get('fmr_ci'))}"
+            for group, v in values.items() if v.get("verification", {}).get("n_impostor")
+        )
+        d = figures.get("disparity") or {}
+        ratio = "unbounded" if d.get("fmr_unbounded") else num(d.get("fmr_ratio"), 2)
+        rows.append((column, cells, ratio))
+    if rows:
+        out.append(Para("FMR by group at the normalised threshold where FMR over all impostor pairs is the group "
+                        "target (pairs within one group, 95% intervals by identity):"))
+        out.append(Table(("attribute", "FMR by group", "worst/best"), tuple(rows)))
     return out
 
 

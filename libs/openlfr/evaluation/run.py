@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from openlfr.cohort.norm import normalise_arrays
 from openlfr.evaluation import calibration as cal_mod
 from openlfr.evaluation import groups as groups_mod
 from openlfr.evaluation import identification as ident
@@ -349,7 +350,15 @@ class _Pairs:
     impostor_total: int
 
 
-def _pair_scores(samples: Sequence[Sample], codes: np.ndarray, *, seed: int) -> _Pairs:
+def _pair_scores(
+    samples: Sequence[Sample],
+    codes: np.ndarray,
+    *,
+    seed: int,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> _Pairs:
+    """Every pair's score (a seeded sample of impostors above ``MAX_IMPOSTOR_PAIRS``); with
+    ``stats`` (per-sample cohort mean and SD), the pair's normalised score instead."""
     embeddings = np.stack([s.embedding for s in samples]).astype(np.float64)
     n = len(samples)
     total_pairs = n * (n - 1) // 2
@@ -363,6 +372,9 @@ def _pair_scores(samples: Sequence[Sample], codes: np.ndarray, *, seed: int) -> 
     for start in range(0, n - 1, block):
         stop = min(n - 1, start + block)
         scores = ident.similarity_matrix(embeddings[start:stop], embeddings)
+        if stats is not None:
+            mu, sd = stats
+            scores = normalise_arrays(scores, mu[start:stop], sd[start:stop], mu, sd)
         rows, cols = np.nonzero(np.arange(n)[None, :] > np.arange(start, stop)[:, None])
         values = scores[rows, cols]
         a, b = codes[rows + start], codes[cols]
@@ -951,6 +963,7 @@ def run_evaluation(
     command: str = "",
     calibration_out: Path | None = None,
     progress: bool = True,
+    cohort: Any = None,
 ) -> RunOutput:
     """Evaluate ``dataset`` and write every output file into ``out_dir``.
 
@@ -966,6 +979,8 @@ def run_evaluation(
         calibration_out: where the deployment threshold file goes (default
             ``out_dir/calibration.json``).
         progress: show a progress bar on stderr.
+        cohort: a background cohort (``openlfr.cohort.cohort.Cohort``) of the same model: the
+            figures are also computed on per-subject (normalised) scores (``normalised``).
     """
     from openlfr.evaluation import report as report_mod
 
@@ -1079,6 +1094,16 @@ def run_evaluation(
     )
     if not dataset.attribute_columns:
         notes.append("No attributes were given (--attributes): no figures by group.")
+    if cohort is not None:
+        from openlfr.evaluation.normalised import normalised_figures
+
+        if len(samples) >= 2:
+            metrics["normalised"] = normalised_figures(
+                dataset=dataset, samples=samples, by_identity=by_identity, identity_names=identity_names,
+                codes=codes, gallery=gallery, config=config, cohort=cohort, watchlist_size=watchlist_size,
+            )
+        else:
+            metrics["normalised"] = {"available": False, "reason": "fewer than two usable images"}
     metrics["notes"] = notes
 
     metrics["plots"] = _draw(metrics, pairs, summary, result, plot_curves, plot_dir, config)

@@ -296,3 +296,62 @@ def test_cli_rejects_bad_flags(tmp_path: Path, argv: list[str], message: str, ca
 def test_cli_parses_rates_as_fractions(tmp_path: Path) -> None:
     args = _args("--faces", str(tmp_path), "--out", str(tmp_path), "--target-fpir", "1/6000", "--prevalence", "1e-5")
     assert math.isclose(args.target_fpir, 1 / 6000) and args.prevalence == 1e-5
+
+
+# -- per-subject (cohort-normalised) figures: --cohort --------------------------------------------
+
+
+def _position_cohort(model: str = "fake@positions"):  # noqa: ANN202 - Cohort
+    from openlfr.cohort.cohort import CohortFace, make_cohort
+
+    faces = []
+    for i, x in enumerate(np.linspace(-2.0, 7.0, 80)):
+        v = np.zeros(EMBEDDING_DIM, np.float32)
+        v[0] = x
+        v[1] = 0.05 * (i % 7)  # a little spread off the line, so no two cohort faces coincide
+        faces.append(CohortFace(vector=v, sha256=f"{i:064x}"))
+    return make_cohort(faces, model_version=model)
+
+
+def test_a_cohort_adds_the_per_subject_figures(tiny: Path) -> None:
+    from openlfr.cohort.norm import normalise_arrays, score_matrix
+    from openlfr.cohort.policy import operating_point
+
+    cohort = _position_cohort()
+    dataset = load_dataset(tiny / "faces", attributes=tiny / "attributes.csv")
+    output = run_evaluation(
+        dataset, out_dir=tiny / "out-cohort", analyzer=PositionAnalyzer(), cache=EmbeddingCache(tiny / "cache", VERSION),
+        version=VERSION, config=CONFIG, model_version="fake@positions", progress=False, cohort=cohort,
+    )
+    m = output.metrics
+    n = m["normalised"]
+    assert n["available"] and n["cohort"] == cohort.short_id
+    # The same pairs and searches as the raw figures, scored differently.
+    assert n["verification"]["n_genuine"] == m["verification"]["n_genuine"] == 3
+    assert n["verification"]["n_impostor"] == m["verification"]["n_impostor"]
+    assert (n["identification"]["n_mated"], n["identification"]["n_nonmated"]) == (2, 3)
+    # The operating point is the one a deployment of this size and target would take.
+    expected = operating_point(cohort.calibration, watchlist_size=2, target_fpir=CONFIG.target_fpir)
+    assert n["operating_point"]["threshold"] == pytest.approx(expected.threshold)
+    # ... and its measured FPIR is the share of the three strangers whose best normalised score reaches it.
+    norm = cohort.norm()
+    refs = np.zeros((2, EMBEDDING_DIM), np.float32)
+    refs[:, 0] = [0.0, 1.0]  # a1, b1
+    strangers = np.zeros((3, EMBEDDING_DIM), np.float32)
+    strangers[:, 0] = [0.5, 5.0, 5.25]  # d1, e1, e2
+    mu_r, sd_r = norm.stats_arrays(refs)
+    mu_p, sd_p = norm.stats_arrays(strangers)
+    z = normalise_arrays(score_matrix(refs, strangers).astype(np.float64), mu_r, sd_r, mu_p, sd_p)
+    assert n["operating_point"]["measured_fpir"] == pytest.approx(float((z.max(axis=0) >= expected.threshold).mean()))
+    assert n["groups"]["cohort"]["available"]
+    report = output.report_md.read_text()
+    assert "## Per-subject thresholds (cohort-normalised scores)" in report and cohort.short_id in report
+
+
+def test_cli_refuses_a_cohort_of_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: Path) -> None:
+    path = tmp_path / "cohort.npz"
+    _position_cohort(model="another_model@123").save(path)
+    code = cmd_evaluate(_args("--faces", str(tiny / "faces"), "--out", str(tmp_path / "out"), "--cohort", str(path)))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--cohort" in err and "another_model@123" in err and not (tmp_path / "out").exists()
