@@ -85,9 +85,11 @@ def locate_all(image_paths: list[str], *, use_cache: bool) -> dict[str, Located 
         if set(image_paths) <= set(found):
             idx = {p: i for i, p in enumerate(data["paths"].tolist())}
             return {
-                p: Located(data["keypoints"][idx[p]], data["landmarks"][idx[p]], data["subpixel"][idx[p]])
-                if found[p]
-                else None
+                p: (
+                    Located(data["keypoints"][idx[p]], data["landmarks"][idx[p]], data["subpixel"][idx[p]])
+                    if found[p]
+                    else None
+                )
                 for p in image_paths
             }
     analyzer = build_analyzer(ModelSettings(), backend=LocalBackend(model_dir))
@@ -109,7 +111,10 @@ def locate_all(image_paths: list[str], *, use_cache: bool) -> dict[str, Located 
             landmarks_subpixel=analyzer.predictor.predict_many(img, box, subpixel=True)[0],
         )
         if (i + 1) % 200 == 0:
-            print(f"  located {i + 1}/{len(image_paths)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+            print(
+                f"  located {i + 1}/{len(image_paths)} ({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+            )
     CACHE.mkdir(parents=True, exist_ok=True)
     zeros = np.zeros((6, 2)), np.zeros((5, 2))
     np.savez(
@@ -163,7 +168,13 @@ def project_embed(spec_name: str) -> Embed:
 
 
 def tfjs_embed(
-    graph: TfjsGraph, output: str, *, scale: float | None, shift: float | None, normalise: bool, channels: str = "rgb"
+    graph: TfjsGraph,
+    output: str,
+    *,
+    scale: float | None,
+    shift: float | None,
+    normalise: bool,
+    channels: str = "rgb",
 ) -> Embed:
     model = convert_tfjs_graph(graph, outputs={"out": output}, input_scale=scale, input_shift=shift)
     return session_embed(model.SerializeToString(), normalise=normalise, channels=channels)
@@ -184,20 +195,47 @@ def variants() -> list[Variant]:
     mobileface = read_tfjs_graph(sources.human_models_path("models/mobileface.json"))
     enm: PointSet = "eyes_nose_mouth"
 
-    out = [Variant("dlib_resnet_v1 (dlib chip 150)", "dlib_resnet_v1", dlib_crop, project_embed(EMBEDDER.name))]
+    out = [
+        Variant("dlib_resnet_v1 (dlib chip 150)", "dlib_resnet_v1", dlib_crop, project_embed(EMBEDDER.name))
+    ]
     built = project_embed(FACERES.name)
     for ps in POINT_SETS:
-        out.append(Variant(f"faceres_v1, {ps}, margin {FACERES_CHIP_MARGIN}", "faceres",
-                           arcface_crop(ps, size=224, margin=FACERES_CHIP_MARGIN), built))
+        out.append(
+            Variant(
+                f"faceres_v1, {ps}, margin {FACERES_CHIP_MARGIN}",
+                "faceres",
+                arcface_crop(ps, size=224, margin=FACERES_CHIP_MARGIN),
+                built,
+            )
+        )
     for margin in (1.25, 1.5):
-        out.append(Variant(f"faceres_v1, {enm}, margin {margin}", "faceres", arcface_crop(enm, size=224, margin=margin), built))
+        out.append(
+            Variant(
+                f"faceres_v1, {enm}, margin {margin}",
+                "faceres",
+                arcface_crop(enm, size=224, margin=margin),
+                built,
+            )
+        )
     # As the human library feeds it: RGB 0..255, no mean subtraction (its crop is close to margin 1.5).
     human = tfjs_embed(faceres, FACERES_DESCRIPTOR, scale=None, shift=None, normalise=True)
     for margin in (1.0, 1.5):
-        out.append(Variant(f"faceres as human feeds it (RGB 0..255), {enm}, margin {margin}", "faceres",
-                           arcface_crop(enm, size=224, margin=margin), human))
-    out.append(Variant(f"faceres_v1, {enm}, margin {FACERES_CHIP_MARGIN}, no antialias", "faceres",
-                       arcface_crop(enm, size=224, margin=FACERES_CHIP_MARGIN, antialias=False), built))
+        out.append(
+            Variant(
+                f"faceres as human feeds it (RGB 0..255), {enm}, margin {margin}",
+                "faceres",
+                arcface_crop(enm, size=224, margin=margin),
+                human,
+            )
+        )
+    out.append(
+        Variant(
+            f"faceres_v1, {enm}, margin {FACERES_CHIP_MARGIN}, no antialias",
+            "faceres",
+            arcface_crop(enm, size=224, margin=FACERES_CHIP_MARGIN, antialias=False),
+            built,
+        )
+    )
     mf = tfjs_embed(mobileface, MOBILEFACE_OUTPUT, scale=None, shift=None, normalise=True)
     for ps in POINT_SETS:
         out.append(Variant(f"mobileface, {ps}", "mobileface", arcface_crop(ps), mf))
@@ -206,7 +244,9 @@ def variants() -> list[Variant]:
         embed = session_embed(model.SerializeToString(), normalise=False)
         label = "PReLU restored" if restore else "as shipped"
         for ps in POINT_SETS:
-            out.append(Variant(f"mobilefacenet {label}, {ps}", f"mobilefacenet {label}", arcface_crop(ps), embed))
+            out.append(
+                Variant(f"mobilefacenet {label}, {ps}", f"mobilefacenet {label}", arcface_crop(ps), embed)
+            )
     return out
 
 
@@ -277,21 +317,29 @@ def main() -> int:
         )
         emb: dict[str, np.ndarray | None] = {p: None for p in image_paths}
         emb.update(zip(keys, vectors))
-        entry: dict[str, object] = {"failure_to_enrol": fte, "sets": {k: figures(s, emb) for k, s in sets.items()}}
+        entry: dict[str, object] = {
+            "failure_to_enrol": fte,
+            "sets": {k: figures(s, emb) for k, s in sets.items()},
+        }
         if v.model not in timed:
             entry["timing"] = timing(chips, v.embed)
             timed.add(v.model)
         results[v.name] = entry
         s = entry["sets"]
-        print(f"{v.name}: EER all {s['all']['eer']:.2%}, without Glint {s['without Glint']['eer']:.2%}, "
-              f"Glint {s['Glint only']['eer']:.2%} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        print(
+            f"{v.name}: EER all {s['all']['eer']:.2%}, without Glint {s['without Glint']['eer']:.2%}, "
+            f"Glint {s['Glint only']['eer']:.2%} ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
 
     print_tables(results, sets)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.now(timezone.utc).date().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "models": {m: model_version(paths.model_dir(), m) for m in ("dlib_resnet_v1", "faceres_v1", "blazeface_full")},
+        "models": {
+            m: model_version(paths.model_dir(), m) for m in ("dlib_resnet_v1", "faceres_v1", "blazeface_full")
+        },
         "pairs": str(args.pairs),
     }
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
@@ -303,20 +351,34 @@ def print_tables(results: dict[str, dict[str, object]], sets: dict[str, list[dic
     def cell(f: dict[str, float], key: str) -> str:
         return f"{f[key]:.2%}" if key in f else "n/a"
 
-    print("| embedder, crop | EER all | FNMR@FMR1e-3 all | EER without Glint | FNMR@FMR1e-3 without Glint "
-          "| EER Glint only | FNMR@FMR1e-3 Glint only | ms/face b1 | ms/face b16 |")
+    print(
+        "| embedder, crop | EER all | FNMR@FMR1e-3 all | EER without Glint | FNMR@FMR1e-3 without Glint "
+        "| EER Glint only | FNMR@FMR1e-3 Glint only | ms/face b1 | ms/face b16 |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         s = r["sets"]  # type: ignore[index]
         t = r.get("timing", {})
         tcells = [f"{t['ms_per_face_b1']:.2f}", f"{t['ms_per_face_b16']:.2f}"] if t else ["", ""]
-        print(f"| {name} | " + " | ".join(
-            cell(s[k], m) for k in ("all", "without Glint", "Glint only") for m in ("eer", "fnmr_at_fmr_1e-3")
-        ) + " | " + " | ".join(tcells) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(
+                cell(s[k], m)
+                for k in ("all", "without Glint", "Glint only")
+                for m in ("eer", "fnmr_at_fmr_1e-3")
+            )
+            + " | "
+            + " | ".join(tcells)
+            + " |"
+        )
     first = next(iter(results.values()))["sets"]  # type: ignore[index]
-    print("\nPairs scored (genuine/impostor): " + ", ".join(
-        f"{k} {first[k]['genuine']}/{first[k]['impostor']}" for k in sets))
-    print(f"Failure to enrol (no face found): {next(iter(results.values()))['failure_to_enrol']:.1%} of images")
+    print(
+        "\nPairs scored (genuine/impostor): "
+        + ", ".join(f"{k} {first[k]['genuine']}/{first[k]['impostor']}" for k in sets)
+    )
+    print(
+        f"Failure to enrol (no face found): {next(iter(results.values()))['failure_to_enrol']:.1%} of images"
+    )
     subsets = [k for k in sets if k not in ("all", "without Glint", "Glint only")]
     print("\nEER per subset (pairs touching Glint left out; n/a: the subset has one kind of pair only)\n")
     print("| embedder, crop | " + " | ".join(subsets) + " |")

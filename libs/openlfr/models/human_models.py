@@ -164,7 +164,9 @@ def check_against_reference(
         want = want / np.maximum(np.linalg.norm(want, axis=1, keepdims=True), 1e-10)
     diff = float(np.abs(got - want).max())
     if not diff <= CHECK_TOLERANCE:
-        raise ModelFormatError(f"the ONNX model differs from the reference by {diff:.3g} (> {CHECK_TOLERANCE})")
+        raise ModelFormatError(
+            f"the ONNX model differs from the reference by {diff:.3g} (> {CHECK_TOLERANCE})"
+        )
     return diff
 
 

@@ -34,11 +34,7 @@ logger = logging.getLogger(__name__)
 AttrValue = Any
 """A decoded attribute: str, int, float, bool, a dtype name, a shape tuple or a list of those."""
 
-_DTYPES: dict[str, np.dtype] = {
-    "float32": np.dtype("<f4"),
-    "int32": np.dtype("<i4"),
-    "bool": np.dtype("u1"),
-}
+_DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "bool": np.dtype("u1")}
 _QUANTIZED: dict[str, np.dtype] = {
     "uint8": np.dtype("u1"),
     "uint16": np.dtype("<u2"),
@@ -387,7 +383,10 @@ def read_tfjs_graph(model_json: Path) -> TfjsGraph:
     graph = parse_model_json(model, shards)
     logger.debug(
         'read tfjs graph="%s" nodes="%d" weights="%d" ops="%s"',
-        model_json, len(graph.nodes), len(graph.weights), ",".join(sorted(graph.ops())),
+        model_json,
+        len(graph.nodes),
+        len(graph.weights),
+        ",".join(sorted(graph.ops())),
     )
     return graph
 
@@ -412,9 +411,7 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
 Padding2D = tuple[tuple[int, int], tuple[int, int]]
 
 
-def conv_padding(
-    node: TfjsNode, in_hw: tuple[int, int], kernel_hw: tuple[int, int]
-) -> Padding2D:
+def conv_padding(node: TfjsNode, in_hw: tuple[int, int], kernel_hw: tuple[int, int]) -> Padding2D:
     """``((top, bottom), (left, right))`` of a convolution node's ``padding`` attribute.
 
     Raises:
@@ -543,10 +540,7 @@ def unfuse_relu_before_prelu(graph: TfjsGraph) -> tuple[TfjsGraph, list[str]]:
             continue
         users = readers.get(node.name, [])
         absolutes = [u for u in users if u.op == "Abs" and u.inputs == (node.name,)]
-        subs = [
-            u for u in users
-            if u.op == "Sub" and any(u.inputs == (node.name, a.name) for a in absolutes)
-        ]
+        subs = [u for u in users if u.op == "Sub" and any(u.inputs == (node.name, a.name) for a in absolutes)]
         if not absolutes or not subs:
             continue
         pre_name = f"{node.name}/pre_activation"

@@ -163,7 +163,9 @@ class _Emitter:
         key = (t.name, nchw)
         if key not in self._views:
             perm = [0, 3, 1, 2] if nchw else [0, 2, 3, 1]
-            self._views[key] = self.op("Transpose", [t.name], f"{t.name}/{'nchw' if nchw else 'nhwc'}", perm=perm)
+            self._views[key] = self.op(
+                "Transpose", [t.name], f"{t.name}/{'nchw' if nchw else 'nhwc'}", perm=perm
+            )
         return self._views[key]
 
     def stored_nchw(self, ref: str) -> bool:
@@ -184,7 +186,9 @@ class _Emitter:
     def rank(self, ref: str) -> int:
         return len(self.shapes[node_of(ref)])
 
-    def activation(self, node: TfjsNode, x: str, *, alpha_ref: str | None, act: str | None, leaky: float) -> str:
+    def activation(
+        self, node: TfjsNode, x: str, *, alpha_ref: str | None, act: str | None, leaky: float
+    ) -> str:
         base = f"{node.name}/{act}"
         if act is None:
             return x
@@ -219,7 +223,9 @@ class _Emitter:
         in_shape = self.shapes[node_of(node.inputs[0])]
         if len(in_shape) != 4:
             raise TfjsFormatError(f"node {node.name!r}: input of rank {len(in_shape)}, expected 4")
-        (top, bottom), (left, right) = conv_padding(node, (in_shape[1], in_shape[2]), (w.shape[0], w.shape[1]))
+        (top, bottom), (left, right) = conv_padding(
+            node, (in_shape[1], in_shape[2]), (w.shape[0], w.shape[1])
+        )
         attrs: dict[str, object] = {
             "kernel_shape": [int(w.shape[0]), int(w.shape[1])],
             "strides": list(spatial(node, "strides")),
@@ -288,7 +294,9 @@ class _Emitter:
             raise UnsupportedOpError(node.op, node.name)
         self.set(node, y, nchw=nchw)
 
-    def _axes_after(self, ref: str, axes: Sequence[int], keep: bool) -> tuple[list[int], bool, list[int] | None]:
+    def _axes_after(
+        self, ref: str, axes: Sequence[int], keep: bool
+    ) -> tuple[list[int], bool, list[int] | None]:
         """ONNX axes for NHWC ``axes`` of ``ref``, whether the result stays NCHW, and a perm to
         restore TF's axis order afterwards (None when not needed)."""
         rank = self.rank(ref)
@@ -433,11 +441,15 @@ def convert_tfjs_graph(
     _check_ops(nodes)
     placeholders = [n for n in nodes if n.op == "Placeholder"]
     if len(placeholders) != 1:
-        raise TfjsFormatError(f"expected one placeholder, the outputs depend on {[p.name for p in placeholders]}")
+        raise TfjsFormatError(
+            f"expected one placeholder, the outputs depend on {[p.name for p in placeholders]}"
+        )
     placeholder = placeholders[0]
     declared = graph.input_shapes.get(placeholder.name, ())
     if not declared or any(d < 1 for d in declared[1:]):
-        raise TfjsFormatError(f"placeholder {placeholder.name!r} has no static shape after the batch: {declared}")
+        raise TfjsFormatError(
+            f"placeholder {placeholder.name!r} has no static shape after the batch: {declared}"
+        )
 
     probe = np.zeros((1, *declared[1:]), np.float32)
     with np.errstate(all="ignore"):
@@ -460,9 +472,13 @@ def convert_tfjs_graph(
         order = em.initializer("channel_order", np.arange(channels - 1, -1, -1, dtype=np.int64))
         x = em.op("Gather", [x, order], "input_reversed", axis=len(declared) - 1)
     if input_scale is not None:
-        x = em.op("Mul", [x, em.initializer("input_scale", np.asarray(input_scale, np.float32))], "input_scaled")
+        x = em.op(
+            "Mul", [x, em.initializer("input_scale", np.asarray(input_scale, np.float32))], "input_scaled"
+        )
     if input_shift is not None:
-        x = em.op("Add", [x, em.initializer("input_shift", np.asarray(input_shift, np.float32))], "input_shifted")
+        x = em.op(
+            "Add", [x, em.initializer("input_shift", np.asarray(input_shift, np.float32))], "input_shifted"
+        )
     if len(declared) == 4:
         x = em.op("Transpose", [x], f"{placeholder.name}/nchw", perm=[0, 3, 1, 2])
         em.tensors[placeholder.name] = _Tensor(x, True)
@@ -484,7 +500,9 @@ def convert_tfjs_graph(
         src = em.view(ref, nchw=False)
         if out_name in l2_normalise:
             if len(shapes[node_of(ref)]) != 2:
-                raise TfjsFormatError(f"output {ref!r} has rank {len(shapes[node_of(ref)])}; L2 normalisation needs 2")
+                raise TfjsFormatError(
+                    f"output {ref!r} has rank {len(shapes[node_of(ref)])}; L2 normalisation needs 2"
+                )
             norm = em.op("ReduceL2", [src], f"{out_name}/norm", axes=[1], keepdims=1)
             norm = em.op("Max", [norm, em.scalar(1e-10)], f"{out_name}/norm_floor")
             src = em.op("Div", [src, norm], f"{out_name}/normalised")
@@ -509,6 +527,9 @@ def convert_tfjs_graph(
     onnx.checker.check_model(model, full_check=True)
     logger.debug(
         'converted tfjs graph="%s" tf_nodes="%d" onnx_nodes="%d" folded="%d"',
-        name, len(nodes), len(em.nodes), len(consts),
+        name,
+        len(nodes),
+        len(em.nodes),
+        len(consts),
     )
     return model

@@ -11,7 +11,12 @@ points, so the template points it can estimate are fitted instead:
 * BlazeFace's eye keypoints too, for a BlazeFace-only variant.
 
 Which subset fits best was measured, not assumed (``benchmarks/compare_embedders.py``,
-``docs/accuracy.md`` "A second embedder"); :data:`DEFAULT_POINTS` is the winner there.
+``docs/accuracy.md`` "A second embedder"): for the faceres descriptor the four sets were
+within noise of each other, for MobileFace the eye centres with the mouth centre were clearly
+best, so that is :data:`DEFAULT_POINTS`.
+
+Large faces are first shrunk with area averaging to twice the chip's scale (``antialias``), as
+dlib's chip extraction does with its pyramid, so the bilinear warp does not alias.
 """
 
 from __future__ import annotations
@@ -30,13 +35,7 @@ ARCFACE_SIZE = 112
 #: image's left, eye on the image's right, nose tip, mouth corner on the image's left, mouth
 #: corner on the image's right.
 ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
 
@@ -59,8 +58,8 @@ PointSet = Literal["eyes_nose_mouth", "eyes_mouth", "eyes", "blazeface"]
 
 POINT_SETS: tuple[PointSet, ...] = ("eyes_nose_mouth", "eyes_mouth", "eyes", "blazeface")
 
-#: The point set that measured best (see the module docstring).
-DEFAULT_POINTS: PointSet = "eyes_nose_mouth"
+#: The point set that measured best: dlib's eye centres and BlazeFace's mouth centre.
+DEFAULT_POINTS: PointSet = "eyes_mouth"
 
 _NAMES: dict[str, tuple[str, ...]] = {
     "eyes_nose_mouth": ("eye_image_left", "eye_image_right", "nose_tip", "mouth_centre"),
@@ -100,10 +99,7 @@ def template(points: PointSet, *, size: int = ARCFACE_SIZE, margin: float = 1.0)
 
 
 def estimate_points(
-    points: PointSet,
-    *,
-    landmarks5: np.ndarray | None = None,
-    keypoints6: np.ndarray | None = None,
+    points: PointSet, *, landmarks5: np.ndarray | None = None, keypoints6: np.ndarray | None = None
 ) -> np.ndarray:
     """The image positions of a point set's template points, per face.
 
