@@ -61,7 +61,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -70,6 +70,7 @@ from openlfr.messages.models import EmbeddedFace, Embeddings, Match
 from openlfr.messages.topics import EMBEDDINGS, MATCHES
 from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
 from openlfr.pipeline.exceptions import PoisonMessage
+from openlfr.pipeline.match_metrics import MatchMetrics
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.pipeline.templates import TemplateFace, TrackTemplate
@@ -102,6 +103,13 @@ class MatchSettings(BaseSettings):
     min_votes: int = Field(default=3, ge=1, le=1000)
     #: The best faces (by quality) a track's template averages.
     template_faces: int = Field(default=5, ge=1, le=100)
+    #: Look-alike watch: a track that ends without matching a subject whose threshold its template
+    #: came within this of (normalised units; raw score units without per-subject thresholds) is a
+    #: near miss of that subject. Counts only: nothing of the passer-by is kept.
+    look_alike_z_margin: float = Field(default=1.0, gt=0)
+    look_alike_score_margin: float = Field(default=0.03, gt=0, lt=1)
+    #: Near-miss tracks at which a subject counts as attracting strangers (the alert rule's gauge).
+    look_alike_min_tracks: int = Field(default=5, ge=1)
     #: Faces whose combined quality score is below this are neither matched nor tracked.
     min_quality: float = Field(default=0.2, ge=0, le=1)
     track_max_gap_s: float = Field(default=2.0, gt=0)
@@ -172,7 +180,10 @@ class _Votes:
 @dataclass(slots=True)
 class _TemplateState:
     template: TrackTemplate
+    deployment_id: str
     published: set[str] = field(default_factory=set)
+    #: subjects whose threshold the template came within the look-alike margin of
+    near: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +239,7 @@ class MatchStage(Stage[Embeddings]):
         self.store = store
         self.gate = gate
         self.norm = norm
-        self._metrics = _DeploymentMetrics.for_registry(REGISTRY if registry is None else registry)
+        self._metrics = MatchMetrics.for_registry(REGISTRY if registry is None else registry)
         self.tracker = FaceTracker(
             max_gap_s=settings.track_max_gap_s,
             max_track_s=settings.track_max_s,
@@ -239,6 +250,7 @@ class MatchStage(Stage[Embeddings]):
         )
         self._votes: dict[str, dict[str, _Votes]] = {}
         self._templates: dict[str, _TemplateState] = {}
+        self._near_misses: dict[str, dict[str, int]] = {}
         self._applied: dict[int, int] = {}
         self._recent: dict[str, deque[str]] = {}
         self._redelivery = RedeliveryCache()
@@ -380,7 +392,9 @@ class MatchStage(Stage[Embeddings]):
         )
         for track, _reason in update.ended:
             self._votes.pop(track.track_id, None)
-            self._templates.pop(track.track_id, None)
+            ended = self._templates.pop(track.track_id, None)
+            if ended is not None:
+                self._count_near_misses(ended)
         self._metrics.count(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self.gate.record_activity(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self._applied[incoming.partition] = incoming.offset
@@ -401,7 +415,9 @@ class MatchStage(Stage[Embeddings]):
         """Add the face to its track's template and decide again when the template changed."""
         state = self._templates.get(track.track_id)
         if state is None:
-            state = self._templates[track.track_id] = _TemplateState(TrackTemplate(max_faces=self.settings.template_faces))
+            state = self._templates[track.track_id] = _TemplateState(
+                TrackTemplate(max_faces=self.settings.template_faces), deployment.deployment_id
+            )
         if planned.chip_jpeg is None:  # planned in template mode: never
             return None
         face = TemplateFace.of(planned.vector, quality=planned.face.quality.score, chip_jpeg=planned.chip_jpeg,
@@ -421,6 +437,8 @@ class MatchStage(Stage[Embeddings]):
             self._metrics.unnormalised.labels(deployment.deployment_id, reason).inc()
             return None
         if decision.outcome != "match" or decision.hit is None or decision.probe is None:
+            if decision.hit is not None and self._near_miss(decision.score, decision.normalised, deployment):
+                state.near.add(decision.hit.subject_id)
             return None
         hit, probe = decision.hit, decision.probe
         state.published.add(hit.subject_id)
@@ -453,6 +471,31 @@ class MatchStage(Stage[Embeddings]):
             match.camera_id, match.track_id, match.watchlist_id, match.score, match.votes, match.track_frames,
         )
         return match
+
+    def _near_miss(self, score: float, normalised: float | None, deployment: ActiveDeployment) -> bool:
+        """Whether a template that did not match came within the look-alike margin of matching."""
+        if score < deployment.threshold - self.settings.look_alike_score_margin:
+            return False
+        if deployment.norm_threshold is None:
+            return True
+        return normalised is not None and normalised >= deployment.norm_threshold - self.settings.look_alike_z_margin
+
+    def _count_near_misses(self, state: _TemplateState) -> None:
+        """At a track's end: one near miss for each subject it came close to and did not match."""
+        missed = state.near - state.published
+        if not missed:
+            return
+        counts = self._near_misses.setdefault(state.deployment_id, {})
+        for subject_id in missed:
+            counts[subject_id] = counts.get(subject_id, 0) + 1
+        self._metrics.near_miss_tracks.labels(state.deployment_id).inc()
+        attracting = sum(1 for n in counts.values() if n >= self.settings.look_alike_min_tracks)
+        self._metrics.look_alike_subjects.labels(state.deployment_id).set(attracting)
+
+    def look_alikes(self, deployment_id: str) -> dict[str, int]:
+        """Per subject, the tracks of this deployment that came within the look-alike margin of
+        its threshold and did not match it (since this process started). Counts only."""
+        return dict(sorted(self._near_misses.get(deployment_id, {}).items(), key=lambda kv: (-kv[1], kv[0])))
 
     def _vote(
         self, track: Track, planned: _PlannedFace, message: Embeddings, deployment: ActiveDeployment
@@ -511,44 +554,3 @@ class MatchStage(Stage[Embeddings]):
 
     def close(self) -> None:
         self.store.close()
-
-
-class _DeploymentMetrics:
-    """Faces searched and tracks started per deployment (Prometheus), one set per registry."""
-
-    _by_registry: dict[int, _DeploymentMetrics] = {}
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.faces = Counter(
-            "openlfr_deployment_faces_total",
-            "Faces searched against the watchlists, per deployment.",
-            ["deployment"],
-            registry=registry,
-        )
-        self.tracks = Counter(
-            "openlfr_deployment_tracks_total",
-            "Face tracks started, per deployment.",
-            ["deployment"],
-            registry=registry,
-        )
-        self.unnormalised = Counter(
-            "openlfr_match_unnormalised_total",
-            "Faces whose top hit passed the floor but could not be normalised against the cohort "
-            "(no cohort loaded, or a reference without statistics from it), so were not matched.",
-            ["deployment", "reason"],
-            registry=registry,
-        )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> _DeploymentMetrics:
-        """The metrics of ``registry``, made on first use (stages may be built more than once)."""
-        key = id(registry)
-        if key not in cls._by_registry:
-            cls._by_registry[key] = cls(registry)
-        return cls._by_registry[key]
-
-    def count(self, deployment_id: str, *, faces: int, tracks: int) -> None:
-        if faces:
-            self.faces.labels(deployment_id).inc(faces)
-        if tracks:
-            self.tracks.labels(deployment_id).inc(tracks)

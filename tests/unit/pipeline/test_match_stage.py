@@ -544,3 +544,37 @@ def test_a_template_with_per_subject_thresholds_needs_cohort_statistics(people, 
     assert _matches(unscored.handle(frames, now=T0 + 100)) == []
     assert registry.get_sample_value(
         "openlfr_match_unnormalised_total", {"deployment": "dep-1", "reason": "reference_without_stats"}) >= 1
+
+
+def test_look_alike_watch_counts_tracks_that_came_close_and_keeps_nothing_else(people) -> None:
+    """The stranger's template comes within the margin of a subject's threshold: when the track
+    ends, that subject has one near miss (a count: no vector, chip or image is kept)."""
+    from openlfr.pipeline.templates import TemplateFace, TrackTemplate
+
+    store = _store(people)
+    _, hugh = _walkers(people)
+    template = TrackTemplate(max_faces=5)
+    for k in range(6):
+        template.add(TemplateFace.of(hugh[k % len(hugh)].vector, quality=hugh[k % len(hugh)].quality.score,
+                                     chip_jpeg=b"x", frame_id="f", capture_ts=T0, trace_id="t"), [])
+    nearest = max(
+        ((distance_to_score(float(np.linalg.norm(template.vector() - r.vector))), person)
+         for person in ENROLLED for r in people[person][:REFERENCES_PER_SUBJECT]),
+    )
+    settings = _template_settings(look_alike_min_tracks=1, look_alike_score_margin=0.05)
+    registry = CollectorRegistry()
+    stage = MatchStage(settings, store=store, gate=_template_gate(threshold=min(1.0, nearest[0] + 0.02)), registry=registry)
+    obama_matched = []
+    for incoming in _walk(people, range(6)):
+        obama_matched += _matches(stage.handle([incoming], now=T0 + 100))
+    later = _frame(40, [_face(0, hugh[0], (100.0, 600.0, 200.0, 700.0))], ts=T0 + 60.0)  # both tracks end
+    stage.handle([Incoming(later, PARTITION, FIRST_OFFSET + 40)], now=T0 + 100)
+    counts = stage.look_alikes("dep-1")
+    assert counts.get(nearest[1], 0) >= 1, (nearest, counts)
+    assert all(isinstance(v, int) for v in counts.values())
+    assert registry.get_sample_value("openlfr_match_near_miss_tracks_total", {"deployment": "dep-1"}) >= 1
+    assert registry.get_sample_value("openlfr_match_look_alike_subjects", {"deployment": "dep-1"}) >= 1
+    # A strict threshold far above every stranger's score: no near miss at all.
+    strict = MatchStage(settings, store=store, gate=_template_gate(threshold=0.99), registry=CollectorRegistry())
+    strict.handle(_walk(people, range(6)) + [Incoming(later, PARTITION, FIRST_OFFSET + 40)], now=T0 + 100)
+    assert strict.look_alikes("dep-1") == {}
