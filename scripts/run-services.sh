@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The pipeline as separate processes on this machine: a real Kafka broker (KRaft), the four
 # consuming services, the watchlist enrolled through the match service's registry API, a
-# deployment authorising camera cam-1 for eight hours, and `openlfr run --bus kafka` as the
+# deployment authorising camera cam-1 for eight hours with per-subject thresholds calibrated on
+# the demo's background cohort (build/cohort/default.npz, built from the shared face set; a real
+# site builds its own with `openlfr cohort build DIR`), and `openlfr run --bus kafka` as the
 # ingest for one source. Alerts are printed as they arrive; the operator console is at
 # http://127.0.0.1:18084/console (tokens in $work/tokens.txt). Ctrl-C stops all.
 #
@@ -20,8 +22,11 @@ trap cleanup EXIT
 pids+=($!)
 for _ in $(seq 120); do grep -q ":$port" "$work/kafka.out" 2>/dev/null && break; sleep 0.5; done
 grep -q ":$port" "$work/kafka.out" || { echo "the Kafka broker did not start:"; tail -20 "$work/kafka.out"; exit 1; }
+# The demo's background cohort (idempotent: kept when it is there and of the built model).
+cohort=${OPENLFR_REGISTRY_COHORT:-build/cohort/default.npz}
+[ -n "${OPENLFR_REGISTRY_COHORT:-}" ] || .venv/bin/openlfr cohort build --sample --out "$cohort"
 export OPENLFR_BOOTSTRAP=127.0.0.1:$port OPENLFR_QDRANT_PATH=$work/vectors \
-       OPENLFR_REGISTRY_DB_PATH=$work/registry.db OPENLFR_REVIEW_DB_PATH=$work/review.db \
+       OPENLFR_REGISTRY_DB_PATH=$work/registry.db OPENLFR_REGISTRY_COHORT=$cohort OPENLFR_REVIEW_DB_PATH=$work/review.db \
        OPENLFR_AUDIT_LOG=$work/audit.jsonl OPENLFR_MAX_FRAME_AGE_S=3600 OPENLFR_HTTP_HOST=127.0.0.1 \
        OPENLFR_REVIEW_REGISTRY_URL=http://127.0.0.1:18083
 # One random token per role, for this run only (printed to $work/tokens.txt, never logged).
@@ -68,6 +73,6 @@ OPENLFR_TOKEN=$ADMIN_TOKEN .venv/bin/openlfr watchlist enroll "$watchlist" --api
     --reason "demonstration" --legal-basis "none: sample images, no one is sought" --source "shared face set"
 OPENLFR_TOKEN=$AUTHORISER_TOKEN .venv/bin/openlfr deployment create --api http://127.0.0.1:18083 --id demo \
     --purpose "demonstration on the sample video" --authorised-by "demo operator" --cameras cam-1 \
-    --watchlists default --start now-1m --end now+8h >/dev/null
+    --watchlists default --start now-1m --end now+8h --target-fpir 1/6000 >/dev/null
 echo "console: http://127.0.0.1:18084/console (tokens: $work/tokens.txt)"
 .venv/bin/openlfr run --bus kafka --bootstrap "$OPENLFR_BOOTSTRAP" --source "$source"

@@ -36,9 +36,6 @@ from openlfr.run_cli import add_run_parser
 
 logger = logging.getLogger("openlfr")
 
-#: The default match threshold of a command-line run (score of distance 0.59).
-DEFAULT_THRESHOLD = 0.705
-
 #: Sample inputs of the demo, relative to the shared face set beside the checkout.
 DEMO_INPUTS = (
     "face_recognition/examples/two_people.jpg",
@@ -237,14 +234,21 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
     return 0 if report.images_enrolled else 1
 
 
-def _when(text: str) -> str:
-    """An ISO time, or ``now`` / ``now+2h`` / ``now-5m`` / ``now+1d``, as ISO 8601 (UTC)."""
+def _when(text: str, *, flag: str = "time") -> str:
+    """An ISO time, or ``now`` / ``now+2h`` / ``now-5m`` / ``now+1d``, as ISO 8601 (UTC).
+
+    Raises:
+        ValueError: neither (the message names ``flag``).
+    """
     import re
     from datetime import UTC, datetime, timedelta
 
     match = re.fullmatch(r"now(?:([+-])(\d+(?:\.\d+)?)([smhd]))?", text.strip())
     if not match:
-        return datetime.fromisoformat(text).isoformat()
+        try:
+            return datetime.fromisoformat(text).isoformat()
+        except ValueError as exc:
+            raise ValueError(f"{flag} {text!r}: not an ISO 8601 time or now[+-N{{s,m,h,d}}]") from exc
     delta = timedelta()
     if match.group(1):
         seconds = float(match.group(2)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(3)]
@@ -252,45 +256,144 @@ def _when(text: str) -> str:
     return (datetime.now(UTC) + delta).isoformat()
 
 
+#: Where a deployment request's fields come from on ``openlfr deployment create``.
+_DEPLOYMENT_FLAGS = {
+    "purpose": "--purpose",
+    "authorised_by": "--authorised-by",
+    "camera_ids": "--cameras",
+    "watchlist_ids": "--watchlists",
+    "start_at": "--start",
+    "end_at": "--end",
+    "target_fpir": "--target-fpir",
+    "accept_fpir": "--accept-fpir",
+    "id": "--id",
+}
+
+
 def cmd_deployment(args: argparse.Namespace) -> int:
     """Create, show, list or end deployments through the registry API."""
     from openlfr.registry.client import RegistryApiError, RegistryUnreachable
-    from openlfr.registry.models import DeploymentCreate
 
     what = f"deployment {args.deployment_command}"
+    body, calibration, threshold_flag = None, None, "--threshold"
+    if args.deployment_command == "create":
+        try:
+            body, calibration, threshold_flag = _deployment_body(args)
+        except ValueError as exc:
+            print(f"openlfr {what}: {exc}", file=sys.stderr)
+            return 2
     client = _client(args, what)
     if client is None:
         return 2
     try:
-        if args.deployment_command == "create":
-            calibration = _read_calibration(args.calibration) if args.calibration else None
-            if calibration is not None:
-                args.threshold = float(calibration["threshold"])
-            body = DeploymentCreate.model_validate({
-                **({"id": args.id} if args.id else {}),
-                "purpose": args.purpose,
-                "authorised_by": args.authorised_by,
-                "camera_ids": args.cameras,
-                "start_at": _when(args.start),
-                "end_at": _when(args.end),
-                "watchlist_ids": args.watchlists,
-                "threshold": args.threshold,
-            })
+        if body is not None:
             result: Any = client.create_deployment(body)
+            print(_operating_point_line(result), file=sys.stderr)
             if calibration is not None:
                 _check_calibration(calibration, result)
         elif args.deployment_command == "show":
             result = client.get_deployment(args.deployment_id)
+            print(_operating_point_line(result), file=sys.stderr)
         elif args.deployment_command == "list":
             result = client.list_deployments()
         else:
             result = client.end_deployment(args.deployment_id, reason=args.reason)
-    except (RegistryApiError, RegistryUnreachable) as exc:
+    except RegistryApiError as exc:
+        if body is not None and exc.status_code == 422:
+            print(f"openlfr {what}: refused (HTTP 422): {_flag_message(exc, threshold_flag)}", file=sys.stderr)
+            return 1
+        return _api_error(what, exc)
+    except RegistryUnreachable as exc:
         return _api_error(what, exc)
     finally:
         client.close()
     print(result.model_dump_json(indent=2))
     return 0
+
+
+def _deployment_body(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None, str]:
+    """The ``DeploymentCreate`` of ``openlfr deployment create``'s flags, the calibration file
+    read (if any) and the flag that gave ``threshold``. Raises ValueError naming the flag at fault."""
+    from openlfr.cohort.policy import parse_rate
+    from openlfr.registry.models import DeploymentCreate
+
+    if args.global_threshold is not None and args.calibration is not None:
+        raise ValueError("--global-threshold and --calibration both name the one threshold: give one")
+    calibration = _read_calibration(args.calibration) if args.calibration else None
+    global_threshold = float(calibration["threshold"]) if calibration is not None else args.global_threshold
+    global_flag = "--calibration" if calibration is not None else "--global-threshold"
+    if global_threshold is not None and args.threshold is not None:
+        raise ValueError(f"--threshold is the floor of per-subject thresholds; with {global_flag} there is one "
+                         "threshold for everyone: give one of them")
+    if args.accept_fpir is not None and global_threshold is None:
+        raise ValueError("--accept-fpir applies to --global-threshold or --calibration; per-subject thresholds "
+                         "always meet --target-fpir")
+    target_text = args.target_fpir
+    if target_text is None and calibration is not None and calibration.get("target_fpir") is not None:
+        target_text = str(calibration["target_fpir"])  # what the file's threshold was calibrated for
+    target = parse_rate(target_text, name="--target-fpir") if target_text is not None else None
+    accept = parse_rate(args.accept_fpir, name="--accept-fpir") if args.accept_fpir is not None else None
+    values: dict[str, Any] = {
+        **({"id": args.id} if args.id else {}),
+        "purpose": args.purpose,
+        "authorised_by": args.authorised_by,
+        "camera_ids": args.cameras,
+        "start_at": _when(args.start, flag="--start"),
+        "end_at": _when(args.end, flag="--end"),
+        "watchlist_ids": args.watchlists,
+        "threshold_mode": "per_subject" if global_threshold is None else "global",
+    }
+    threshold = global_threshold if global_threshold is not None else args.threshold
+    if threshold is not None:
+        values["threshold"] = threshold
+    if target is not None:
+        values["target_fpir"] = target
+    if accept is not None:
+        values["accept_fpir"] = accept
+    threshold_flag = "--threshold" if global_threshold is None else global_flag
+    try:
+        return DeploymentCreate.model_validate(values), calibration, threshold_flag
+    except ValidationError as exc:
+        flags = {**_DEPLOYMENT_FLAGS, "threshold": threshold_flag}
+        raise ValueError("; ".join(
+            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {err['msg']}"
+            for err in exc.errors()
+        )) from exc
+
+
+def _flag_message(exc: Any, threshold_flag: str) -> str:
+    """A 422 of the registry in terms of the command's flags (``threshold`` came from ``threshold_flag``)."""
+    flags = {**_DEPLOYMENT_FLAGS, "threshold": threshold_flag}
+    if not isinstance(exc.detail, list):
+        return str(exc.message)
+    parts = []
+    for item in exc.detail:
+        loc = item.get("loc", []) if isinstance(item, dict) else []
+        field = str(loc[-1]) if loc else ""
+        message = str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+        for name in ("accept_fpir", "target_fpir"):
+            message = message.replace(name, flags[name])
+        message = message.replace("Use threshold_mode per_subject", "Leave --global-threshold out")
+        parts.append(f"{flags.get(field, field)}: {message}" if field else message)
+    return "; ".join(parts)
+
+
+def _operating_point_line(deployment: Any) -> str:
+    """What the registry expects of a deployment's threshold, in one line for an operator."""
+    point = deployment.operating_point
+    if point is None:
+        return (f"deployment {deployment.id}: one threshold {deployment.threshold:g} for everyone, authorised "
+                "before per-subject thresholds: no expected rates recorded")
+    miss = ("unknown (the cohort has nobody with two images)" if point.expected_fnmr is None
+            else f"{point.expected_fnmr:.1%}")
+    if deployment.threshold_mode == "per_subject":
+        how = (f"per-subject thresholds (normalised {point.normalised_threshold:.3f}, floor "
+               f"{deployment.threshold:g})")
+    else:
+        how = f"one threshold {deployment.threshold:g} for everyone"
+    return (f"deployment {deployment.id}: {how} on {point.watchlist_size} subject(s), {point.cohort}: expected "
+            f"{point.expected_false_alerts_per_10000:.2f} false alert(s) per 10,000 passers-by (FPIR "
+            f"{point.expected_fpir:.2e}, target {point.target_fpir:.3g}), expected miss rate {miss}")
 
 
 def _read_calibration(path: Path) -> dict[str, Any]:
@@ -452,7 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     deployment = sub.add_parser("deployment", help="deployments (token in $OPENLFR_TOKEN)").add_subparsers(
         dest="deployment_command", required=True)
-    create = deployment.add_parser("create", help="authorise matching on cameras, in a window, against watchlists")
+    create = deployment.add_parser(
+        "create", help="authorise matching on cameras, in a window, against watchlists",
+        description="Authorise matching. By default every subject gets a threshold of its own, which the registry "
+                    "calibrates on its background cohort to --target-fpir for the watchlists' size at this moment; "
+                    "the expected false alerts per 10,000 passers-by and the expected miss rate are printed.")
     create.add_argument("--id")
     create.add_argument("--purpose", required=True)
     create.add_argument("--authorised-by", dest="authorised_by", required=True)
@@ -460,10 +567,21 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--watchlists", nargs="+", required=True)
     create.add_argument("--start", default="now", help="ISO 8601 time or now[+-N{s,m,h,d}] (default now)")
     create.add_argument("--end", default="now+8h", help="ISO 8601 time or now+N{s,m,h,d} (default now+8h)")
-    create.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="similarity score 0..1")
+    create.add_argument("--target-fpir", dest="target_fpir", default=None,
+                        help="false alerts per stranger aimed at: 0.001, 1e-3 or 1/6000 (default 1/6000); the "
+                             "registry calibrates each subject's threshold to it for the watchlists' size")
+    create.add_argument("--threshold", type=float, default=None,
+                        help="raw score 0..1 no subject's own threshold goes below (default: the registry's floor)")
+    create.add_argument("--global-threshold", dest="global_threshold", type=float, default=None,
+                        help="one raw score 0..1 for every subject instead of per-subject thresholds; refused when "
+                             "its expected FPIR on these watchlists exceeds --target-fpir unless --accept-fpir "
+                             "covers it")
+    create.add_argument("--accept-fpir", dest="accept_fpir", default=None,
+                        help="the FPIR you accept for a --global-threshold (or --calibration) above the target")
     create.add_argument("--calibration", type=Path,
-                        help="take the threshold from openlfr evaluate's calibration.json (warns on a model or "
-                             "watchlist-size mismatch)")
+                        help="a global threshold from openlfr evaluate's calibration.json (checked like "
+                             "--global-threshold; its target_fpir unless --target-fpir is given; warns on a model "
+                             "or watchlist-size mismatch)")
     for name in ("show", "end"):
         one = deployment.add_parser(name, help=f"{name} one deployment")
         one.add_argument("deployment_id")

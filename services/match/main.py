@@ -7,29 +7,41 @@ match stage asks the registry which deployment covers each frame.
 
 Env: OPENLFR_* (Kafka, HTTP, models), OPENLFR_MATCH_* (voting, tracking), the vector store
 (OPENLFR_VECTOR_STORE, OPENLFR_QDRANT_URL or OPENLFR_QDRANT_PATH, ...), OPENLFR_REGISTRY_*
-(database, threshold floor, enrolment policy), OPENLFR_API_TOKENS and OPENLFR_AUDIT_LOG.
+(database, background cohort, threshold floor, enrolment policy), OPENLFR_API_TOKENS and
+OPENLFR_AUDIT_LOG.
+
+The background cohort (OPENLFR_REGISTRY_COHORT, required) is loaded once at start and checked
+against the embedding model; the service exits 2 naming the setting when it is missing, not a
+cohort file, or embedded by another model. The registry (enrolment statistics, deployment
+thresholds) and the match stage (probe statistics, normalised scores) share its normaliser.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from openlfr.api.auth import Access
 from openlfr.api.settings import ApiSettings
 from openlfr.audit.log import AuditLog
+from openlfr.cohort.cohort import Cohort
+from openlfr.cohort.exceptions import CohortError
 from openlfr.config import ModelSettings
 from openlfr.models.build import model_version
 from openlfr.models.specs import EMBEDDER
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import Stage
 from openlfr.registry.api import make_registry_router
+from openlfr.registry.core import COHORT_SETTING
 from openlfr.registry.db import RegistryDb
 from openlfr.registry.service import Registry
 from openlfr.registry.settings import RegistrySettings
 from openlfr.service.main import HttpApi, run_stage_service
-from openlfr.service.settings import ServiceSettings, load_settings
+from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings
 from openlfr.vision.factory import build_analyzer
 from openlfr.watchlist.factory import VectorStoreSettings, open_store
+
+logger = logging.getLogger(__name__)
 
 
 class MatchServiceSettings(ServiceSettings, ModelSettings):
@@ -57,24 +69,45 @@ class HostedMatchStage(MatchStage):
 
 
 def build(settings: MatchServiceSettings) -> HostedMatchStage:
-    """The registry over the configured store and database, and the match stage it gates."""
+    """The registry over the configured store, database and cohort, and the match stage it gates.
+
+    Exits with status 2 (naming ``OPENLFR_REGISTRY_COHORT``) when the cohort cannot be used.
+    """
     api_settings = load_settings(ApiSettings)
     registry_settings = load_settings(RegistrySettings)
+    embedder = model_version(settings.model_dir, EMBEDDER.name)
+    try:
+        cohort = Cohort.load(registry_settings.cohort, setting=COHORT_SETTING)
+        cohort.check_model(embedder, setting=COHORT_SETTING)
+    except CohortError as exc:
+        logger.error('bad setting: %s', exc)  # the message names OPENLFR_REGISTRY_COHORT
+        raise SystemExit(EXIT_BAD_SETTINGS) from exc
+    logger.info(
+        'cohort loaded cohort="%s" path="%s" people="%s" faces="%d"',
+        cohort.short_id, registry_settings.cohort, cohort.meta.get("people"), cohort.vectors.shape[0],
+    )
     store = open_store(load_settings(VectorStoreSettings))
     try:
-        registry = Registry(
-            db=RegistryDb(registry_settings.db_path),
-            store=store,
-            analyzer=build_analyzer(settings),
-            audit=AuditLog(api_settings.audit_log),
-            settings=registry_settings,
-            model_version=model_version(settings.model_dir, EMBEDDER.name),
-        )
+        db = RegistryDb(registry_settings.db_path)
+        try:
+            registry = Registry(
+                db=db,
+                store=store,
+                analyzer=build_analyzer(settings),
+                audit=AuditLog(api_settings.audit_log),
+                settings=registry_settings,
+                model_version=embedder,
+                cohort=cohort,
+            )
+        except BaseException:
+            db.close()
+            raise
     except BaseException:
         store.close()
         raise
     return HostedMatchStage(
-        load_settings(MatchSettings), store=store, gate=registry, registry=registry, api_settings=api_settings
+        load_settings(MatchSettings), store=store, gate=registry, registry=registry, api_settings=api_settings,
+        norm=registry.norm,
     )
 
 

@@ -281,8 +281,13 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
         "/deployments", status_code=HTTPStatus.CREATED, response_model=DeploymentPublic, tags=["deployments"],
         summary="Authorise a deployment",
         description=(
-            "Takes the watchlists' snapshot now. The threshold is refused under the registry's floor; "
-            "a camera may be in one active deployment at a time."
+            "Takes the watchlists' snapshot now and calibrates the threshold on the registry's background "
+            "cohort for the snapshot's size: per_subject (default) reads the normalised threshold that meets "
+            "target_fpir (default 1/6000) and returns it with the expected false-alert and miss rates in "
+            "operating_point, threshold being the raw floor; global checks one raw threshold and refuses it "
+            "(422, naming threshold and the numbers) when its expected FPIR exceeds target_fpir, unless "
+            "accept_fpir covers it. A threshold under the registry's floor is refused; a camera may be in one "
+            "active deployment at a time."
         ),
         responses={**_AUTH, **_409},
     )
@@ -313,8 +318,11 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
 
     @router.patch(
         "/deployments/{deployment_id}", response_model=DeploymentPublic, tags=["deployments"],
-        summary="Change a running deployment (purpose, end, cameras, threshold)",
-        description="A threshold change is audited as deployment.threshold and is floored too.",
+        summary="Change a running deployment (purpose, end, cameras, threshold, target)",
+        description=(
+            "A threshold or target change is audited as deployment.threshold and is floored too; a new "
+            "target_fpir (or a new global threshold) re-computes the operating point at the snapshot's size."
+        ),
         responses={**_AUTH, **_404, **_409},
     )
     def update_deployment(deployment_id: DeploymentId, body: DeploymentUpdate, who: Authoriser) -> DeploymentPublic:

@@ -2,7 +2,8 @@
 
 One connection, guarded by a re-entrant lock, serves every thread (the service is one process
 and its writes are few); a file database runs in WAL mode with ``synchronous=FULL`` and foreign
-keys on. ``schema_version`` records the layout; a file written by a newer layout is refused.
+keys on. ``schema_version`` records the layout (one row per version applied); an older file is
+migrated in place at open, in one transaction, and a file written by a newer layout is refused.
 
 What is kept of a reference image is its aligned 150x150 chip (JPEG for reviewers, PNG so its
 vector can be rebuilt exactly) and its quality figures; never the original file, never a
@@ -24,7 +25,7 @@ from openlfr.registry.exceptions import RegistryDbError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE watchlists (
@@ -118,6 +119,35 @@ CREATE TABLE deployment_stats (
 """
 
 
+#: Version 2: per-subject thresholds. Each reference's statistics against the background cohort
+#: (and which cohort); each deployment's threshold mode, target and operating point. Rows of
+#: version 1 keep working as they did: their references have no statistics until the registry
+#: re-scores them at start, and their deployments are ``global`` (one raw threshold, as before)
+#: with no operating point.
+_SCHEMA_V2 = """
+ALTER TABLE reference_images ADD COLUMN norm_mu REAL;
+ALTER TABLE reference_images ADD COLUMN norm_sd REAL CHECK (norm_sd IS NULL OR norm_sd > 0);
+ALTER TABLE reference_images ADD COLUMN norm_cohort TEXT;
+CREATE INDEX reference_images_by_cohort ON reference_images (norm_cohort);
+
+ALTER TABLE deployments ADD COLUMN threshold_mode TEXT NOT NULL DEFAULT 'global'
+    CHECK (threshold_mode IN ('per_subject', 'global'));
+ALTER TABLE deployments ADD COLUMN target_fpir REAL CHECK (target_fpir IS NULL OR (target_fpir > 0 AND target_fpir < 1));
+ALTER TABLE deployments ADD COLUMN accept_fpir REAL CHECK (accept_fpir IS NULL OR (accept_fpir > 0 AND accept_fpir < 1));
+ALTER TABLE deployments ADD COLUMN norm_threshold REAL CHECK (threshold_mode = 'global' OR norm_threshold IS NOT NULL);
+ALTER TABLE deployments ADD COLUMN cohort TEXT;
+ALTER TABLE deployments ADD COLUMN point_watchlist_size INTEGER;
+ALTER TABLE deployments ADD COLUMN per_comparison_fmr REAL;
+ALTER TABLE deployments ADD COLUMN expected_fpir REAL;
+ALTER TABLE deployments ADD COLUMN expected_fnmr REAL;
+ALTER TABLE deployments ADD COLUMN point_method TEXT;
+ALTER TABLE deployments ADD COLUMN point_ts REAL
+"""
+
+#: The statements that bring a database from the previous version to each version.
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+
 class RegistryDb:
     """The registry's SQLite database, safe to share between threads.
 
@@ -173,12 +203,17 @@ class RegistryDb:
                     f"{self.path}: schema version {current} is newer than this code's {SCHEMA_VERSION}; "
                     "run a newer openlfr"
                 )
-            if current == 0:
-                for statement in _SCHEMA_V1.split(";"):
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version, applied_ts) VALUES (?, ?)", (1, time.time()))
-                logger.info('registry schema created path="%s" version="1"', self.path)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_ts) VALUES (?, ?)", (version, time.time())
+                )
+                logger.info(
+                    'registry schema %s path="%s" version="%d"', "created" if version == 1 else "migrated",
+                    self.path, version,
+                )
 
     @property
     def schema_version(self) -> int:

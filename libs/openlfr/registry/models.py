@@ -14,6 +14,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from openlfr.cohort.policy import DEFAULT_TARGET_FPIR, PASSERS_BY
 from openlfr.messages.models import Id
 
 #: Ids of what the registry keeps (watchlists, subjects, deployments): the message contracts'
@@ -27,6 +28,12 @@ CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 SubjectStatus = Literal["active", "suspended"]
 DeploymentStatus = Literal["active", "ended"]
+#: ``per_subject``: each subject's own threshold from the cohort, calibrated to ``target_fpir``
+#: at the snapshot's size (``threshold`` is the raw floor); ``global``: one raw ``threshold``
+#: for everyone, checked against the cohort.
+ThresholdMode = Literal["per_subject", "global"]
+#: A rate in (0, 1): false alerts per stranger passing a camera.
+Rate = Annotated[float, Field(gt=0, lt=1)]
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -197,7 +204,15 @@ class SubjectPage(_Response):
 
 
 class DeploymentCreate(_Request):
-    """An authorisation to match on named cameras, between two times, against named watchlists."""
+    """An authorisation to match on named cameras, between two times, against named watchlists.
+
+    By default every subject gets a threshold of its own: the registry reads the normalised
+    threshold that meets ``target_fpir`` on a watchlist of the snapshot's size from its
+    background cohort, and ``threshold`` is only the raw floor no subject's threshold goes
+    below. ``threshold_mode="global"`` instead names one raw ``threshold`` for everyone, which
+    is refused when the cohort expects it to alert on more strangers than ``target_fpir``
+    (or ``accept_fpir``, when given) at the snapshot's size.
+    """
 
     id: Slug | None = Field(default=None, description="assigned when left out")
     purpose: Justification
@@ -206,7 +221,25 @@ class DeploymentCreate(_Request):
     start_at: AwareDatetime
     end_at: AwareDatetime
     watchlist_ids: list[Slug] = Field(min_length=1, max_length=MAX_WATCHLISTS)
-    threshold: float = Field(ge=0, le=1, description="the score (0..1) a face must reach; floored by the registry")
+    threshold_mode: ThresholdMode = Field(
+        default="per_subject",
+        description="per_subject: each subject's own threshold calibrated to target_fpir (threshold is the "
+                    "floor); global: one raw threshold for everyone, checked against the cohort",
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1,
+        description="per_subject: the raw score (0..1) no subject's threshold goes below (default and minimum: "
+                    "the registry's floor); global: the one threshold, required",
+    )
+    target_fpir: Rate = Field(
+        default=DEFAULT_TARGET_FPIR,
+        description="false alerts per stranger passing a camera aimed at (default 1/6000)",
+    )
+    accept_fpir: Rate | None = Field(
+        default=None,
+        description="global only: the false-alert rate accepted for a threshold the cohort expects above "
+                    "target_fpir",
+    )
 
     @field_validator("camera_ids")
     @classmethod
@@ -222,16 +255,39 @@ class DeploymentCreate(_Request):
     def _window(self) -> DeploymentCreate:
         if self.end_at <= self.start_at:
             raise ValueError(f"end_at ({self.end_at.isoformat()}) must be after start_at ({self.start_at.isoformat()})")
+        if self.threshold_mode == "global" and self.threshold is None:
+            raise ValueError("threshold: required with threshold_mode 'global' (the one raw score for everyone)")
+        _check_accept(self.threshold_mode, self.target_fpir, self.accept_fpir)
         return self
 
 
+def _check_accept(mode: ThresholdMode, target_fpir: float, accept_fpir: float | None) -> None:
+    """``accept_fpir`` only for a global threshold, and never below the target."""
+    if accept_fpir is None:
+        return
+    if mode != "global":
+        raise ValueError(
+            "accept_fpir: applies to a global threshold only; per-subject thresholds always meet target_fpir"
+        )
+    if accept_fpir < target_fpir:
+        raise ValueError(
+            f"accept_fpir: {accept_fpir:.3g} is below target_fpir {target_fpir:.3g}; it would accept nothing "
+            "the target does not"
+        )
+
+
 class DeploymentUpdate(_Patch):
-    """Changes to a running deployment. A threshold change is audited on its own."""
+    """Changes to a running deployment. A threshold or target change is audited on its own
+    (``deployment.threshold``) and re-computes the deployment's operating point."""
 
     purpose: Justification | None = None
     end_at: AwareDatetime | None = None
     camera_ids: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_CAMERAS)
-    threshold: float | None = Field(default=None, ge=0, le=1)
+    threshold: float | None = Field(
+        default=None, ge=0, le=1, description="per_subject: the floor; global: the one threshold"
+    )
+    target_fpir: Rate | None = None
+    accept_fpir: Rate | None = Field(default=None, description="global only")
 
     @field_validator("camera_ids")
     @classmethod
@@ -267,6 +323,28 @@ class DeploymentStats(_Response):
     tracks: int = Field(description="tracks started")
 
 
+class OperatingPointPublic(_Response):
+    """What a deployment's threshold is expected to give, read from the background cohort for
+    the snapshot's watchlist size when it was authorised (or its target last changed)."""
+
+    cohort: str = Field(description="the cohort it was read from (cohort@<fingerprint prefix>)")
+    watchlist_size: int = Field(description="subjects in the snapshot (at least 1)")
+    target_fpir: float
+    accept_fpir: float | None
+    normalised_threshold: float | None = Field(
+        description="per_subject: the normalised score every subject's match must reach; null for global"
+    )
+    per_comparison_fmr: float = Field(description="expected false-match rate of one comparison")
+    expected_fpir: float = Field(description="expected false alerts per stranger passing a camera")
+    expected_false_alerts_per_10000: float = Field(description=f"expected_fpir x {PASSERS_BY:,} passers-by")
+    expected_fnmr: float | None = Field(
+        description="expected share of watchlisted people missed (the cohort's genuine pairs); null when the "
+                    "cohort has nobody with two images"
+    )
+    method: str = Field(description="how the rate was had: empirical, or a tail fit when the pairs cannot resolve it")
+    computed_at: datetime
+
+
 class DeploymentPublic(_Response):
     """A deployment as the registry keeps it."""
 
@@ -278,7 +356,14 @@ class DeploymentPublic(_Response):
     start_at: datetime
     end_at: datetime
     watchlist_ids: list[Id]
-    threshold: float
+    threshold_mode: ThresholdMode = Field(
+        description="per_subject, or global (also every deployment authorised before per-subject thresholds)"
+    )
+    threshold: float = Field(description="per_subject: the raw floor; global: the one threshold")
+    operating_point: OperatingPointPublic | None = Field(
+        description="the threshold's expected false-alert and miss rates; null for deployments authorised "
+                    "before per-subject thresholds"
+    )
     snapshot: Snapshot
     status: DeploymentStatus = Field(description="ended once ended by hand or once end_at has passed")
     stats: DeploymentStats

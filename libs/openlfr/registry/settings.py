@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.watchlist.loader import (
@@ -20,12 +20,19 @@ class RegistrySettings(BaseSettings):
 
     ``OPENLFR_REGISTRY_DB_PATH`` must be given (``:memory:`` for a throwaway registry): it
     holds the watchlists, the subjects' reference chips and the deployments.
+    ``OPENLFR_REGISTRY_COHORT`` must be given too: the background cohort file
+    (``openlfr cohort build``) every reference is scored against and every deployment's
+    per-subject threshold is calibrated on. There is no default: a cohort of faces like the
+    cameras see, of people on no watchlist, is a site's choice (the demo's is built by
+    ``openlfr cohort build --sample``).
     """
 
     model_config = SettingsConfigDict(env_prefix="OPENLFR_REGISTRY_", frozen=True, extra="ignore")
 
     #: The SQLite file (WAL); ``:memory:`` keeps everything in the process.
     db_path: Path
+    #: The background cohort file (``openlfr cohort build``), loaded once at start.
+    cohort: Path = Field(default=None, validate_default=True)  # type: ignore[assignment] - required, see below
     #: The lowest score (0..1) a deployment may match at; lower thresholds are refused (422).
     #: 0.70 is a descriptor distance of 0.60, dlib's own same-person threshold.
     threshold_floor: float = Field(default=0.70, gt=0.0, le=1.0)
@@ -46,6 +53,18 @@ class RegistrySettings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=200_000_000)
     #: Deployment activity counts are written to the database at most this often (seconds).
     activity_flush_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @field_validator("cohort", mode="before")
+    @classmethod
+    def _cohort_given(cls, value: object) -> object:
+        # Required; a missing one is refused with how to make one, not just "Field required".
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                "required: the background cohort file per-subject thresholds are calibrated on; build one "
+                "with `openlfr cohort build DIR --out PATH` from faces of people on no watchlist "
+                "(the demo's: `openlfr cohort build --sample`, written to build/cohort/default.npz)"
+            )
+        return value
 
     def policy(self) -> ReferencePolicy:
         """The enrolment policy these settings give."""

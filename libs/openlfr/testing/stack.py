@@ -2,8 +2,10 @@
 
 ``ServiceStack`` starts ``openlfr service NAME`` processes against one broker with their own
 topic prefix, working folder, API tokens (one per role, random per stack), registry and review
-databases and audit log; ``enrol_and_deploy`` enrols a watchlist folder through the match
-service's registry API and authorises a deployment for the given cameras.
+databases and audit log, and the demo's background cohort for the match service
+(``build/cohort/default.npz``, built from the shared face set when missing); ``enrol_and_deploy``
+enrols a watchlist folder through the match service's registry API and authorises a deployment
+for the given cameras.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from openlfr import paths
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert
 from openlfr.subprocesses import free_port
@@ -40,6 +43,33 @@ ROLES: dict[str, list[str]] = {
 
 class StackError(RuntimeError):
     """A service exited or did not become ready; the message carries its log's tail."""
+
+
+def demo_cohort(timeout_s: float = 1800) -> Path:
+    """The demo's background cohort (``build/cohort/default.npz``), built from the shared face
+    set by ``openlfr cohort build --sample`` when it is missing or of another model (set-up
+    builds it; this is the fallback, and a no-op when it is there).
+
+    Raises:
+        StackError: it could not be built (the command's output in the message).
+    """
+    from openlfr.cohort.cohort import Cohort
+    from openlfr.cohort.exceptions import CohortError
+    from openlfr.models.build import model_version
+    from openlfr.models.specs import EMBEDDER
+
+    path = paths.build_dir() / "cohort" / "default.npz"
+    if path.is_file():
+        try:
+            if Cohort.load(path).model_version == model_version(paths.model_dir(), EMBEDDER.name):
+                return path
+        except CohortError:
+            pass  # unreadable or of an old schema: rebuilt below
+    proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "cohort", "build", "--sample", "--out", str(path)],
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0 or not path.is_file():
+        raise StackError(f"the demo cohort could not be built (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return path
 
 
 @dataclass
@@ -128,13 +158,16 @@ class ServiceStack:
         """Start ``openlfr service NAME`` (extra env on top of the stack's).
 
         With the match service running, alert reads deployments for its reports from it, and
-        ingest (unless ``gate_ingest`` is False) publishes only cameras a deployment covers.
+        ingest (unless ``gate_ingest`` is False) publishes only cameras a deployment covers. The
+        match service gets the demo's cohort unless ``OPENLFR_REGISTRY_COHORT`` names another.
         """
         port = free_port()
         log = self.work / f"{name}-{port}.log"
         extra = dict(env)
         if name == "alert" and "match" in self.services:
             extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", self.services["match"].base_url)
+        if name == "match" and "OPENLFR_REGISTRY_COHORT" not in {**self.env, **extra}:
+            extra["OPENLFR_REGISTRY_COHORT"] = str(demo_cohort())
         if name == "ingest" and gate_ingest and "match" in self.services:
             extra.setdefault("OPENLFR_DEPLOYMENTS_URL", self.services["match"].base_url)
             extra.setdefault("OPENLFR_DEPLOYMENTS_TOKEN", self.tokens["ingest-service"])
@@ -181,10 +214,13 @@ class ServiceStack:
         watchlist_id: str = "default",
         deployment_id: str = "dep-test",
         threshold: float = 0.705,
+        target_fpir: float | None = None,
         hours: float = 2.0,
         base_url: str | None = None,
     ) -> dict:
-        """Enrol every subject folder through the registry API and authorise a deployment.
+        """Enrol every subject folder through the registry API and authorise a deployment with
+        per-subject thresholds calibrated to ``target_fpir`` (the registry's default when None),
+        ``threshold`` being their raw floor.
 
         ``base_url`` is the match service's (default: the one this stack started). Returns the
         deployment as the API gave it.
@@ -223,6 +259,7 @@ class ServiceStack:
                     end_at=now + timedelta(hours=hours),
                     watchlist_ids=[watchlist_id],
                     threshold=threshold,
+                    **({"target_fpir": target_fpir} if target_fpir is not None else {}),
                 )
             )
         return deployment.model_dump(mode="json")

@@ -1,5 +1,6 @@
 """Fixtures of the registry tests: a registry over a real analyzer, an in-memory Qdrant store, a
-real audit log and SQLite, behind the real HTTP app; a settable clock; enrolment images."""
+real audit log and SQLite and a background cohort of real faces, behind the real HTTP app; a
+settable clock; enrolment images."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from openlfr.api.auth import Access, ApiToken
 from openlfr.api.settings import ApiSettings
 from openlfr.audit.log import AuditLog
+from openlfr.cohort.cohort import Cohort, make_cohort
 from openlfr.registry.api import make_registry_router
 from openlfr.registry.db import RegistryDb
 from openlfr.registry.models import to_datetime
@@ -49,6 +51,9 @@ TOKENS = {
     "svc": ("svc-token-0123456789abc", ["service"]),
     "both": ("both-token-0123456789ab", ["watchlist_admin", "deployment_authoriser"]),
 }
+
+#: The embedding model the test registries match with (their cohorts are made for it).
+MODEL_VERSION = "dlib_resnet@0123456789ab"
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_IMAGE_BYTES = 1024 * 1024
@@ -100,16 +105,16 @@ class RegistryEnv:
         return [r.action for r in self.audit.records()]
 
 
-def _make_env(tmp_path: Path, analyzer, *, db_path: str | Path = ":memory:", clock: FakeClock | None = None,
-             store: QdrantStore | None = None, **settings) -> RegistryEnv:
+def _make_env(tmp_path: Path, analyzer, cohort: Cohort, *, db_path: str | Path = ":memory:",
+              clock: FakeClock | None = None, store: QdrantStore | None = None, **settings) -> RegistryEnv:
     clock = clock or FakeClock()
     store = store or QdrantStore(location=":memory:", clock=clock)
     db = RegistryDb(db_path)
     audit = AuditLog(tmp_path / "audit.jsonl")
     registry = Registry(
         db=db, store=store, analyzer=analyzer, audit=audit,
-        settings=RegistrySettings(db_path=Path(str(db_path)), **settings),
-        model_version="dlib_resnet@0123456789ab", clock=clock,
+        settings=RegistrySettings(db_path=Path(str(db_path)), cohort=tmp_path / "cohort.npz", **settings),
+        model_version=MODEL_VERSION, cohort=cohort, clock=clock,
     )
     api = ApiSettings(
         tokens=[ApiToken(name=name, token=token, roles=roles) for name, (token, roles) in TOKENS.items()],
@@ -130,21 +135,34 @@ def _close(e: RegistryEnv) -> None:
     e.db.close()
 
 
+@pytest.fixture(scope="session")
+def cohort(shared_cohort_faces) -> Cohort:
+    """The background cohort of the test registries: real faces of people on none of their
+    watchlists (UTKFace crops and the dlib johns), made for ``MODEL_VERSION``."""
+    return make_cohort(shared_cohort_faces, model_version=MODEL_VERSION, meta={"source": "registry tests"})
+
+
+@pytest.fixture(scope="session")
+def other_cohort(shared_cohort_faces) -> Cohort:
+    """A second cohort of the same model (a new cohort file): the same faces but the first 20."""
+    return make_cohort(shared_cohort_faces[20:], model_version=MODEL_VERSION, meta={"source": "registry tests, v2"})
+
+
 @pytest.fixture
-def env(tmp_path: Path, analyzer) -> Iterator[RegistryEnv]:
+def env(tmp_path: Path, analyzer, cohort: Cohort) -> Iterator[RegistryEnv]:
     """A fresh registry (in-memory SQLite and Qdrant, audit log in tmp_path) behind its app."""
-    e = _make_env(tmp_path, analyzer)
+    e = _make_env(tmp_path, analyzer, cohort)
     yield e
     _close(e)
 
 
 @pytest.fixture
-def make_env(tmp_path: Path, analyzer) -> Iterator[Callable[..., RegistryEnv]]:
-    """Builds registries with other settings, clock, store or database file; closes them after."""
+def make_env(tmp_path: Path, analyzer, cohort: Cohort) -> Iterator[Callable[..., RegistryEnv]]:
+    """Builds registries with another cohort, settings, clock, store or database file; closes them after."""
     made: list[RegistryEnv] = []
 
     def make(**kwargs) -> RegistryEnv:
-        e = _make_env(tmp_path, analyzer, **kwargs)
+        e = _make_env(tmp_path, analyzer, kwargs.pop("cohort", cohort), **kwargs)
         made.append(e)
         return e
 

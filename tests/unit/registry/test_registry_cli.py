@@ -74,7 +74,8 @@ def test_refusals_are_reported_not_raised(served, monkeypatch, capsys) -> None:
     _as(monkeypatch, env, "dave")
     rc = cli.main(["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x",
                    "--cameras", "c", "--watchlists", "none", "--threshold", "0.5"])
-    assert rc == 1 and "422" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 1 and "HTTP 422" in err and "--threshold: 0.5 is below the floor of 0.7" in err
     assert cli.main(["deployment", "list", "--api", "http://127.0.0.1:9"]) == 1
 
 
@@ -91,8 +92,10 @@ def test_openapi_prints_every_service_document(capsys) -> None:
     assert all(doc["openapi"].startswith("3.") for doc in docs.values())
 
 
-def test_a_deployment_takes_its_threshold_from_a_calibration_file(served, monkeypatch, tmp_path: Path,
-                                                                   image_bytes, capsys) -> None:
+def test_a_deployment_takes_a_global_threshold_from_a_calibration_file(served, monkeypatch, tmp_path: Path,
+                                                                      image_bytes, capsys) -> None:
+    """The threshold of ``openlfr evaluate``'s file is one global threshold: checked against the
+    registry's cohort like --global-threshold, refused above the target unless accepted."""
     env, url = served
     (tmp_path / "people" / "obama").mkdir(parents=True)
     (tmp_path / "people" / "obama" / "a.jpg").write_bytes(image_bytes["obama"])
@@ -106,13 +109,82 @@ def test_a_deployment_takes_its_threshold_from_a_calibration_file(served, monkey
                                        "model_version": "another@000000000000"}))
     capsys.readouterr()
     _as(monkeypatch, env, "dave")
-    rc = cli.main(["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x",
-                   "--cameras", "c", "--watchlists", "wl", "--calibration", str(calibration)])
+    create = ["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x", "--watchlists", "wl",
+              "--calibration", str(calibration)]
+    rc = cli.main([*create, "--cameras", "c"])
+    err = capsys.readouterr().err
+    # The test cohort's strangers reach 0.7732 far more often than 1 in 6,000 on a list of two.
+    assert rc == 1 and "HTTP 422" in err and "--calibration: threshold 0.7732" in err, err
+    assert "on a watchlist of 2" in err and "--accept-fpir >=" in err and "above --target-fpir 0.000167" in err
+    expected = float(err.split("--accept-fpir >= ")[1].split()[0])
+    assert env.registry.list_deployments().total == 0
+
+    rc = cli.main([*create, "--cameras", "c", "--accept-fpir", f"{expected:g}"])
     out = capsys.readouterr()
-    assert rc == 0 and json.loads(out.out)["threshold"] == 0.7732
+    assert rc == 0, out.err
+    created = json.loads(out.out)
+    assert created["threshold"] == 0.7732 and created["threshold_mode"] == "global"
+    point = created["operating_point"]
+    assert point["normalised_threshold"] is None and point["accept_fpir"] == pytest.approx(expected)
+    assert 1 / 6000 < point["expected_fpir"] <= expected and point["watchlist_size"] == 2
+    assert f"one threshold 0.7732 for everyone on 2 subject(s), {env.registry.cohort_id}" in out.err
     assert "calibrated for model another@000000000000" in out.err
     assert "calibrated for a watchlist of 1; this deployment searches 2 subjects" in out.err
     calibration.write_text("{}")
-    rc = cli.main(["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x",
-                   "--cameras", "c2", "--watchlists", "wl", "--calibration", str(calibration)])
-    assert rc == 1 and "not a calibration file" in capsys.readouterr().err
+    rc = cli.main([*create, "--cameras", "c2"])
+    assert rc == 2 and "--calibration" in (err := capsys.readouterr().err) and "not a calibration file" in err
+
+
+def test_deployment_create_prints_what_the_registry_expects(served, monkeypatch, tmp_path: Path, image_bytes,
+                                                             capsys) -> None:
+    """Per-subject thresholds by default: the registry's operating point for the snapshot's
+    size and the target, printed for the operator; a stricter target gives a stricter threshold."""
+    env, url = served
+    for name in ("obama", "rose", "kit"):
+        (tmp_path / "people" / name).mkdir(parents=True)
+        (tmp_path / "people" / name / "a.jpg").write_bytes(image_bytes[name])
+    _as(monkeypatch, env, "alice")
+    assert cli.main(["watchlist", "enroll", str(tmp_path / "people"), "--api", url, "--watchlist-id", "wl",
+                     "--reason", "r", "--legal-basis", "l", "--source", "s", "--no-progress"]) == 0
+    capsys.readouterr()
+    _as(monkeypatch, env, "dave")
+    base = ["deployment", "create", "--api", url, "--purpose", "p", "--authorised-by", "x", "--watchlists", "wl"]
+    assert cli.main([*base, "--cameras", "c1", "--target-fpir", "1/100", "--threshold", "0.72"]) == 0
+    out = capsys.readouterr()
+    loose = json.loads(out.out)
+    point = loose["operating_point"]
+    assert loose["threshold_mode"] == "per_subject" and loose["threshold"] == 0.72
+    assert point["target_fpir"] == 0.01 and point["watchlist_size"] == 3 and point["cohort"] == env.registry.cohort_id
+    assert point["expected_fpir"] <= 0.01 and point["expected_fnmr"] is not None
+    line = out.err.strip().splitlines()[-1]
+    assert line.startswith(f"deployment {loose['id']}: per-subject thresholds (normalised "), line
+    assert f"floor 0.72) on 3 subject(s), {env.registry.cohort_id}: expected " in line
+    assert f"{point['expected_fpir'] * 10_000:.2f} false alert(s) per 10,000 passers-by" in line
+    assert f"expected miss rate {point['expected_fnmr']:.1%}" in line
+    assert cli.main([*base, "--cameras", "c2", "--target-fpir", "1/1000"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    assert strict["threshold"] == 0.7  # the registry's floor
+    assert strict["operating_point"]["normalised_threshold"] > point["normalised_threshold"]
+    assert cli.main(["deployment", "show", loose["id"], "--api", url]) == 0
+    assert "per-subject thresholds (normalised" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--target-fpir", "often"], "--target-fpir: 'often' is not a rate"),
+        (["--target-fpir", "2"], "--target-fpir: '2' must be between 0 and 1"),
+        (["--accept-fpir", "0.01"], "--accept-fpir applies to --global-threshold or --calibration"),
+        (["--global-threshold", "0.8", "--threshold", "0.75"], "--threshold is the floor of per-subject"),
+        (["--global-threshold", "0.8", "--accept-fpir", "1e-5"], "accept_fpir: 1e-05 is below target_fpir"),
+        (["--global-threshold", "1.5"], "--global-threshold: Input should be less than or equal to 1"),
+        (["--threshold", "-1"], "--threshold: Input should be greater than or equal to 0"),
+        (["--start", "tomorrow"], "--start 'tomorrow': not an ISO 8601 time"),
+    ],
+)
+def test_bad_deployment_flags_are_refused_naming_the_flag(monkeypatch, capsys, args: list[str], named: str) -> None:
+    monkeypatch.setenv(cli.TOKEN_ENV, "unused-token")
+    rc = cli.main(["deployment", "create", "--api", "http://127.0.0.1:9", "--purpose", "p", "--authorised-by", "x",
+                   "--cameras", "c", "--watchlists", "wl", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and named in err, err
