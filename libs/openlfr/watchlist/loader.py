@@ -29,6 +29,7 @@ from openlfr.vision.exceptions import ImageError
 from openlfr.vision.faces import Faces
 from openlfr.vision.images import decode_image
 from openlfr.vision.quality import FULL_SIZE_INTER_EYE_PX
+from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, unit_mean, with_mirror
 from openlfr.watchlist.store import VectorStore, WatchlistEntry
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def enroll_folder(
             logger.info('subject not enrolled subject_id="%s" files="%d": every image refused', subject_id, len(files))
             continue
         store.upsert(entries)
-        report.enrolled[subject_id] = len(entries)
+        report.enrolled[subject_id] = sum(1 for e in entries if e.reference_image_id != TEMPLATE_REFERENCE_ID)
         logger.info(
             'enrolled subject subject_id="%s" watchlist_id="%s" images="%d" files="%d"',
             subject_id, watchlist_id, len(entries), len(files),
@@ -275,10 +276,11 @@ def _enroll_subject(
         decoded.append(_Decoded(path, ref, image))
 
     policy = ReferencePolicy(min_inter_eye_px=min_inter_eye_px, min_blur=min_blur, min_quality=min_quality)
-    entries: list[WatchlistEntry] = []
+    vectors: list[tuple[str, np.ndarray]] = []
     for start in range(0, len(decoded), BATCH_SIZE):
         chunk = decoded[start : start + BATCH_SIZE]
         results = analyzer.analyze_many([item.image for item in chunk])
+        accepted = []
         for item, faces in zip(chunk, results, strict=True):
             problem = policy.refusal(faces)
             if problem is not None:
@@ -287,16 +289,25 @@ def _enroll_subject(
                 continue
             if faces.embeddings is None:
                 raise RuntimeError("the analyzer returned faces without embeddings")
-            entries.append(
-                WatchlistEntry(
-                    subject_id=subject_id,
-                    watchlist_id=watchlist_id,
-                    reference_image_id=item.reference_image_id,
-                    vector=faces.embeddings[0],
-                    expires_ts=expires_ts,
-                    norm=norm.stats(faces.embeddings[0]) if norm is not None else None,
-                    norm_cohort=norm.cohort_id if norm is not None else None,
-                )
-            )
-    return entries
+            accepted.append((item, faces.embeddings[0]))
+        mirrored = analyzer.analyze_many([item.image[:, ::-1].copy() for item, _ in accepted]) if accepted else []
+        for (item, vector), flipped in zip(accepted, mirrored, strict=True):
+            other = None
+            if len(flipped) and flipped.embeddings is not None:
+                other = flipped.embeddings[int(np.argmax(flipped.boxes[:, 2] - flipped.boxes[:, 0]))]
+            vectors.append((item.reference_image_id, with_mirror(vector, other)))
+    if len(vectors) >= 2:
+        vectors.append((TEMPLATE_REFERENCE_ID, unit_mean([v for _, v in vectors])))
+    return [
+        WatchlistEntry(
+            subject_id=subject_id,
+            watchlist_id=watchlist_id,
+            reference_image_id=ref_id,
+            vector=vector,
+            expires_ts=expires_ts,
+            norm=norm.stats(vector) if norm is not None else None,
+            norm_cohort=norm.cohort_id if norm is not None else None,
+        )
+        for ref_id, vector in vectors
+    ]
 

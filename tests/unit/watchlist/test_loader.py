@@ -61,7 +61,8 @@ def test_good_images_are_enrolled_per_subject(enrolled) -> None:
     report, store = enrolled
     # hugh_laurie's only photo is refused: a subject with no reference is not enrolled at all.
     assert report.enrolled == {"kit_harington": 2, "obama": 2, "rose_leslie": 2}
-    assert report.images_enrolled == 6 == store.count()
+    # Each subject with two references also gets their mean as one more point.
+    assert report.images_enrolled == 6 and store.count() == 6 + 3
 
 
 def test_every_refused_file_has_its_reason(enrolled, tree: Path) -> None:
@@ -111,10 +112,34 @@ def test_re_enrolment_is_idempotent_and_floors_are_settings(tree: Path, analyzer
     # With lower floors the aligned crop is accepted too.
     assert first.enrolled["hugh_laurie"] == 1
     again = enroll_folder(tree, analyzer=analyzer, store=store, min_inter_eye_px=20.0, min_quality=0.0)
-    assert again.enrolled == first.enrolled and store.count() == first.images_enrolled
+    templates = sum(1 for n in first.enrolled.values() if n >= 2)
+    assert again.enrolled == first.enrolled and store.count() == first.images_enrolled + templates
     store.close()
 
 
 def test_a_missing_root_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a folder"):
         enroll_folder(tmp_path / "nope", analyzer=None, store=None)  # type: ignore[arg-type]
+
+
+def test_references_are_mirror_averaged_and_a_subject_gets_a_template(enrolled, analyzer, faces_dir: Path, tree: Path) -> None:
+    """Each stored reference is the mean direction of the photo's and its mirror image's
+    descriptors; a subject with two references also has their mean, found by a search."""
+    from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, unit_mean
+
+    _, store = enrolled
+    photos = [tree / "kit_harington" / "0.jpeg", tree / "kit_harington" / "1.jpeg"]
+    vectors = []
+    for photo in photos:
+        image = load_image(photo)
+        plain, mirrored = analyzer.analyze(image), analyzer.analyze(image[:, ::-1].copy())
+        if len(plain) != 1:
+            continue
+        vectors.append(unit_mean([plain.embeddings[0], mirrored.embeddings[0]]))
+    assert len(vectors) == 2
+    template = unit_mean(vectors)
+    hits = store.search(template, limit=1, watchlist_ids=["wl-test"])
+    assert hits[0].subject_id == "kit_harington" and hits[0].reference_image_id == TEMPLATE_REFERENCE_ID
+    assert hits[0].distance < 1e-3
+    for vector in vectors:
+        assert store.search(vector, limit=1, watchlist_ids=["wl-test"])[0].distance < 1e-3
