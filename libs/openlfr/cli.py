@@ -99,8 +99,6 @@ def _iter_inputs(items: Sequence[str], sample_fps: float) -> Iterator[tuple[dict
 
 def cmd_faces(args: argparse.Namespace) -> int:
     """Print the faces of images and videos (JSON lines with --json)."""
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import EMBEDDER
     from openlfr.vision.factory import build_analyzer
 
     inputs = list(args.inputs)
@@ -112,7 +110,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
             return 2
     settings = _settings(args)
     analyzer = build_analyzer(settings)
-    version = model_version(settings.model_dir, EMBEDDER.name)
+    version = settings.embedder_version()
     failures = 0
     total_faces = 0
     start = time.perf_counter()

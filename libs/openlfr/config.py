@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr import paths
@@ -32,3 +32,24 @@ class ModelSettings(BaseSettings):
     tiling: bool = True
     #: Faces whose box is narrower than this (pixels) are dropped.
     min_face_px: float = Field(default=20.0, ge=0)
+    #: The face embedder: a built-in model (``dlib_resnet_v1``, ``faceres_v1``) or the path of an
+    #: embedder manifest JSON (``openlfr.models.manifest``). Detect and embed must agree.
+    embedder: str = "dlib_resnet_v1"
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, value: str) -> str:
+        from openlfr.models.manifest import load_manifest
+
+        load_manifest(value)  # raises with the field at fault
+        return value
+
+    def embedder_manifest(self):  # noqa: ANN201 - EmbedderManifest, imported lazily
+        """The embedder's manifest (``openlfr.models.manifest.EmbedderManifest``)."""
+        from openlfr.models.manifest import load_manifest
+
+        return load_manifest(self.embedder)
+
+    def embedder_version(self) -> str:
+        """The embedder's model version (``name@sha12`` of its ONNX file): what vectors cite."""
+        return self.embedder_manifest().version(self.model_dir)

@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     from openlfr.cohort.exceptions import CohortError, ThresholdRefused
     from openlfr.cohort.policy import check_threshold, global_threshold_point, operating_point, parse_rate
     from openlfr.models.build import model_version
-    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER
+    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
     from openlfr.pipeline.alert import AlertSettings, AlertStage
     from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.pipeline.detect import DetectStage
@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
 
     settings = _settings(args)
     analyzer = build_analyzer(settings)
-    embedder = model_version(settings.model_dir, EMBEDDER.name)
+    embedder = settings.embedder_version()
     cohort_path = args.cohort
     if source is None:
         from openlfr.cli import samples_dir

@@ -8,8 +8,6 @@ from pydantic import Field
 
 from openlfr.config import ModelSettings
 from openlfr.inference.factory import make_backend
-from openlfr.models.build import model_version
-from openlfr.models.specs import EMBEDDER
 from openlfr.pipeline.embed import EmbedStage
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
@@ -27,8 +25,8 @@ class EmbedServiceSettings(ServiceSettings, ModelSettings):
 def build(settings: EmbedServiceSettings) -> EmbedStage:
     """The embed stage on the configured backend."""
     return EmbedStage(
-        FaceEmbedder(backend=make_backend(settings)),
-        embedder_model=model_version(settings.model_dir, EMBEDDER.name),
+        FaceEmbedder(backend=make_backend(settings), manifest=settings.embedder_manifest()),
+        embedder_model=settings.embedder_version(),
         max_frame_age_s=settings.max_frame_age_s,
         max_batch=settings.max_batch,
     )

@@ -75,8 +75,6 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
     from openlfr.cohort.norm import DEFAULT_TOP_FRACTION
     from openlfr.evaluation.dataset import DatasetError, load_dataset
     from openlfr.evaluation.embeddings import EmbeddingCache, analyzer_version
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import EMBEDDER
     from openlfr.vision.factory import build_analyzer
 
     out = args.out or default_cohort_path()
@@ -100,7 +98,7 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
     analyzer = build_analyzer(settings)
     version = analyzer_version(settings)
     cache = EmbeddingCache(args.cache or paths.build_dir() / "eval-cache", version)
-    embedder = model_version(settings.model_dir, EMBEDDER.name)
+    embedder = settings.embedder_version()
     print(f"openlfr cohort build: {len(inputs)} image(s) from {args.faces}; model {embedder}", file=sys.stderr)
     bar = tqdm(total=len(inputs), desc="cohort", unit="img", file=sys.stderr, disable=args.no_progress, leave=False)
     try:
@@ -141,8 +139,6 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
 def _build_sample(args: argparse.Namespace, out: Path) -> int:
     from openlfr.cli import _settings, samples_dir
     from openlfr.cohort.cohort import Cohort
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import EMBEDDER
     from openlfr.pipeline.samples import build_sample_cohort
     from openlfr.vision.factory import build_analyzer
 
@@ -153,7 +149,7 @@ def _build_sample(args: argparse.Namespace, out: Path) -> int:
     settings = _settings(args)
     try:
         path = build_sample_cohort(samples_dir(), out, analyzer=build_analyzer(settings), settings=settings,
-                                   model_version=model_version(settings.model_dir, EMBEDDER.name))
+                                   model_version=settings.embedder_version())
     except FileNotFoundError as exc:
         print(f"openlfr cohort build: {exc}", file=sys.stderr)
         return 2

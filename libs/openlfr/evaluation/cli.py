@@ -151,8 +151,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from openlfr.evaluation.dataset import DatasetError, load_dataset
     from openlfr.evaluation.embeddings import EmbeddingCache, analyzer_version
     from openlfr.evaluation.run import EvaluationConfig, rate_key, run_evaluation
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import EMBEDDER
     from openlfr.vision.factory import build_analyzer
 
     try:
@@ -188,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         try:
             cohort = Cohort.load(args.cohort)
-            cohort.check_model(model_version(settings.model_dir, EMBEDDER.name))
+            cohort.check_model(settings.embedder_version())
         except CohortError as exc:
             print(f"openlfr evaluate: {exc}", file=sys.stderr)
             return 2
@@ -197,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else EmbeddingCache(args.cache or paths.build_dir() / "eval-cache", version)
     command = command_line(args)
     print(f"openlfr evaluate: {len(dataset.images)} labelled images, {len(dataset.by_identity())} identities "
-          f"({dataset.layout}); model {model_version(settings.model_dir, EMBEDDER.name)}", file=sys.stderr)
+          f"({dataset.layout}); model {settings.embedder_version()}", file=sys.stderr)
     output = run_evaluation(
         dataset,
         out_dir=args.out,
@@ -205,7 +203,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cache=cache,
         version=version,
         config=config,
-        model_version=model_version(settings.model_dir, EMBEDDER.name),
+        model_version=settings.embedder_version(),
         command=command,
         calibration_out=args.calibration_out,
         progress=not args.no_progress,

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from openlfr.vision.faces import EMBEDDING_DIM, FaceQuality, Faces
+from openlfr.vision.faces import FaceQuality, Faces
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def analyzer_version(settings: object) -> AnalysisVersion:
     from openlfr.config import ModelSettings
     from openlfr.models import sources
     from openlfr.models.build import model_version, sha256_file
-    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER
+    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
     from openlfr.vision.analyzer import CHIP_PADDING, PREDICTOR_BOX_FIT
 
     if not isinstance(settings, ModelSettings):
@@ -76,7 +76,8 @@ def analyzer_version(settings: object) -> AnalysisVersion:
     detector = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     return AnalysisVersion.of(
         {
-            "embedder": model_version(settings.model_dir, EMBEDDER.name),
+            "embedder": settings.embedder_version(),
+            **_manifest_part(settings),
             "detector": model_version(settings.model_dir, detector.name),
             "landmarks": "shape_predictor_5@" + sha256_file(sources.dlib_model_path("shape_predictor_5"))[:12],
             "detector_score_threshold": repr(settings.detector_score_threshold),
@@ -86,6 +87,17 @@ def analyzer_version(settings: object) -> AnalysisVersion:
             "predictor_box_fit": repr(PREDICTOR_BOX_FIT),
         }
     )
+
+
+def _manifest_part(settings: object) -> dict[str, str]:
+    """An operator manifest's own hash (its alignment or scaling may change while the ONNX file
+    does not); none for the built-in models, whose version says it all."""
+    from openlfr.models.manifest import BUILTIN
+
+    manifest = settings.embedder_manifest()  # type: ignore[attr-defined]
+    if manifest.name in BUILTIN:
+        return {}
+    return {"embedder_manifest": sha256_bytes(manifest.model_dump_json().encode())[:12]}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -119,7 +131,9 @@ def faces_from_npz(data: bytes) -> Faces:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
         quality = FaceQuality(**{name: arrays[f"quality_{name}"] for name in _QUALITY_FIELDS})
-        embeddings = arrays["embeddings"].reshape(-1, EMBEDDING_DIM)
+        embeddings = arrays["embeddings"]
+        if embeddings.ndim != 2:
+            raise ValueError(f"embeddings: expected a 2-D array, got shape {embeddings.shape}")
         return Faces(
             boxes=arrays["boxes"], scores=arrays["scores"], landmarks=arrays["landmarks"],
             quality=quality, embeddings=embeddings,

@@ -103,24 +103,27 @@ class Faces(Message):
 class EmbeddedFace(DetectedFace):
     """One face with its descriptor."""
 
-    #: float32 little-endian, 128 values.
-    embedding: B64Bytes = Field(min_length=512, max_length=512)
+    #: float32 little-endian, as many values as the message's ``embedder_model`` gives (16-4096:
+    #: 128 for the default dlib ResNet); the match stage checks them against its watchlist's model.
+    embedding: B64Bytes = Field(min_length=64, max_length=16384)
 
     def vector(self) -> np.ndarray:
-        """The descriptor as a (128,) float32 array."""
+        """The descriptor as a (d,) float32 array."""
         return np.frombuffer(self.embedding, dtype="<f4").copy()
 
     @staticmethod
     def pack(vector: np.ndarray) -> bytes:
-        """Bytes of a (128,) descriptor for the ``embedding`` field."""
+        """Bytes of a (d,) descriptor for the ``embedding`` field (16 <= d <= 4096)."""
         vector = np.asarray(vector, dtype="<f4").reshape(-1)
-        if vector.shape != (128,) or not np.isfinite(vector).all():
-            raise ValueError(f"embedding: expected 128 finite float32 values, got shape {vector.shape}")
+        if not 16 <= vector.shape[0] <= 4096 or not np.isfinite(vector).all():
+            raise ValueError(f"embedding: expected 16-4096 finite float32 values, got shape {vector.shape}")
         return vector.tobytes()
 
     @field_validator("embedding")
     @classmethod
     def _finite(cls, value: bytes) -> bytes:
+        if len(value) % 4:
+            raise ValueError(f"embedding: {len(value)} bytes is not a whole number of float32 values")
         if not np.isfinite(np.frombuffer(value, dtype="<f4")).all():
             raise ValueError("embedding holds NaN or infinity")
         return value

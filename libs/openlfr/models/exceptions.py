@@ -9,3 +9,7 @@ class ModelFormatError(ValueError):
 
 class DlibFormatError(ModelFormatError):
     """A dlib-serialized file could not be parsed."""
+
+
+class ModelError(ValueError):
+    """A model setting or manifest that cannot be used (the message names what is wrong)."""

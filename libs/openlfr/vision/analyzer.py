@@ -15,6 +15,8 @@ import numpy as np
 from openlfr.models.shape_predictor import ShapePredictor
 from openlfr.vision import quality
 from openlfr.vision.align import face_chips
+from openlfr.vision.align_arcface import arcface_chips, estimate_points
+from openlfr.vision.align_arcface import template as arcface_template
 from openlfr.vision.detector import FaceDetector, Tile
 from openlfr.vision.embedder import FaceEmbedder
 from openlfr.vision.faces import Faces
@@ -23,6 +25,8 @@ from openlfr.vision.images import to_rgb
 logger = logging.getLogger(__name__)
 
 CHIP_PADDING = 0.25
+#: Side of the dlib chip every face's quality is judged on (the default embedder's chip).
+QUALITY_CHIP_SIZE = 150
 
 #: (dx, dy, sw, sh): centre shift as a fraction of the BlazeFace box size, then size scales.
 #: Fitted on 86 faces by benchmarks/calibrate_predictor_box.py; the landmarks' mean error
@@ -98,7 +102,6 @@ class FaceAnalyzer:
         else:
             detections = self.detector.detect_many(rgb, tile_masks=tile_masks, extra_tiles=extra_tiles)
         out: list[Faces] = []
-        size = self.embedder.chip_size
         for img, det in zip(rgb, detections):
             boxes = np.asarray(det.boxes, np.float32).reshape(-1, 4)
             scores = np.asarray(det.scores, np.float32).reshape(-1)
@@ -108,10 +111,30 @@ class FaceAnalyzer:
                 out.append(Faces.empty())
                 continue
             landmarks = self.predictor.predict_many(img, predictor_boxes(boxes)).astype(np.float32)
-            chips = face_chips(img, landmarks, size=size, padding=CHIP_PADDING)
-            q = quality.assess(boxes=boxes, scores=scores, landmarks=landmarks, chips=chips)
+            # Quality is always judged on dlib's 150x150 chip, whatever the embedder takes, so its
+            # figures (and the gates on them) mean the same with every embedder.
+            dlib_chips = face_chips(img, landmarks, size=QUALITY_CHIP_SIZE, padding=CHIP_PADDING)
+            q = quality.assess(boxes=boxes, scores=scores, landmarks=landmarks, chips=dlib_chips)
+            chips = self._embedder_chips(img, landmarks, np.asarray(det.keypoints)[keep], dlib_chips)
             out.append(Faces(boxes=boxes, scores=scores, landmarks=landmarks, quality=q, chips=chips))
         return out if keep_chips else [faces.without_chips() for faces in out]
+
+    def _embedder_chips(
+        self, image: np.ndarray, landmarks: np.ndarray, keypoints: np.ndarray, dlib_chips: np.ndarray
+    ) -> np.ndarray:
+        """The faces cut as the embedder's manifest says (``alignment``)."""
+        manifest = self.embedder.manifest
+        align = manifest.alignment if manifest is not None else None
+        if align is None or (align.kind == "dlib_chip" and align.size == QUALITY_CHIP_SIZE
+                             and align.padding == CHIP_PADDING):
+            if self.embedder.chip_size != QUALITY_CHIP_SIZE:
+                return face_chips(image, landmarks, size=self.embedder.chip_size, padding=CHIP_PADDING)
+            return dlib_chips
+        if align.kind == "dlib_chip":
+            return face_chips(image, landmarks, size=align.size, padding=align.padding)
+        points = estimate_points(align.points, landmarks5=landmarks, keypoints6=keypoints)
+        target = arcface_template(align.points, size=align.size, margin=align.margin)
+        return arcface_chips(image, points, target, size=align.size)
 
     def embed_many(self, located: Sequence[Faces]) -> list[Faces]:
         """Attach descriptors to faces from ``locate_many`` (which must hold chips), batched."""

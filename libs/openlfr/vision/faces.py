@@ -79,7 +79,7 @@ class Faces:
         scores: (n,) detector confidence.
         landmarks: (n, 5, 2) dlib 5-point landmarks in pixels (two corners per eye, nose base).
         quality: per-face quality.
-        embeddings: (n, 128) descriptors, or None before embedding.
+        embeddings: (n, d) descriptors (d: the embedder's, 128 for the default), or None before embedding.
         chips: (n, 150, 150, 3) aligned RGB chips, or None when not kept.
     """
 
@@ -99,7 +99,7 @@ class Faces:
         if len(self.quality) != n:
             raise ValueError(f"Faces.quality: expected {n} rows, got {len(self.quality)}")
         if self.embeddings is not None:
-            object.__setattr__(self, "embeddings", _check("embeddings", self.embeddings, (n, EMBEDDING_DIM)))
+            object.__setattr__(self, "embeddings", _check("embeddings", self.embeddings, (n, None)))
         if self.chips is not None:
             chips = np.asarray(self.chips)
             if chips.dtype != np.uint8 or chips.ndim != 4 or chips.shape[0] != n or chips.shape[3] != 3:

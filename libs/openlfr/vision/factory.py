@@ -28,7 +28,7 @@ def build_analyzer(
     return FaceAnalyzer(
         detector=detector,
         predictor=ShapePredictor.load(sources.dlib_model_path("shape_predictor_5")),
-        embedder=FaceEmbedder(backend=backend),
+        embedder=FaceEmbedder(backend=backend, manifest=settings.embedder_manifest()),
         min_face_px=settings.min_face_px,
         keep_chips=keep_chips,
     )

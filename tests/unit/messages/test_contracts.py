@@ -70,10 +70,17 @@ def test_unknown_fields_and_bad_vectors_are_refused() -> None:
     data = encode(frame)[:-1] + b', "extra": 1}'
     with pytest.raises(DecodeError, match="extra"):
         decode(data, Frame)
-    with pytest.raises(ValueError, match="128 finite"):
+    with pytest.raises(ValueError, match="16-4096 finite"):
         EmbeddedFace.pack(np.full(128, np.nan))
+    with pytest.raises(ValueError, match="16-4096 finite"):
+        EmbeddedFace.pack(np.zeros(8))
     with pytest.raises(ValueError):
         EmbeddedFace(**_face(embedding=b"\x00" * 16))
+    with pytest.raises(ValueError, match="whole number of float32"):
+        EmbeddedFace(**_face(embedding=b"\x00" * 514))
+    # Any embedder's length travels: 1,024 values (faceres_v1) as well as dlib's 128.
+    wide = EmbeddedFace(**_face(embedding=EmbeddedFace.pack(np.ones(1024))))
+    assert wide.vector().shape == (1024,)
     with pytest.raises(ValueError):
         DetectedFace(**{**_face(), "landmarks": ((1.0, 1.0),) * 4})
 

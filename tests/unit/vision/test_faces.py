@@ -43,7 +43,7 @@ def test_records_carry_every_field() -> None:
         ({"boxes": np.zeros((2, 3))}, r"boxes: expected shape \(n, 4\), got \(2, 3\)"),
         ({"scores": np.zeros((3,))}, r"scores: expected shape \(2\), got \(3,\)"),
         ({"landmarks": np.zeros((2, 68, 2))}, r"landmarks: expected shape \(2, 5, 2\)"),
-        ({"embeddings": np.zeros((2, 512))}, r"embeddings: expected shape \(2, 128\)"),
+        ({"embeddings": np.zeros((3, 128))}, r"embeddings: expected shape \(2, n\)"),
         ({"quality": _quality(1)}, r"quality: expected 2 rows, got 1"),
         ({"chips": np.zeros((2, 150, 150, 3), np.float32)}, r"chips: expected uint8"),
     ],
