@@ -118,6 +118,7 @@ def _fail(message: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915 - one linear command
     """Run the whole pipeline in one process on a video or stream and a watchlist folder."""
     from openlfr.cli import _settings
+    from openlfr.cohort.cli import default_cohort_path
     from openlfr.cohort.cohort import Cohort
     from openlfr.cohort.exceptions import CohortError, ThresholdRefused
     from openlfr.cohort.policy import check_threshold, global_threshold_point, operating_point, parse_rate
@@ -175,17 +176,17 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         samples = build_samples(samples_dir(), paths.build_dir() / "samples", locate=largest_face(analyzer))
         source, watchlist = str(samples.video), samples.watchlist
         if cohort_path is None:
-            cohort_path = build_sample_cohort(samples_dir(), paths.build_dir() / "cohort" / "default.npz",
-                                              analyzer=analyzer, settings=settings, model_version=embedder)
+            cohort_path = build_sample_cohort(samples_dir(), default_cohort_path(embedder), analyzer=analyzer,
+                                              settings=settings, model_version=embedder)
         print(f"openlfr run: sample input {source} with watchlist {watchlist} "
               f"(expect alerts for {', '.join(samples.expected_subjects)})", file=sys.stderr)
     try:
-        cohort = Cohort.load(cohort_path or paths.build_dir() / "cohort" / "default.npz")
+        cohort = Cohort.load(cohort_path or default_cohort_path(embedder))
         cohort.check_model(embedder)
     except CohortError as exc:
         return _fail(str(exc))
     norm = cohort.norm()
-    store = QdrantStore(location=":memory:")
+    store = QdrantStore(location=":memory:", dim=analyzer.embedder.dim, model_version=embedder)
     report = enroll_folder(Path(watchlist), analyzer=analyzer, store=store, watchlist_id=args.watchlist_id, norm=norm)
     print(
         f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "

@@ -29,9 +29,13 @@ person (people with two or more images also let the cohort estimate the miss rat
 DEFAULT_COHORT = "cohort/default.npz"
 
 
-def default_cohort_path() -> Path:
-    """``build/cohort/default.npz``: where set-up writes the cohort made from the shared set."""
-    return paths.build_dir() / DEFAULT_COHORT
+def default_cohort_path(embedder: str = "dlib_resnet_v1") -> Path:
+    """Where the demo's cohort for an embedder lives: ``build/cohort/default.npz`` for the default
+    embedder (set-up builds it from the shared set), ``build/cohort/default-<name>.npz`` for another."""
+    name = embedder.split("@", 1)[0]
+    if name == "dlib_resnet_v1":
+        return paths.build_dir() / DEFAULT_COHORT
+    return paths.build_dir() / "cohort" / f"default-{name}.npz"
 
 
 def add_cohort_parser(sub: argparse._SubParsersAction, backend_args) -> None:  # noqa: ANN001 - argparse internals
@@ -77,7 +81,7 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
     from openlfr.evaluation.embeddings import EmbeddingCache, analyzer_version
     from openlfr.vision.factory import build_analyzer
 
-    out = args.out or default_cohort_path()
+    out = args.out or default_cohort_path(_settings_of(args).embedder_manifest().name)
     if args.sample:
         return _build_sample(args, out)
     if args.faces is None:
@@ -136,6 +140,12 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_of(args: argparse.Namespace):  # noqa: ANN202 - ModelSettings, imported lazily
+    from openlfr.cli import _settings
+
+    return _settings(args)
+
+
 def _build_sample(args: argparse.Namespace, out: Path) -> int:
     from openlfr.cli import _settings, samples_dir
     from openlfr.cohort.cohort import Cohort
@@ -167,7 +177,8 @@ def cmd_cohort_show(args: argparse.Namespace) -> int:
 
     try:
         target = parse_rate(args.target_fpir, name="--target-fpir")
-        cohort = Cohort.load(args.path or default_cohort_path(), setting="PATH")
+        cohort = Cohort.load(args.path or default_cohort_path(_settings_of(args).embedder_manifest().name),
+                             setting="PATH")
     except (CohortError, ValueError) as exc:
         print(f"openlfr cohort show: {exc}", file=sys.stderr)
         return 2

@@ -298,6 +298,13 @@ class MatchStage(Stage[Embeddings]):
                 outcome.drop("duplicate")
                 steps.append(_Step(incoming, outcome, None))
                 continue
+            pinned = self.store.model_version
+            if pinned is not None and message.embedder_model != pinned:
+                # Vectors of another embedder are not comparable with the watchlist's: never searched.
+                outcome.rejected = (f"embedder_model {message.embedder_model!r} is not the watchlist's "
+                                    f"{pinned!r}: the embed and match services run different embedders")
+                steps.append(_Step(incoming, outcome, None))
+                continue
             indexes = [face.index for face in message.faces]
             if len(set(indexes)) != len(indexes):
                 outcome.rejected = f"face indexes repeat within the frame: {indexes}"

@@ -126,6 +126,8 @@ class EdgeStore(VectorStore):
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
         indexing_threshold_kb: int | None = None,
         auto_optimize: bool = True,
+        dim: int = EMBEDDING_DIM,
+        model_version: str | None = None,
     ) -> None:
         limits = [("hnsw_m", hnsw_m, 4), ("hnsw_ef_construct", hnsw_ef_construct, 4), ("hnsw_ef", hnsw_ef, 1)]
         limits.append(("full_scan_threshold_kb", full_scan_threshold_kb, 0))
@@ -134,6 +136,10 @@ class EdgeStore(VectorStore):
         for name, value, low in limits:
             if value < low:
                 raise ValueError(f"EdgeStore.{name}: expected >= {low}, got {value}")
+        if not 16 <= dim <= 4096:
+            raise ValueError(f"EdgeStore.dim: expected 16-4096, got {dim}")
+        self.dim = dim
+        self.model_version = model_version
         self._clock = clock
         self._ef = hnsw_ef
         self._auto_optimize = auto_optimize
@@ -142,7 +148,7 @@ class EdgeStore(VectorStore):
         folder = Path(tempfile.mkdtemp(prefix="openlfr-edge-")) if path is None else Path(path)
         self._where = str(folder)
         config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=EMBEDDING_DIM, distance=qe.Distance.Euclid),
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Euclid),
             hnsw_config=qe.HnswIndexConfig(
                 m=hnsw_m, ef_construct=hnsw_ef_construct, full_scan_threshold=full_scan_threshold_kb
             ),
@@ -221,7 +227,7 @@ class EdgeStore(VectorStore):
             message = str(exc)
             if "incompatible" in message.lower():
                 raise CollectionMismatch(
-                    f"edge shard at {self._where}: expected vectors of size {EMBEDDING_DIM} with Euclid "
+                    f"edge shard at {self._where}: expected vectors of size {self.dim} with Euclid "
                     f"distance: {message}"
                 ) from exc
             raise StoreUnavailable(f"edge {operation} at {self._where}: {message}") from exc
@@ -262,8 +268,7 @@ class EdgeStore(VectorStore):
     def upsert(self, entries: Sequence[WatchlistEntry]) -> None:
         if not entries:
             return
-        points = [qe.Point(id=entry.point_id, vector=entry.vector.tolist(), payload=entry.payload())
-                  for entry in entries]
+        points = [qe.Point(id=pid, vector=vector, payload=payload) for pid, vector, payload in self.points_of(entries)]
         with self._lock:
             with self._call("upsert"):
                 self._open_shard().update(qe.UpdateOperation.upsert_points(points))
@@ -304,7 +309,7 @@ class EdgeStore(VectorStore):
         enrolled_before: float | None = None,
     ) -> list[SearchHit]:
         check_search_args(limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before)
-        probe = check_vector(vector, name="search vector")
+        probe = check_vector(vector, name="search vector", dim=self.dim)
         if watchlist_ids is not None and len(watchlist_ids) == 0:
             return []
         query_filter = _filter(watchlist_ids, now=self._clock(), enrolled_before=enrolled_before, active_only=True)
@@ -320,7 +325,7 @@ class EdgeStore(VectorStore):
         enrolled_before: float | None = None,
     ) -> list[list[SearchHit]]:
         """``search`` for each row of ``vectors`` (n, 128), as two engine batches."""
-        probes = check_vectors(vectors, name="search_many vectors")
+        probes = check_vectors(vectors, name="search_many vectors", dim=self.dim)
         check_search_args(
             limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="search_many"
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +27,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.watchlist.edge_store import EdgeStore
 from openlfr.watchlist.qdrant_store import QdrantStore
+from openlfr.vision.faces import EMBEDDING_DIM
 from openlfr.watchlist.store import VectorStore
+
+#: The embedder whose vectors live in the configured collection itself (as before the slot).
+DEFAULT_MODEL_NAME = "dlib_resnet_v1"
 
 logger = logging.getLogger(__name__)
 
@@ -119,41 +124,70 @@ class VectorStoreSettings(BaseSettings):
         return self.qdrant_path is not None and str(self.qdrant_path) == MEMORY
 
 
-def _open_qdrant(settings: VectorStoreSettings) -> VectorStore:
+@dataclass(frozen=True, slots=True)
+class StoreModel:
+    """The embedder a store is opened for: its version (stamped on every entry, and entries of
+    another refused) and its vectors' length."""
+
+    model_version: str | None = None
+    dim: int = EMBEDDING_DIM
+
+    @property
+    def collection_suffix(self) -> str:
+        """The default model (``dlib_resnet_v1``) keeps the configured collection's name; any
+        other model gets a collection of its own (``<collection>__<model name>``), so a change of
+        embedder never mixes vectors (its watchlists are re-embedded into the new collection)."""
+        if self.model_version is None:
+            return ""
+        name = self.model_version.split("@", 1)[0]
+        return "" if name == DEFAULT_MODEL_NAME else f"__{name}"
+
+
+def _open_qdrant(settings: VectorStoreSettings, model: StoreModel) -> VectorStore:
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    return QdrantStore(url=settings.qdrant_url, collection=settings.qdrant_collection, api_key=api_key)
+    return QdrantStore(url=settings.qdrant_url, collection=settings.qdrant_collection + model.collection_suffix,
+                       api_key=api_key, dim=model.dim, model_version=model.model_version)
 
 
-def _open_qdrant_local(settings: VectorStoreSettings) -> VectorStore:
+def _open_qdrant_local(settings: VectorStoreSettings, model: StoreModel) -> VectorStore:
+    collection = settings.qdrant_collection + model.collection_suffix
     if settings.temporary:
-        return QdrantStore(location=MEMORY, collection=settings.qdrant_collection)
-    return QdrantStore(path=settings.qdrant_path, collection=settings.qdrant_collection)
+        return QdrantStore(location=MEMORY, collection=collection, dim=model.dim, model_version=model.model_version)
+    return QdrantStore(path=settings.qdrant_path, collection=collection, dim=model.dim,
+                       model_version=model.model_version)
 
 
-def _open_edge(settings: VectorStoreSettings) -> VectorStore:
+def _open_edge(settings: VectorStoreSettings, model: StoreModel) -> VectorStore:
     if settings.temporary or settings.qdrant_path is None:
-        return EdgeStore()
-    return EdgeStore(path=settings.qdrant_path / settings.qdrant_collection)
+        return EdgeStore(dim=model.dim, model_version=model.model_version)
+    return EdgeStore(path=settings.qdrant_path / (settings.qdrant_collection + model.collection_suffix),
+                     dim=model.dim, model_version=model.model_version)
 
 
 #: How each backend is opened, by ``OPENLFR_VECTOR_STORE``.
-OPENERS: dict[StoreKind, Callable[[VectorStoreSettings], VectorStore]] = {
+OPENERS: dict[StoreKind, Callable[[VectorStoreSettings, StoreModel], VectorStore]] = {
     "edge": _open_edge,
     "qdrant-local": _open_qdrant_local,
     "qdrant": _open_qdrant,
 }
 
 
-def open_store(settings: VectorStoreSettings) -> VectorStore:
-    """Open the configured store (creating an embedded one's folder and collection).
+def open_store(settings: VectorStoreSettings, model: StoreModel | None = None) -> VectorStore:
+    """Open the configured store for an embedder (creating an embedded one's folder and collection).
+
+    Args:
+        settings: which backend, where.
+        model: the embedder whose vectors it holds (default: unpinned, 128 values).
 
     Raises:
         StoreUnavailable: the server cannot be reached, or the folder is held by another process.
         CollectionMismatch: the collection or shard holds vectors of another size or distance.
     """
-    store = OPENERS[settings.kind](settings)
+    model = model or StoreModel()
+    store = OPENERS[settings.kind](settings, model)
     where = settings.qdrant_url or settings.qdrant_path
     logger.info(
-        'opened vector store kind="%s" where="%s" collection="%s"', settings.kind, where, settings.qdrant_collection
+        'opened vector store kind="%s" where="%s" collection="%s" model="%s" dim="%d"', settings.kind, where,
+        settings.qdrant_collection + model.collection_suffix, model.model_version, model.dim,
     )
     return store

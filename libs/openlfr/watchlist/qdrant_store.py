@@ -78,6 +78,8 @@ class QdrantStore(VectorStore):
         timeout_s: float = 5.0,
         api_key: str | None = None,
         clock: Callable[[], float] = time.time,
+        dim: int = EMBEDDING_DIM,
+        model_version: str | None = None,
     ) -> None:
         given = [name for name, value in (("location", location), ("path", path), ("url", url)) if value is not None]
         if len(given) > 1:
@@ -86,6 +88,10 @@ class QdrantStore(VectorStore):
             raise ValueError(f"QdrantStore.timeout_s: expected > 0, got {timeout_s}")
         if not collection:
             raise ValueError("QdrantStore.collection: must not be empty")
+        if not 16 <= dim <= 4096:
+            raise ValueError(f"QdrantStore.dim: expected 16-4096, got {dim}")
+        self.dim = dim
+        self.model_version = model_version
         self.collection = collection
         self.timeout_s = timeout_s
         self._clock = clock
@@ -118,17 +124,17 @@ class QdrantStore(VectorStore):
                 params = info.config.params.vectors
                 size = getattr(params, "size", None)
                 distance = getattr(params, "distance", None)
-                if size != EMBEDDING_DIM or distance != qm.Distance.EUCLID:
+                if size != self.dim or distance != qm.Distance.EUCLID:
                     raise CollectionMismatch(
                         f"collection {self.collection!r} at {self._where}: expected vectors of size "
-                        f"{EMBEDDING_DIM} with Euclid distance, got size {size} with {distance}"
+                        f"{self.dim} with Euclid distance, got size {size} with {distance}"
                     )
                 # A collection made before a field was indexed (enrolled_ts) gets its index now.
                 self._ensure_indexes(have=set(info.payload_schema or {}))
                 return
             self._client.create_collection(
                 self.collection,
-                vectors_config=qm.VectorParams(size=EMBEDDING_DIM, distance=qm.Distance.EUCLID),
+                vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.EUCLID),
             )
             self._ensure_indexes(have=set())
         logger.info('created watchlist collection collection="%s" where="%s"', self.collection, self._where)
@@ -163,8 +169,7 @@ class QdrantStore(VectorStore):
     def upsert(self, entries: Sequence[WatchlistEntry]) -> None:
         if not entries:
             return
-        points = [qm.PointStruct(id=entry.point_id, vector=entry.vector.tolist(), payload=entry.payload())
-                  for entry in entries]
+        points = [qm.PointStruct(id=pid, vector=vector, payload=payload) for pid, vector, payload in self.points_of(entries)]
         with self._call("upsert"):
             self._client.upsert(self.collection, points=points, wait=True)
 
@@ -198,7 +203,7 @@ class QdrantStore(VectorStore):
         enrolled_before: float | None = None,
     ) -> list[SearchHit]:
         check_search_args(limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before)
-        probe = check_vector(vector, name="search vector")
+        probe = check_vector(vector, name="search vector", dim=self.dim)
         if watchlist_ids is not None and len(watchlist_ids) == 0:
             return []
         query_filter = _filter(watchlist_ids, now=self._clock(), enrolled_before=enrolled_before, active_only=True)

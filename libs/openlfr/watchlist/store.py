@@ -50,29 +50,32 @@ def point_id(subject_id: str, reference_image_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{subject_id}|{reference_image_id}"))
 
 
-def check_vector(vector: np.ndarray, *, name: str = "vector") -> np.ndarray:
-    """``vector`` as a (128,) float32 array of finite values.
+def check_vector(vector: np.ndarray, *, name: str = "vector", dim: int | None = EMBEDDING_DIM) -> np.ndarray:
+    """``vector`` as a (dim,) float32 array of finite values (any length 16-4096 when ``dim`` is None).
 
     Raises:
         ValueError: wrong size or non-finite values.
     """
     array = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if array.shape != (EMBEDDING_DIM,):
-        raise ValueError(f"{name}: expected {EMBEDDING_DIM} values, got shape {np.shape(vector)}")
+    if dim is None:
+        if not 16 <= array.shape[0] <= 4096:
+            raise ValueError(f"{name}: expected 16-4096 values, got shape {np.shape(vector)}")
+    elif array.shape != (dim,):
+        raise ValueError(f"{name}: expected {dim} values, got shape {np.shape(vector)}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: holds NaN or infinity")
     return array
 
 
-def check_vectors(vectors: np.ndarray, *, name: str = "vectors") -> np.ndarray:
-    """``vectors`` as an (n, 128) float32 array of finite values (n may be 0).
+def check_vectors(vectors: np.ndarray, *, name: str = "vectors", dim: int = EMBEDDING_DIM) -> np.ndarray:
+    """``vectors`` as an (n, dim) float32 array of finite values (n may be 0).
 
     Raises:
         ValueError: not two-dimensional, wrong width or non-finite values.
     """
     array = np.asarray(vectors, dtype=np.float32)
-    if array.ndim != 2 or array.shape[1] != EMBEDDING_DIM:
-        raise ValueError(f"{name}: expected shape (n, {EMBEDDING_DIM}), got {np.shape(vectors)}")
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{name}: expected shape (n, {dim}), got {np.shape(vectors)}")
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: holds NaN or infinity")
     return array
@@ -137,6 +140,7 @@ class WatchlistEntry:
         norm: the reference's statistics against the background cohort (``openlfr.cohort``),
             which give the subject a threshold of its own; None when enrolled without a cohort.
         norm_cohort: the cohort those statistics came from (``cohort@<fingerprint>``).
+        model_version: the embedder that made ``vector``; a store refuses entries of another.
     """
 
     subject_id: str
@@ -148,6 +152,7 @@ class WatchlistEntry:
     enrolled_ts: float = 0.0
     norm: NormStats | None = None
     norm_cohort: str | None = None
+    model_version: str | None = None
 
     def __post_init__(self) -> None:
         if (self.norm is None) != (self.norm_cohort is None):
@@ -161,7 +166,7 @@ class WatchlistEntry:
             raise ValueError(f"WatchlistEntry.expires_ts: expected a finite Unix time, got {self.expires_ts}")
         if not (math.isfinite(self.enrolled_ts) and self.enrolled_ts >= 0):
             raise ValueError(f"WatchlistEntry.enrolled_ts: expected a finite Unix time >= 0, got {self.enrolled_ts}")
-        object.__setattr__(self, "vector", check_vector(self.vector, name="WatchlistEntry.vector"))
+        object.__setattr__(self, "vector", check_vector(self.vector, name="WatchlistEntry.vector", dim=None))
 
     @property
     def point_id(self) -> str:
@@ -179,6 +184,8 @@ class WatchlistEntry:
         }
         if self.expires_ts is not None:
             payload["expires_ts"] = float(self.expires_ts)
+        if self.model_version is not None:
+            payload["model_version"] = self.model_version
         if self.norm is not None:
             payload["norm_mu"] = float(self.norm.mu)
             payload["norm_sd"] = float(self.norm.sd)
@@ -236,7 +243,35 @@ class VectorStore(abc.ABC):
     Implementations raise ``openlfr.watchlist.exceptions.StoreUnavailable`` (a
     ``BackendUnavailable``) when the store cannot be reached or used, so pipeline runners retry,
     and ``ValueError`` for bad arguments.
+
+    A store holds the vectors of one embedder (``model_version``, vectors of ``dim`` values):
+    it refuses entries of another, so no search ever compares vectors of two models.
     """
+
+    #: Length of the vectors this store holds.
+    dim: int = EMBEDDING_DIM
+    #: The embedder whose vectors this store holds (None: not pinned, for tests and tools).
+    model_version: str | None = None
+
+    def points_of(self, entries: Sequence[WatchlistEntry]) -> list[tuple[str, list[float], dict[str, object]]]:
+        """``(point_id, vector, payload)`` of each entry, after refusing entries of another model.
+
+        Raises:
+            ValueError: a vector of another length, or an entry of another model version.
+        """
+        out = []
+        for entry in entries:
+            if entry.vector.shape != (self.dim,):
+                raise ValueError(f"{entry.subject_id}/{entry.reference_image_id}: a vector of {entry.vector.shape[0]} "
+                                 f"values in a store of {self.dim} ({self.model_version or 'any model'})")
+            if self.model_version is not None and entry.model_version not in (None, self.model_version):
+                raise ValueError(f"{entry.subject_id}/{entry.reference_image_id}: made by {entry.model_version}, "
+                                 f"this store holds {self.model_version}'s vectors")
+            payload = entry.payload()
+            if self.model_version is not None:
+                payload["model_version"] = self.model_version
+            out.append((entry.point_id, entry.vector.tolist(), payload))
+        return out
 
     @abc.abstractmethod
     def upsert(self, entries: Sequence[WatchlistEntry]) -> None:
@@ -290,7 +325,7 @@ class VectorStore(abc.ABC):
         This default loops over ``search``; a backend overrides it where its engine answers a
         batch in one call.
         """
-        probes = check_vectors(vectors, name="search_many vectors")
+        probes = check_vectors(vectors, name="search_many vectors", dim=self.dim)
         check_search_args(
             limit=limit, watchlist_ids=watchlist_ids, enrolled_before=enrolled_before, where="search_many"
         )

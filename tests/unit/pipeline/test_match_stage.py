@@ -578,3 +578,14 @@ def test_look_alike_watch_counts_tracks_that_came_close_and_keeps_nothing_else(p
     strict = MatchStage(settings, store=store, gate=_template_gate(threshold=0.99), registry=CollectorRegistry())
     strict.handle(_walk(people, range(6)) + [Incoming(later, PARTITION, FIRST_OFFSET + 40)], now=T0 + 100)
     assert strict.look_alikes("dep-1") == {}
+
+
+def test_embeddings_of_another_model_are_dead_lettered_never_searched(people) -> None:
+    store = _store(people)
+    store.model_version = "faceres_v1@0123456789ab"  # the watchlist holds another embedder's vectors
+    stage = _stage(_template_settings(), store)
+    result = stage.handle(_walk(people, range(2)), now=T0 + 100)
+    assert result.outputs == [] and len(result.rejected) == 2
+    assert all("embedder_model 'dlib_resnet_v1' is not the watchlist's 'faceres_v1@0123456789ab'" in reason
+               for _, reason in result.rejected)
+    assert stage.tracker.tracks() == []

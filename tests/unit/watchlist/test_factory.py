@@ -120,3 +120,24 @@ def test_an_unreachable_server_is_unavailable(monkeypatch: pytest.MonkeyPatch) -
     _env(monkeypatch, qdrant_url=f"http://127.0.0.1:{port}")
     with pytest.raises(StoreUnavailable):
         open_store(VectorStoreSettings())
+
+
+def test_another_embedder_gets_a_collection_of_its_own(tmp_path: Path) -> None:
+    from openlfr.watchlist.factory import StoreModel
+
+    settings = VectorStoreSettings(vector_store="qdrant-local", qdrant_path=tmp_path / "q")
+    default = open_store(settings, StoreModel("dlib_resnet_v1@abc", 128))
+    try:
+        assert default.collection == settings.qdrant_collection and default.model_version == "dlib_resnet_v1@abc"
+    finally:
+        default.close()  # a local folder has one client at a time
+    other = open_store(settings, StoreModel("faceres_v1@def", 1024))
+    try:
+        assert other.collection == settings.qdrant_collection + "__faceres_v1" and other.dim == 1024
+    finally:
+        other.close()
+    edge = open_store(VectorStoreSettings(vector_store="edge", qdrant_path=tmp_path / "e"), StoreModel("faceres_v1@def", 1024))
+    try:
+        assert edge.dim == 1024 and (tmp_path / "e" / (settings.qdrant_collection + "__faceres_v1")).is_dir()
+    finally:
+        edge.close()

@@ -154,7 +154,7 @@ def test_unreachable_server_is_backend_unavailable() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
-        ({"vector": np.zeros(64)}, "expected 128 values"),
+        ({"vector": np.zeros(8)}, "expected 16-4096 values"),
         ({"vector": np.full(128, np.nan)}, "NaN"),
         ({"subject_id": ""}, "subject_id"),
         ({"status": "deleted"}, "status"),

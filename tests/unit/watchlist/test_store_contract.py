@@ -139,6 +139,39 @@ def test_cohort_statistics_travel_with_every_hit(store: VectorStore) -> None:
         np.testing.assert_allclose(by_subject["ann"].vector, _near("ann", 0.0), atol=1e-6)
 
 
+def test_a_store_holds_one_model_s_vectors(backend: str, clock: Clock) -> None:
+    """A store pinned to an embedder refuses vectors of another length or another model, and
+    stamps its model version on what it stores: no search compares two models' vectors."""
+    store = BACKENDS[backend](None, clock)
+    store.model_version = "dlib_resnet_v1@abc"
+    try:
+        with pytest.raises(ValueError, match="a vector of 64 values in a store of 128"):
+            store.upsert([WatchlistEntry(subject_id="ann", watchlist_id="wl-a", reference_image_id="r1",
+                                         vector=np.ones(64, np.float32))])
+        with pytest.raises(ValueError, match="made by faceres_v1@def"):
+            store.upsert([_entry("ann", model_version="faceres_v1@def")])
+        store.upsert([_entry("ann"), _entry("ben", model_version="dlib_resnet_v1@abc")])
+        assert store.count() == 2
+        with pytest.raises(ValueError, match="expected 128 values"):
+            store.search(np.ones(1024, np.float32), limit=1)
+    finally:
+        store.close()
+
+
+def test_a_store_of_another_size() -> None:
+    wide = QdrantStore(location=":memory:", dim=1024, model_version="faceres_v1@def")
+    vector = np.zeros(1024, np.float32)
+    vector[3] = 1.0
+    wide.upsert([WatchlistEntry(subject_id="ann", watchlist_id="wl", reference_image_id="r", vector=vector)])
+    hit = wide.search(vector, limit=1)[0]
+    assert hit.subject_id == "ann" and hit.distance == pytest.approx(0.0, abs=1e-6) and hit.vector.shape == (1024,)
+    wide.close()
+    edge = EdgeStore(dim=1024, model_version="faceres_v1@def")
+    edge.upsert([WatchlistEntry(subject_id="ann", watchlist_id="wl", reference_image_id="r", vector=vector)])
+    assert edge.search(vector, limit=1)[0].subject_id == "ann"
+    edge.close()
+
+
 def test_cohort_statistics_come_with_their_cohort() -> None:
     with pytest.raises(ValueError, match="norm and norm_cohort"):
         _entry("ann", norm=NormStats(mu=0.6, sd=0.03))
