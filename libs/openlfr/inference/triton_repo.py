@@ -103,6 +103,28 @@ def config_differences(spec: ModelSpec, config: model_config_pb2.ModelConfig) ->
     return differences
 
 
+#: The template an embedder without one of its own is generated from.
+GENERIC_EMBEDDER = "dlib_resnet_v1"
+
+
+def embedder_config(template: model_config_pb2.ModelConfig, spec: ModelSpec) -> model_config_pb2.ModelConfig:
+    """The default embedder's config rewritten for another one-input, one-output embedder: its
+    name, tensor names and dims, and batch size; batching, instances and backend parameters kept."""
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(template)
+    config.name = spec.name
+    config.max_batch_size = spec.max_batch_size
+    for tensors, specs in ((config.input, spec.inputs), (config.output, spec.outputs)):
+        (tensor,), (tensor_spec,) = tensors, specs
+        tensor.name = tensor_spec.name
+        del tensor.dims[:]
+        tensor.dims.extend(tensor_spec.shape)
+    preferred = [b for b in config.dynamic_batching.preferred_batch_size if b <= spec.max_batch_size]
+    del config.dynamic_batching.preferred_batch_size[:]
+    config.dynamic_batching.preferred_batch_size.extend(preferred or [spec.max_batch_size])
+    return config
+
+
 def _add_tensorrt(config: model_config_pb2.ModelConfig, spec: ModelSpec, snippet: Path) -> None:
     text_format.Merge(snippet.read_text(), config)
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -165,6 +187,7 @@ def assemble_repository(
     site_packages: Sequence[Path] | None = None,
     link: bool = True,
     templates: Path | None = None,
+    generic_embedder: bool = True,
 ) -> Path:
     """Write (or bring up to date) a Triton model repository for ``specs``.
 
@@ -181,6 +204,9 @@ def assemble_repository(
             onnxruntime from; defaults to the running interpreter's site-packages.
         link: Hard-link the ONNX files where possible (``False``: always copy).
         templates: Template root; defaults to ``<repo>/deploy/triton``.
+        generic_embedder: a one-input, one-output model without a template of its own (an
+            embedder registered by a manifest, ``openlfr.models.manifest``) gets the default
+            embedder's template with its own name, tensors and batch size (``embedder_config``).
 
     Returns:
         ``out_dir``.
@@ -201,11 +227,15 @@ def assemble_repository(
     prepared: list[tuple[ModelSpec, Path, str]] = []
     for spec in specs:
         template = root / spec.name / "config.pbtxt"
-        if not template.is_file():
+        if template.is_file():
+            config = load_config(template)
+        elif generic_embedder and len(spec.inputs) == 1 and len(spec.outputs) == 1:
+            template = root / GENERIC_EMBEDDER / "config.pbtxt"
+            config = embedder_config(load_config(template), spec)
+        else:
             raise ValueError(
                 f"no {variant} template for model {spec.name!r}: {template} is missing"
             )
-        config = load_config(template)
         differences = config_differences(spec, config)
         if differences:
             raise ModelMismatchError(
