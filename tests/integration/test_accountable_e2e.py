@@ -154,6 +154,11 @@ def test_enrol_deploy_alert_review_report_retain_audit(
         alert = alerts[0]
         assert alert.reference_chip_jpeg and alert.probe_chip_jpeg
         assert alert.threshold == pytest.approx(0.705) and alert.embedder_model.startswith("dlib_resnet_v1@")
+        # The subject's own threshold: calibrated by the registry for a watchlist of one at 1/6000.
+        point = deployment["operating_point"]
+        assert point["watchlist_size"] == 1 and point["target_fpir"] == pytest.approx(1 / 6000)
+        assert alert.cohort == point["cohort"] and alert.normalised_threshold == point["normalised_threshold"]
+        assert alert.normalised_score >= alert.normalised_threshold
         assert match.metric('openlfr_stage_messages_dropped_total{reason="no_deployment",stage="match"}') > 0 or \
             match.metric('openlfr_stage_messages_dropped_total{stage="match",reason="no_deployment"}') > 0
 

@@ -49,6 +49,7 @@ class Pipeline(ServiceStack):
     """The stack with the sample video and watchlist."""
 
     samples: Samples
+    deployment: dict
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "openlfr.cli", *args], env=self.env, capture_output=True,
@@ -59,7 +60,7 @@ class Pipeline(ServiceStack):
         deployment authorising matching on ``cam-e2e``."""
         try:
             self.start_ready(*STAGES)
-            self.enrol_and_deploy(self.samples.watchlist, cameras=["cam-e2e"])
+            self.deployment = self.enrol_and_deploy(self.samples.watchlist, cameras=["cam-e2e"])
         except StackError as exc:
             pytest.fail(str(exc))
 
@@ -119,6 +120,14 @@ def test_five_services_over_kafka_alert_once_per_enrolled_person(pipeline: Pipel
     alerts = _wait_for_alerts(pipeline, kafka_broker, len(pipeline.samples.expected_subjects))
     assert sorted(a.subject_id for a in alerts) == sorted(pipeline.samples.expected_subjects)
     assert {a.camera_id for a in alerts} == {"cam-e2e"} and all(0 < a.score <= 1 for a in alerts)
+    # Decided on each subject's own threshold: the normalised one the registry calibrated for the
+    # snapshot's size at the default target, on the cohort the match service loaded.
+    point = pipeline.deployment["operating_point"]
+    assert pipeline.deployment["threshold_mode"] == "per_subject" and point["target_fpir"] == pytest.approx(1 / 6000)
+    assert point["watchlist_size"] == pipeline.deployment["snapshot"]["active_subjects"] == 3  # kit never walks by
+    for alert in alerts:
+        assert alert.cohort == point["cohort"] and alert.normalised_threshold == point["normalised_threshold"]
+        assert alert.normalised_score >= alert.normalised_threshold and alert.score >= alert.threshold == 0.705
     # The poison frame went to the dead letters with its reason and origin; the rest flowed.
     dead = read_topic(kafka_broker.bootstrap, pipeline.env["OPENLFR_TOPIC_PREFIX"] + "openlfr.deadletter.v1", DeadLetter)
     assert len(dead) == 1 and dead[0].stage == "detect" and dead[0].topic == frames_topic
@@ -137,6 +146,8 @@ def test_run_bus_kafka_prints_the_alerts_of_the_services(pipeline: Pipeline, kaf
     printed = [json.loads(line) for line in out.splitlines()]
     assert sorted(a["subject_id"] for a in printed) == sorted(pipeline.samples.expected_subjects), err
     assert all(len(a["alert_id"]) == 32 and a["camera_id"] == "cam-e2e" and a["capture_ts"] > 0 for a in printed)
+    point = pipeline.deployment["operating_point"]
+    assert all(a["cohort"] == point["cohort"] and a["normalised_score"] >= a["normalised_threshold"] for a in printed)
     pipeline.stop_all()
 
 

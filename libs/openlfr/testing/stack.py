@@ -45,6 +45,11 @@ class StackError(RuntimeError):
     """A service exited or did not become ready; the message carries its log's tail."""
 
 
+def demo_cohort_path() -> Path:
+    """Where the demo's background cohort is (``build/cohort/default.npz``)."""
+    return paths.build_dir() / "cohort" / "default.npz"
+
+
 def demo_cohort(timeout_s: float = 1800) -> Path:
     """The demo's background cohort (``build/cohort/default.npz``), built from the shared face
     set by ``openlfr cohort build --sample`` when it is missing or of another model (set-up
@@ -58,7 +63,7 @@ def demo_cohort(timeout_s: float = 1800) -> Path:
     from openlfr.models.build import model_version
     from openlfr.models.specs import EMBEDDER
 
-    path = paths.build_dir() / "cohort" / "default.npz"
+    path = demo_cohort_path()
     if path.is_file():
         try:
             if Cohort.load(path).model_version == model_version(paths.model_dir(), EMBEDDER.name):
@@ -138,6 +143,7 @@ class ServiceStack:
             "OPENLFR_QDRANT_PATH": str(self.work / "vectors"),
             "OPENLFR_REGISTRY_DB_PATH": str(self.work / "registry.db"),
             "OPENLFR_REGISTRY_ACTIVITY_FLUSH_S": "1",
+            "OPENLFR_REGISTRY_COHORT": str(demo_cohort_path()),  # built at the match service's start if missing
             "OPENLFR_REVIEW_DB_PATH": str(self.work / "review.db"),
             "OPENLFR_REVIEW_REGISTRY_TOKEN": self.tokens["alert-service"],
             "OPENLFR_API_TOKENS": json.dumps(api_tokens),
@@ -166,8 +172,8 @@ class ServiceStack:
         extra = dict(env)
         if name == "alert" and "match" in self.services:
             extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", self.services["match"].base_url)
-        if name == "match" and "OPENLFR_REGISTRY_COHORT" not in {**self.env, **extra}:
-            extra["OPENLFR_REGISTRY_COHORT"] = str(demo_cohort())
+        if name == "match" and {**self.env, **extra}["OPENLFR_REGISTRY_COHORT"] == str(demo_cohort_path()):
+            demo_cohort()
         if name == "ingest" and gate_ingest and "match" in self.services:
             extra.setdefault("OPENLFR_DEPLOYMENTS_URL", self.services["match"].base_url)
             extra.setdefault("OPENLFR_DEPLOYMENTS_TOKEN", self.tokens["ingest-service"])

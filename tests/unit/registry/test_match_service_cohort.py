@@ -1,0 +1,94 @@
+"""The match service's start with its background cohort: required, checked against the embedding
+model (exit 2 naming OPENLFR_REGISTRY_COHORT), and one normaliser shared by the registry and the
+match stage. The service's own entry point (``services/match/main.py``), without a broker: the
+cohort is dealt with before any topic is touched."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from openlfr import paths
+from openlfr.cohort.cohort import Cohort, make_cohort
+from openlfr.models.build import model_version
+from openlfr.models.specs import EMBEDDER
+
+
+@pytest.fixture(scope="module")
+def match_main() -> ModuleType:
+    """``services/match/main.py`` loaded as ``openlfr service match`` loads it."""
+    path = paths.REPO_ROOT / "services" / "match" / "main.py"
+    spec = importlib.util.spec_from_file_location("openlfr_service_match_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path) -> Iterator[Path]:
+    """The match service's settings but the cohort: a throwaway database, store and audit log."""
+    monkeypatch.setenv("OPENLFR_BOOTSTRAP", "127.0.0.1:9")  # never dialled: the start stops before
+    monkeypatch.setenv("OPENLFR_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("OPENLFR_REGISTRY_DB_PATH", ":memory:")
+    monkeypatch.setenv("OPENLFR_VECTOR_STORE", "qdrant-local")
+    monkeypatch.setenv("OPENLFR_QDRANT_PATH", ":memory:")
+    monkeypatch.setenv("OPENLFR_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    monkeypatch.setenv("OPENLFR_API_TOKENS", json.dumps([{"name": "a", "roles": ["viewer"], "token": "t" * 24}]))
+    monkeypatch.delenv("OPENLFR_REGISTRY_COHORT", raising=False)
+    yield tmp_path
+
+
+@pytest.fixture(scope="module")
+def embedder_cohort(shared_cohort_faces, model_dir: Path) -> Cohort:
+    """A cohort of the built embedding model (the one the service matches with)."""
+    return make_cohort(shared_cohort_faces, model_version=model_version(model_dir, EMBEDDER.name))
+
+
+def test_without_a_cohort_the_service_exits_2_naming_the_setting(match_main, service_env, capsys) -> None:
+    assert match_main.main(["--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "bad setting OPENLFR_REGISTRY_COHORT: Value error, required" in err
+    assert "openlfr cohort build" in err
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_a_cohort", "other_model"])
+def test_an_unusable_cohort_stops_the_start(match_main, service_env: Path, monkeypatch, caplog, problem: str,
+                                            shared_cohort_faces) -> None:
+    path = service_env / "cohort.npz"
+    if problem == "not_a_cohort":
+        path.write_bytes(b"not a cohort")
+    elif problem == "other_model":
+        make_cohort(shared_cohort_faces, model_version="dlib_resnet_v1@000000000000").save(path)
+    monkeypatch.setenv("OPENLFR_REGISTRY_COHORT", str(path))
+    settings = match_main.MatchServiceSettings()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stopped:
+        match_main.build(settings)
+    assert stopped.value.code == 2
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "OPENLFR_REGISTRY_COHORT" in message, message
+    expected = {"missing": "no cohort file at", "not_a_cohort": "is not a readable cohort file",
+                "other_model": "the cohort was embedded with dlib_resnet_v1@000000000000"}[problem]
+    assert expected in message, message
+
+
+def test_the_registry_and_the_match_stage_share_the_cohort(match_main, service_env: Path, monkeypatch,
+                                                            embedder_cohort: Cohort) -> None:
+    path = service_env / "cohort.npz"
+    embedder_cohort.save(path)
+    monkeypatch.setenv("OPENLFR_REGISTRY_COHORT", str(path))
+    stage = match_main.build(match_main.MatchServiceSettings())
+    try:
+        assert stage.norm is stage.registry.norm
+        assert stage.norm.cohort_id == embedder_cohort.short_id == stage.registry.cohort_id
+        assert stage.gate is stage.registry
+    finally:
+        stage.close()
