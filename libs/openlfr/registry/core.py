@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
@@ -44,7 +43,7 @@ from openlfr.registry.exceptions import Invalid, NotFound
 from openlfr.registry.models import to_datetime
 from openlfr.registry.settings import RegistrySettings
 from openlfr.vision.analyzer import FaceAnalyzer
-from openlfr.watchlist.store import VectorStore, WatchlistEntry
+from openlfr.watchlist.store import EntryStatus, VectorStore, WatchlistEntry
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +220,7 @@ class RegistryCore:
         return len(rows)
 
     def _entry(
-        self, subject_id: str, *, watchlist_id: str, image_id: str, vector: np.ndarray, status: Any,
+        self, subject_id: str, *, watchlist_id: str, image_id: str, vector: np.ndarray, status: EntryStatus,
         expires_ts: float, enrolled_ts: float, stats: NormStats,
     ) -> WatchlistEntry:
         """A store entry of one reference with its statistics against the loaded cohort."""

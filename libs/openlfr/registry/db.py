@@ -132,8 +132,10 @@ CREATE INDEX reference_images_by_cohort ON reference_images (norm_cohort);
 
 ALTER TABLE deployments ADD COLUMN threshold_mode TEXT NOT NULL DEFAULT 'global'
     CHECK (threshold_mode IN ('per_subject', 'global'));
-ALTER TABLE deployments ADD COLUMN target_fpir REAL CHECK (target_fpir IS NULL OR (target_fpir > 0 AND target_fpir < 1));
-ALTER TABLE deployments ADD COLUMN accept_fpir REAL CHECK (accept_fpir IS NULL OR (accept_fpir > 0 AND accept_fpir < 1));
+ALTER TABLE deployments ADD COLUMN target_fpir REAL
+    CHECK (target_fpir IS NULL OR (target_fpir > 0 AND target_fpir < 1));
+ALTER TABLE deployments ADD COLUMN accept_fpir REAL
+    CHECK (accept_fpir IS NULL OR (accept_fpir > 0 AND accept_fpir < 1));
 ALTER TABLE deployments ADD COLUMN norm_threshold REAL CHECK (threshold_mode = 'global' OR norm_threshold IS NOT NULL);
 ALTER TABLE deployments ADD COLUMN cohort TEXT;
 ALTER TABLE deployments ADD COLUMN point_watchlist_size INTEGER;

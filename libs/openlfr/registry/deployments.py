@@ -191,7 +191,8 @@ class DeploymentsMixin(RegistryCore):
                 "INSERT INTO deployments (id, purpose, authorised_by, created_by, start_ts, end_ts, threshold, status, "
                 "snapshot_ts, snapshot_subjects, snapshot_images, snapshot_fingerprint, model_version, created_ts, "
                 f"updated_ts, threshold_mode, target_fpir, accept_fpir, {', '.join(_POINT_COLUMNS)}) "  # noqa: S608
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(_POINT_COLUMNS))})",
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                f"{', '.join('?' * len(_POINT_COLUMNS))})",
                 (deployment_id, body.purpose, body.authorised_by, actor, start_ts, end_ts, threshold, now,
                  subjects, len(pairs), fingerprint, self.model_version, now, now, body.threshold_mode,
                  body.target_fpir, body.accept_fpir, *self._point_values(point, now)),
@@ -430,7 +431,8 @@ class DeploymentsMixin(RegistryCore):
                 above = "" if accept_fpir is None else f" and above the accept_fpir {accept_fpir:.3g} named"
                 remedy = (
                     f"or accept that rate explicitly with accept_fpir >= {_round_up(point.expected_fpir):.3g}"
-                    if point.expected_fpir < 0.99 else "since it would alert on nearly everyone, no accept_fpir covers it"
+                    if point.expected_fpir < 0.99
+                    else "since it would alert on nearly everyone, no accept_fpir covers it"
                 )
                 raise Invalid(
                     field,
