@@ -27,8 +27,6 @@ from openlfr.audit.log import AuditLog
 from openlfr.cohort.cohort import Cohort
 from openlfr.cohort.exceptions import CohortError
 from openlfr.config import ModelSettings
-from openlfr.models.build import model_version
-from openlfr.models.specs import EMBEDDER
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import Stage
 from openlfr.registry.api import make_registry_router
@@ -75,7 +73,7 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
     """
     api_settings = load_settings(ApiSettings)
     registry_settings = load_settings(RegistrySettings)
-    embedder = model_version(settings.model_dir, EMBEDDER.name)
+    embedder = settings.embedder_version()  # what the embed service stamps on every vector
     try:
         cohort = Cohort.load(registry_settings.cohort, setting=COHORT_SETTING)
         cohort.check_model(embedder, setting=COHORT_SETTING)

@@ -223,10 +223,12 @@ class RegistryCore:
         self, subject_id: str, *, watchlist_id: str, image_id: str, vector: np.ndarray, status: EntryStatus,
         expires_ts: float, enrolled_ts: float, stats: NormStats,
     ) -> WatchlistEntry:
-        """A store entry of one reference with its statistics against the loaded cohort."""
+        """A store entry of one reference with its statistics against the loaded cohort, stamped with
+        the model that made it (a store pinned to another refuses it)."""
         return WatchlistEntry(
             subject_id=subject_id, watchlist_id=watchlist_id, reference_image_id=image_id, vector=vector,
             status=status, expires_ts=expires_ts, enrolled_ts=enrolled_ts, norm=stats, norm_cohort=self.cohort_id,
+            model_version=self.model_version,
         )
 
     def _encode_chip(self, chip: np.ndarray) -> tuple[bytes, bytes]:

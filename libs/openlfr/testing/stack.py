@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from openlfr import paths
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert
 from openlfr.subprocesses import free_port
@@ -46,27 +45,30 @@ class StackError(RuntimeError):
 
 
 def demo_cohort_path() -> Path:
-    """Where the demo's background cohort is (``build/cohort/default.npz``)."""
-    return paths.build_dir() / "cohort" / "default.npz"
+    """Where the demo's background cohort of the configured embedder is (``build/cohort/default.npz``
+    for the default one)."""
+    from openlfr.cohort.cli import default_cohort_path
+    from openlfr.config import ModelSettings
+
+    return default_cohort_path(ModelSettings().embedder_version())
 
 
 def demo_cohort(timeout_s: float = 1800) -> Path:
-    """The demo's background cohort (``build/cohort/default.npz``), built from the shared face
-    set by ``openlfr cohort build --sample`` when it is missing or of another model (set-up
-    builds it; this is the fallback, and a no-op when it is there).
+    """The demo's background cohort (``demo_cohort_path``), built from the shared face set by
+    ``openlfr cohort build --sample`` when it is missing or of another model (set-up builds it;
+    this is the fallback, and a no-op when it is there).
 
     Raises:
         StackError: it could not be built (the command's output in the message).
     """
     from openlfr.cohort.cohort import Cohort
     from openlfr.cohort.exceptions import CohortError
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import EMBEDDER
+    from openlfr.config import ModelSettings
 
     path = demo_cohort_path()
     if path.is_file():
         try:
-            if Cohort.load(path).model_version == model_version(paths.model_dir(), EMBEDDER.name):
+            if Cohort.load(path).model_version == ModelSettings().embedder_version():
                 return path
         except CohortError:
             pass  # unreadable or of an old schema: rebuilt below

@@ -17,8 +17,7 @@ import pytest
 
 from openlfr import paths
 from openlfr.cohort.cohort import Cohort, make_cohort
-from openlfr.models.build import model_version
-from openlfr.models.specs import EMBEDDER
+from openlfr.config import ModelSettings
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path
 @pytest.fixture(scope="module")
 def embedder_cohort(shared_cohort_faces, model_dir: Path) -> Cohort:
     """A cohort of the built embedding model (the one the service matches with)."""
-    return make_cohort(shared_cohort_faces, model_version=model_version(model_dir, EMBEDDER.name))
+    return make_cohort(shared_cohort_faces, model_version=ModelSettings(model_dir=model_dir).embedder_version())
 
 
 def test_without_a_cohort_the_service_exits_2_naming_the_setting(match_main, service_env, capsys) -> None:
