@@ -37,7 +37,7 @@ from openlfr.registry.settings import RegistrySettings
 from openlfr.service.main import HttpApi, run_stage_service
 from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings
 from openlfr.vision.factory import build_analyzer
-from openlfr.watchlist.factory import VectorStoreSettings, open_store
+from openlfr.watchlist.factory import StoreModel, VectorStoreSettings, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
         'cohort loaded cohort="%s" path="%s" people="%s" faces="%d"',
         cohort.short_id, registry_settings.cohort, cohort.meta.get("people"), cohort.vectors.shape[0],
     )
-    store = open_store(load_settings(VectorStoreSettings))
+    # The store holds this embedder's vectors only (another embedder gets a collection of its own).
+    store = open_store(load_settings(VectorStoreSettings),
+                       StoreModel(model_version=embedder, dim=settings.embedder_manifest().embedding_size))
     try:
         db = RegistryDb(registry_settings.db_path)
         try:
