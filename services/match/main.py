@@ -30,6 +30,7 @@ from openlfr.config import ModelSettings
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import Stage
 from openlfr.registry.api import make_registry_router
+from openlfr.registry.lookalikes_api import make_lookalike_router
 from openlfr.registry.core import COHORT_SETTING
 from openlfr.registry.db import RegistryDb
 from openlfr.registry.service import Registry
@@ -116,7 +117,8 @@ def api(settings: MatchServiceSettings, stage: Stage) -> HttpApi:
     assert isinstance(stage, HostedMatchStage)
     access = Access(stage.api_settings.authenticator(), AuditLog(stage.api_settings.audit_log))
     return HttpApi(
-        routers=[make_registry_router(stage.registry, access, stage.api_settings)],
+        routers=[make_registry_router(stage.registry, access, stage.api_settings),
+                 make_lookalike_router(stage, stage.registry, access)],
         title="OpenLFR match service: watchlists, subjects and deployments",
         max_body_bytes=stage.api_settings.max_body_bytes,
     )

@@ -54,6 +54,7 @@ on its partition, or a frame id the camera sent before) is dropped as ``duplicat
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -251,6 +252,7 @@ class MatchStage(Stage[Embeddings]):
         self._votes: dict[str, dict[str, _Votes]] = {}
         self._templates: dict[str, _TemplateState] = {}
         self._near_misses: dict[str, dict[str, int]] = {}
+        self._near_misses_lock = threading.Lock()  # the HTTP thread reads what the stage writes
         self._applied: dict[int, int] = {}
         self._recent: dict[str, deque[str]] = {}
         self._redelivery = RedeliveryCache()
@@ -492,9 +494,10 @@ class MatchStage(Stage[Embeddings]):
         missed = state.near - state.published
         if not missed:
             return
-        counts = self._near_misses.setdefault(state.deployment_id, {})
-        for subject_id in missed:
-            counts[subject_id] = counts.get(subject_id, 0) + 1
+        with self._near_misses_lock:
+            counts = self._near_misses.setdefault(state.deployment_id, {})
+            for subject_id in missed:
+                counts[subject_id] = counts.get(subject_id, 0) + 1
         self._metrics.near_miss_tracks.labels(state.deployment_id).inc()
         attracting = sum(1 for n in counts.values() if n >= self.settings.look_alike_min_tracks)
         self._metrics.look_alike_subjects.labels(state.deployment_id).set(attracting)
@@ -502,7 +505,9 @@ class MatchStage(Stage[Embeddings]):
     def look_alikes(self, deployment_id: str) -> dict[str, int]:
         """Per subject, the tracks of this deployment that came within the look-alike margin of
         its threshold and did not match it (since this process started). Counts only."""
-        return dict(sorted(self._near_misses.get(deployment_id, {}).items(), key=lambda kv: (-kv[1], kv[0])))
+        with self._near_misses_lock:
+            counts = dict(self._near_misses.get(deployment_id, {}))
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def _vote(
         self, track: Track, planned: _PlannedFace, message: Embeddings, deployment: ActiveDeployment

@@ -19,6 +19,7 @@ from openlfr.audit.log import AuditLog
 from openlfr.service.http import make_health_app
 
 if TYPE_CHECKING:
+    from openlfr.pipeline.match import MatchStage
     from openlfr.registry.service import Registry
 
 #: Services with only probes and metrics.
@@ -32,6 +33,7 @@ def _ok() -> tuple[bool, str]:
 def openapi_documents() -> dict[str, dict[str, Any]]:
     """``{service: OpenAPI document}`` for ingest, detect, embed, match and alert."""
     from openlfr.registry.api import make_registry_router
+    from openlfr.registry.lookalikes_api import make_lookalike_router
     from openlfr.review.api import make_review_router
     from openlfr.review.events import EventHub
     from openlfr.review.store import ReviewStore
@@ -53,7 +55,8 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
         app = make_health_app(
             ready=_ok,
             registry=CollectorRegistry(),
-            routers=[make_registry_router(registry, access, api_settings)],
+            routers=[make_registry_router(registry, access, api_settings),
+                     make_lookalike_router(cast("MatchStage", None), registry, access)],
             title="OpenLFR match service: watchlists, subjects and deployments",
         )
         docs["match"] = app.openapi()
