@@ -142,6 +142,7 @@ def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, gene
     d: Mapping[str, Any] = deployment or {}
     snapshot = _mapping(d.get("snapshot"))
     stats = _mapping(d.get("stats"))
+    point = _mapping(d.get("operating_point"))
     cameras = _ids(d.get("camera_ids", d.get("cameras")))
     watchlists = _ids(d.get("watchlist_ids", d.get("watchlists")))
     report: dict[str, Any] = {
@@ -155,6 +156,12 @@ def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, gene
         "cameras": cameras,
         "window": {"start": _window_start(d), "end": _window_end(d)},
         "threshold": _number(d.get("threshold")),
+        "threshold_mode": _text(d.get("threshold_mode")),
+        "target_fpir": _number(point.get("target_fpir")),
+        "normalised_threshold": _number(point.get("normalised_threshold")),
+        "expected_false_alerts_per_10000": _number(point.get("expected_false_alerts_per_10000")),
+        "expected_miss_rate": _number(point.get("expected_fnmr")),
+        "cohort": _text(point.get("cohort")),
         "watchlist_ids": watchlists,
         "watchlist_size": _count(snapshot.get("active_subjects", snapshot.get("subjects"))),
         "reference_images": _count(snapshot.get("reference_images")),
@@ -205,7 +212,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ("Status", report.get("status")),
         ("Cameras", report.get("cameras")),
         ("Window", f"{window.get('start', UNKNOWN)} to {window.get('end', UNKNOWN)}"),
-        ("Threshold (score 0..1)", report.get("threshold")),
+        ("Threshold mode", report.get("threshold_mode")),
+        ("Threshold (score 0..1; under per-subject thresholds, the floor)", report.get("threshold")),
+        ("Target false alerts per stranger (FPIR)", report.get("target_fpir")),
+        ("Per-subject (normalised) threshold", report.get("normalised_threshold")),
+        ("Expected false alerts per 10,000 passers-by", report.get("expected_false_alerts_per_10000")),
+        ("Expected miss rate (from the cohort)", report.get("expected_miss_rate")),
+        ("Cohort the thresholds were calibrated on", report.get("cohort")),
         ("Watchlists", report.get("watchlist_ids")),
         ("Watchlist size (subjects at the snapshot)", report.get("watchlist_size")),
         ("Snapshot taken", report.get("snapshot_at")),

@@ -57,6 +57,29 @@ def test_report_numbers_from_registry_and_tallies() -> None:
     )
 
 
+def test_a_per_subject_deployment_reports_its_target_and_expected_rates() -> None:
+    deployment = {
+        **DEPLOYMENT,
+        "threshold": 0.7,
+        "threshold_mode": "per_subject",
+        "operating_point": {"cohort": "cohort@82ba7730fb68", "watchlist_size": 1234, "target_fpir": 1 / 6000,
+                            "normalised_threshold": 9.44, "expected_false_alerts_per_10000": 1.67,
+                            "expected_fnmr": 0.62, "method": "tail-fit:normal"},
+    }
+    report = build_report(deployment, Tallies("westfield-2026-11-26", alerts=3, confirmed=1, rejected=2),
+                          generated_ts=GENERATED)
+    assert (report["threshold_mode"], report["normalised_threshold"], report["cohort"]) == (
+        "per_subject", 9.44, "cohort@82ba7730fb68")
+    assert report["expected_false_alerts_per_10000"] == 1.67 and report["expected_miss_rate"] == 0.62
+    assert report["target_fpir"] == pytest.approx(1 / 6000)
+    page = render_markdown(report)
+    assert "| Expected false alerts per 10,000 passers-by | 1.67 |" in page
+    assert "| Threshold mode | per_subject |" in page
+    # A deployment from before per-subject thresholds says it does not know.
+    old = build_report(DEPLOYMENT, Tallies("westfield-2026-11-26"), generated_ts=GENERATED)
+    assert old["threshold_mode"] == UNKNOWN and old["expected_false_alerts_per_10000"] == UNKNOWN
+
+
 def test_missing_keys_read_unknown() -> None:
     report = build_report({"id": "d1", "end_ts": None, "snapshot": "garbage", "stats": {"faces": "many"}},
                           Tallies("d1", alerts=2), generated_ts=GENERATED)
