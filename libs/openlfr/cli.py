@@ -32,6 +32,7 @@ from openlfr import paths
 from openlfr.config import ModelSettings
 from openlfr.cohort.cli import add_cohort_parser
 from openlfr.evaluation.cli import add_evaluate_parser
+from openlfr.registry.reembed_cli import add_reembed_parser
 from openlfr.run_cli import add_run_parser
 
 logger = logging.getLogger("openlfr")
@@ -550,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--source", dest="source_note", required=True, help="where the photos came from")
     enroll.add_argument("--no-progress", dest="no_progress", action="store_true")
     enroll.set_defaults(func=cmd_watchlist_enroll)
+    add_reembed_parser(watchlist)
 
     deployment = sub.add_parser("deployment", help="deployments (token in $OPENLFR_TOKEN)").add_subparsers(
         dest="deployment_command", required=True)

@@ -32,6 +32,7 @@ Action = Literal[
     "subject.enrol",
     "subject.update",
     "subject.delete",
+    "watchlist.reembed",
     "deployment.create",
     "deployment.update",
     "deployment.threshold",

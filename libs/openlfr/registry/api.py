@@ -35,6 +35,7 @@ from openlfr.registry.models import (
     ImagePublic,
     ImageRefusal,
     Provenance,
+    ReembedStatus,
     SubjectCreate,
     SubjectPage,
     SubjectPublic,
@@ -338,6 +339,29 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
     ) -> DeploymentPublic:
         with _http_errors():
             return registry.end_deployment(deployment_id, actor=who.name, reason=body.reason if body else None)
+
+    # -- re-embedding ----------------------------------------------------------------------------
+
+    @router.post(
+        "/reembed", status_code=HTTPStatus.ACCEPTED, response_model=ReembedStatus, tags=["reembedding"],
+        summary="Re-embed every reference into the running embedder's store (background)",
+        description=(
+            "Starts moving every reference not of the running embedder (OPENLFR_EMBEDDER) into its store, "
+            "from the kept chips, in the background; deployments over watchlists awaiting it do not match "
+            "until it completes. Audited. 409 while one runs."
+        ),
+        responses={**_AUTH, **_409},
+    )
+    def start_reembed(who: WatchlistAdmin) -> ReembedStatus:
+        with _http_errors():
+            return registry.start_reembed(actor=who.name)
+
+    @router.get(
+        "/reembed", response_model=ReembedStatus, tags=["reembedding"],
+        summary="The re-embedding's progress, and the watchlists awaiting it", responses={**_AUTH},
+    )
+    def reembed_status(who: Reader) -> ReembedStatus:
+        return registry.reembed_status()
 
     return router
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from openlfr.registry.exceptions import RegistryApiError, RegistryUnreachable
 from openlfr.registry.models import (
+    ReembedStatus,
     DeploymentCreate,
     DeploymentPage,
     DeploymentPublic,
@@ -189,3 +190,11 @@ class RegistryClient:
             DeploymentPublic, "POST", f"/v1/deployments/{deployment_id}/end",
             json={"reason": reason} if reason is not None else None,
         )
+
+    # -- re-embedding --------------------------------------------------------------------------
+
+    def start_reembed(self) -> ReembedStatus:
+        return self._model(ReembedStatus, "POST", "/v1/reembed")
+
+    def reembed_status(self) -> ReembedStatus:
+        return self._model(ReembedStatus, "GET", "/v1/reembed")

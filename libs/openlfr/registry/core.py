@@ -43,6 +43,7 @@ from openlfr.registry.exceptions import Invalid, NotFound
 from openlfr.registry.models import to_datetime
 from openlfr.registry.settings import RegistrySettings
 from openlfr.vision.analyzer import FaceAnalyzer
+from openlfr.watchlist.reembed import ReembedReport, ReferenceImage, reembed
 from openlfr.watchlist.store import EntryStatus, VectorStore, WatchlistEntry
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class GateWindow:
     start_ts: float
     end_ts: float
     deployment: ActiveDeployment
+    #: Why the gate does not give this deployment now (its watchlists await re-embedding), or None.
+    withheld: str | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +151,10 @@ class RegistryCore:
         self._flush_scheduled = False
         self._closed = False
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-activity")
+        #: Active deployments the gate withholds (deployment id -> why), set with the gate.
+        self._withheld: dict[str, str] = {}
+        #: Deployment id -> gate answers withheld from it since start (frames it did not match).
+        self.withheld_lookups: dict[str, int] = {}
 
     @property
     def cohort_id(self) -> str:
@@ -170,6 +177,22 @@ class RegistryCore:
                 for subject_id in sorted(tx.touched if tx else ()):
                     self._repair(subject_id)
                 raise
+            if self._withheld:  # a change may complete a watchlist (a subject deleted, an image removed)
+                self._refresh_gate()
+
+    def _refresh_gate(self) -> None:
+        """Rebuild the deployment gate (``openlfr.registry.deployments`` does)."""
+
+    def _pending_reembedding(self) -> dict[str, int]:
+        """Watchlist id -> subjects with references of another embedder than the running one
+        (not in the running embedder's store); empty when every reference is of it."""
+        rows = self.db.all(
+            "SELECT s.watchlist_id, COUNT(DISTINCT s.id) AS n FROM subjects s "
+            "JOIN reference_images r ON r.subject_id = s.id WHERE r.model_version != ? "
+            "GROUP BY s.watchlist_id ORDER BY s.watchlist_id",
+            (self.model_version,),
+        )
+        return {r["watchlist_id"]: int(r["n"]) for r in rows}
 
     def _repair(self, subject_id: str) -> None:
         try:
@@ -188,8 +211,16 @@ class RegistryCore:
     # -- the vector store in step with the database ---------------------------------------
 
     def _sync_subject_vectors(self, conn: sqlite3.Connection, subject_id: str) -> int:
-        """Make the store hold exactly the subject's images as ``conn`` sees them, each with its
-        statistics against the loaded cohort (recorded in the database too); returns their count."""
+        """Make the store hold exactly the subject's images of the running embedder as ``conn`` sees
+        them, each with its statistics against the loaded cohort (recorded in the database too);
+        returns their count.
+
+        References of another embedder (not yet re-embedded: ``openlfr.registry.reembedding``)
+        are left out of the store. A kept chip the running embedder takes as it is (its own
+        input, as enrolled) is embedded directly; a chip of another shape (dlib's 150x150 chip
+        under another embedder, after a re-embedding) goes through the analyzer again, as the
+        re-embedding did (``openlfr.watchlist.reembed``).
+        """
         subject = conn.execute(
             "SELECT watchlist_id, status, expires_ts FROM subjects WHERE id = ?", (subject_id,)
         ).fetchone()
@@ -197,27 +228,59 @@ class RegistryCore:
         if subject is None:
             return 0
         rows = conn.execute(
-            "SELECT id, added_ts, chip_png FROM reference_images WHERE subject_id = ? ORDER BY id", (subject_id,)
+            "SELECT id, added_ts, chip_png FROM reference_images WHERE subject_id = ? AND model_version = ? "
+            "ORDER BY id",
+            (subject_id, self.model_version),
         ).fetchall()
         if not rows:
             return 0
-        chips = np.stack([self._decode_chip(bytes(r["chip_png"])) for r in rows])
+        side = self.analyzer.embedder.chip_size
+        chips = [self._decode_chip(bytes(r["chip_png"])) for r in rows]
+        direct = [(r, c) for r, c in zip(rows, chips, strict=True) if c.shape[0] == side]
+        other = [(r, c) for r, c in zip(rows, chips, strict=True) if c.shape[0] != side]
+        if other:
+            self._embed_via_analyzer(conn, subject_id, subject, other)
+        if not direct:
+            return len(rows)
         with self._analyze_lock:
-            vectors = self.analyzer.embedder.embed(chips)
+            vectors = self.analyzer.embedder.embed(np.stack([c for _, c in direct]))
         mu, sd = self.norm.stats_arrays(vectors)
         stats = [NormStats(mu=float(m), sd=float(s)) for m, s in zip(mu, sd, strict=True)]
         conn.executemany(
             "UPDATE reference_images SET norm_mu = ?, norm_sd = ?, norm_cohort = ? WHERE subject_id = ? AND id = ?",
-            [(s.mu, s.sd, self.cohort_id, subject_id, r["id"]) for r, s in zip(rows, stats, strict=True)],
+            [(s.mu, s.sd, self.cohort_id, subject_id, r["id"]) for (r, _), s in zip(direct, stats, strict=True)],
         )
         self.store.upsert([
             self._entry(subject_id, watchlist_id=subject["watchlist_id"], image_id=r["id"], vector=vector,
                         status=subject["status"], expires_ts=float(subject["expires_ts"]),
                         enrolled_ts=float(r["added_ts"]),  # the snapshots of running deployments still include it
                         stats=s)
-            for r, vector, s in zip(rows, vectors, stats, strict=True)
+            for (r, _), vector, s in zip(direct, vectors, stats, strict=True)
         ])
         return len(rows)
+
+    def _embed_via_analyzer(
+        self, conn: sqlite3.Connection, subject_id: str, subject: sqlite3.Row,
+        kept: list[tuple[sqlite3.Row, np.ndarray]],
+    ) -> ReembedReport:
+        """Embed kept chips through the running analyzer into the store (``reembed``) and record,
+        per reference embedded, the running model and its statistics; failures stay as they were."""
+        references = [
+            ReferenceImage(subject_id=subject_id, watchlist_id=subject["watchlist_id"], reference_image_id=r["id"],
+                           image=chip, status=subject["status"], expires_ts=float(subject["expires_ts"]),
+                           enrolled_ts=float(r["added_ts"]))
+            for r, chip in kept
+        ]
+        with self._analyze_lock:
+            report = reembed(references, analyzer=self.analyzer, target=self.store,
+                             model_version=self.model_version, norm=self.norm)
+        conn.executemany(
+            "UPDATE reference_images SET model_version = ?, norm_mu = ?, norm_sd = ?, norm_cohort = ? "
+            "WHERE subject_id = ? AND id = ?",
+            [(self.model_version, s.mu if s else None, s.sd if s else None, self.cohort_id, sid, image_id)
+             for sid, image_id, s in report.embedded],
+        )
+        return report
 
     def _entry(
         self, subject_id: str, *, watchlist_id: str, image_id: str, vector: np.ndarray, status: EntryStatus,

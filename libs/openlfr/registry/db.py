@@ -25,7 +25,7 @@ from openlfr.registry.exceptions import RegistryDbError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE watchlists (
@@ -146,8 +146,17 @@ ALTER TABLE deployments ADD COLUMN point_method TEXT;
 ALTER TABLE deployments ADD COLUMN point_ts REAL
 """
 
+#: Version 3: which embedder each reference's vector is of (``name@sha12``), so the registry knows
+#: when the running embedder's store lacks references it holds (``openlfr.registry.reembedding``).
+#: Rows of version 2 get NULL here, and the registry sets them to the embedder it runs at its
+#: first start after the migration: the model the store they are in was pinned to.
+_SCHEMA_V3 = """
+ALTER TABLE reference_images ADD COLUMN model_version TEXT;
+CREATE INDEX reference_images_by_model ON reference_images (model_version)
+"""
+
 #: The statements that bring a database from the previous version to each version.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 class RegistryDb:

@@ -89,8 +89,19 @@ class DeploymentsMixin(RegistryCore):
         """The deployment covering ``camera_id`` at ``ts``: active, camera listed, start <= ts < end."""
         for window in self._gate.get(camera_id, ()):
             if window.start_ts <= ts < window.end_ts:
+                if window.withheld is not None:
+                    self._count_withheld(window.deployment.deployment_id, window.withheld)
+                    return None
                 return window.deployment
         return None
+
+    def _count_withheld(self, deployment_id: str, reason: str) -> None:
+        """Count a gate answer withheld from a deployment (``withheld_lookups``; logged at its first)."""
+        with self._activity_lock:
+            n = self.withheld_lookups.get(deployment_id, 0)
+            self.withheld_lookups[deployment_id] = n + 1
+        if n == 0:
+            logger.warning('deployment withheld from matching deployment_id="%s" reason="%s"', deployment_id, reason)
 
     def record_activity(self, deployment_id: str, *, faces: int, tracks: int) -> None:
         """Add to a deployment's counts. Kept in memory and written at most every
@@ -588,8 +599,18 @@ class DeploymentsMixin(RegistryCore):
     def _gate_index(self) -> dict[str, tuple[GateWindow, ...]]:
         floor = self.settings.threshold_floor
         rows = self.db.all("SELECT * FROM deployments WHERE status = 'active'")
+        pending = self._pending_reembedding()
+        withheld: dict[str, str] = {}
         index: dict[str, list[GateWindow]] = {}
         for row in rows:
+            waiting = [w for w in self._watchlists_of(row["id"]) if w in pending]
+            if waiting and row["end_ts"] > self._clock():
+                withheld[row["id"]] = (
+                    f"watchlists {waiting} await re-embedding into {self.model_version} "
+                    f"({sum(pending[w] for w in waiting)} subjects not moved; POST /v1/reembed)"
+                )
+                logger.warning('deployment does not match until re-embedding completes deployment_id="%s" '
+                               'watchlists="%s"', row["id"], ",".join(waiting))
             threshold = float(row["threshold"])
             if threshold < floor:  # the floor was raised after the deployment was authorised
                 logger.warning(
@@ -612,9 +633,10 @@ class DeploymentsMixin(RegistryCore):
                 snapshot_ts=float(row["snapshot_ts"]),
                 norm_threshold=norm_threshold,
             )
-            window = GateWindow(float(row["start_ts"]), float(row["end_ts"]), active)
+            window = GateWindow(float(row["start_ts"]), float(row["end_ts"]), active, withheld.get(row["id"]))
             for camera_id in self._cameras(None, row["id"]):
                 index.setdefault(camera_id, []).append(window)
+        self._withheld = withheld
         return {camera: tuple(sorted(windows, key=lambda w: -w.start_ts)) for camera, windows in index.items()}
 
     # -- row readers --------------------------------------------------------------------------
@@ -672,6 +694,8 @@ class DeploymentsMixin(RegistryCore):
                 faces=int(stats["faces"]) if stats else 0, tracks=int(stats["tracks"]) if stats else 0
             ),
             model_version=row["model_version"],
+            matching=row["id"] not in self._withheld and self._status(row, self._clock()) == "active",
+            not_matching_reason=self._withheld.get(row["id"]),
             created_at=to_datetime(row["created_ts"]), updated_at=to_datetime(row["updated_ts"]),
             ended_at=to_datetime(row["ended_ts"]) if row["ended_ts"] is not None else None,
             ended_by=row["ended_by"], end_reason=row["end_reason"],

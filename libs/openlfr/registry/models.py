@@ -112,6 +112,12 @@ class WatchlistPublic(_Response):
     created_at: datetime
     updated_at: datetime
     subject_count: int = Field(description="subjects on the watchlist, whatever their status")
+    status: Literal["ready", "reembedding_needed"] = Field(
+        default="ready",
+        description="reembedding_needed: some of its references are of another embedder than the running one "
+                    "(not in the store): deployments over it do not match until POST /v1/reembed moves them",
+    )
+    subjects_to_reembed: int = Field(default=0, description="subjects with references not yet re-embedded")
 
 
 class WatchlistPage(_Response):
@@ -368,6 +374,12 @@ class DeploymentPublic(_Response):
     status: DeploymentStatus = Field(description="ended once ended by hand or once end_at has passed")
     stats: DeploymentStats
     model_version: str = Field(description="the embedding model it matches with (name@sha256 prefix)")
+    matching: bool = Field(
+        default=True, description="false while the gate withholds it (see not_matching_reason)"
+    )
+    not_matching_reason: str | None = Field(
+        default=None, description="why an active deployment does not match now (watchlists awaiting re-embedding)"
+    )
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
@@ -382,6 +394,40 @@ class DeploymentPage(_Response):
     total: int
     limit: int
     offset: int
+
+
+# -- re-embedding --------------------------------------------------------------------------
+
+
+class ReembedFailure(_Response):
+    """A reference that could not be re-embedded (it stays of its old embedder)."""
+
+    subject_id: Id
+    reference_image_id: str
+    reason: str
+
+
+class ReembedStatus(_Response):
+    """The re-embedding of the registry's references into the running embedder's store."""
+
+    state: Literal["idle", "running", "completed", "failed"] = Field(
+        description="idle: never started since this process started; failed: stopped by an error (see error)"
+    )
+    model_version: str = Field(description="the running embedder, which the references are moved to")
+    started_by: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    total: int = Field(default=0, description="references to move when it started")
+    done: int = Field(default=0, description="references tried so far")
+    subjects_moved: list[Id] = Field(default_factory=list, description="subjects with every reference moved")
+    failed: list[ReembedFailure] = Field(default_factory=list, description="references not moved")
+    lost_subjects: list[Id] = Field(
+        default_factory=list, description="subjects none of whose references could be moved (not searchable)"
+    )
+    error: str | None = None
+    watchlists_needing: dict[str, int] = Field(
+        default_factory=dict, description="now: watchlist id -> subjects with references not yet re-embedded"
+    )
 
 
 # -- errors (for the OpenAPI document) -----------------------------------------------------

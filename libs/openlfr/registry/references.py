@@ -125,9 +125,9 @@ class ReferencesMixin(RegistryCore):
             self._check_new_image(lambda sql, p: tx.conn.execute(sql, p).fetchone(), subject_id, image_id)
             tx.conn.execute(
                 f"INSERT INTO reference_images ({_IMAGE_COLUMNS}, chip_jpeg, chip_png, norm_mu, norm_sd, "  # noqa: S608
-                f"norm_cohort) VALUES ({', '.join('?' * (_IMAGE_COLUMNS.count(',') + 6))})",
+                f"norm_cohort, model_version) VALUES ({', '.join('?' * (_IMAGE_COLUMNS.count(',') + 7))})",
                 (subject_id, image_id, sha256, source, actor, now, *(q[c] for c in _QUALITY_COLUMNS), q["score"],
-                 chip_jpeg, chip_png, stats.mu, stats.sd, self.cohort_id),
+                 chip_jpeg, chip_png, stats.mu, stats.sd, self.cohort_id, self.model_version),
             )
             tx.conn.execute("UPDATE subjects SET updated_ts = ? WHERE id = ?", (now, subject_id))
             tx.touched.add(subject_id)
@@ -194,13 +194,15 @@ class ReferencesMixin(RegistryCore):
 
         The subject's vectors are rebuilt from its kept chips (exactly the enrolled vectors)
         with their new statistics and their original enrolment times. A subject that fails is
-        logged and counted, and the others go on.
+        logged and counted, and the others go on. References of another embedder are not
+        touched: they wait for re-embedding (``openlfr.registry.reembedding``).
         """
         report = RescoreReport(cohort=self.cohort_id)
         rows = self.db.all(
             "SELECT subject_id, COALESCE(norm_cohort, 'none') AS previous, COUNT(*) AS n FROM reference_images "
-            "WHERE norm_cohort IS NULL OR norm_cohort != ? GROUP BY subject_id, previous ORDER BY subject_id",
-            (self.cohort_id,),
+            "WHERE (norm_cohort IS NULL OR norm_cohort != ?) AND model_version = ? "
+            "GROUP BY subject_id, previous ORDER BY subject_id",
+            (self.cohort_id, self.model_version),
         )
         stale: dict[str, dict[str, int]] = {}
         for row in rows:

@@ -9,6 +9,9 @@ with the vector store and the audit log, and the deployment gate the match stage
   statistics, chips, removal, re-scoring against a new cohort);
 * ``openlfr.registry.deployments``: deployments (snapshot, per-subject thresholds calibrated
   to a target false-alert rate, audited changes) and the deployment gate.
+* ``openlfr.registry.reembedding``: which embedder each reference is of, the watchlists awaiting
+  re-embedding after an embedder change (their deployments withheld by the gate), and the
+  re-embedding job (``POST /v1/reembed``).
 
 At start the registry loads nothing itself: the hosting service gives it the background cohort
 (``OPENLFR_REGISTRY_COHORT``), checked against the embedding model; references scored against
@@ -41,6 +44,7 @@ from openlfr.registry.models import (
     WatchlistUpdate,
     to_datetime,
 )
+from openlfr.registry.reembedding import ReembeddingMixin
 from openlfr.registry.references import ReferencesMixin, RescoreReport
 from openlfr.registry.settings import RegistrySettings
 from openlfr.vision.analyzer import FaceAnalyzer
@@ -51,7 +55,7 @@ __all__ = ["MAX_PAGE", "Registry", "RescoreReport", "snapshot_fingerprint"]
 logger = logging.getLogger(__name__)
 
 
-class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
+class Registry(ReembeddingMixin, ReferencesMixin, DeploymentsMixin, RegistryCore):
     """Watchlists, subjects, reference images and deployments; the match stage's deployment gate.
 
     Args:
@@ -86,6 +90,7 @@ class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
         super().__init__(db=db, store=store, analyzer=analyzer, audit=audit, settings=settings,
                          model_version=model_version, cohort=cohort, clock=clock)
         try:
+            self._init_reembedding()
             #: What the start-up re-scoring did (nothing when every reference had this cohort's statistics).
             self.rescored = self.rescore_references()
             self.recalibrate_deployments()
@@ -129,7 +134,7 @@ class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
         )
         if row is None:
             raise NotFound("watchlist", watchlist_id)
-        return self._watchlist_public(row)
+        return self._watchlist_public(row, self._pending_reembedding())
 
     def list_watchlists(self, *, limit: int = 100, offset: int = 0) -> WatchlistPage:
         """Watchlists by id."""
@@ -140,8 +145,9 @@ class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
             (limit, offset),
         )
         total = self.db.one("SELECT COUNT(*) AS n FROM watchlists")
+        pending = self._pending_reembedding()
         return WatchlistPage(
-            items=[self._watchlist_public(r) for r in rows], total=int(total["n"]) if total else 0,
+            items=[self._watchlist_public(r, pending) for r in rows], total=int(total["n"]) if total else 0,
             limit=limit, offset=offset,
         )
 
@@ -323,14 +329,23 @@ class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
-        """Whether the database and the vector store answer."""
+        """Whether the database and the vector store answer. Watchlists awaiting re-embedding
+        are named in the reason but do not make the service unready: its API must stay
+        reachable to start the re-embedding, and the gate already withholds their deployments."""
         ok, reason = self.db.ready()
         if not ok:
             return ok, reason
-        return self.store.ready()
+        ok, reason = self.store.ready()
+        pending = self._pending_reembedding() if ok else {}
+        if pending:
+            listed = ", ".join(f"{w} ({n} subjects)" for w, n in pending.items())
+            return ok, f"{reason}; reembedding_needed into {self.model_version}: {listed} (POST /v1/reembed)"
+        return ok, reason
 
     def close(self) -> None:
-        """Write the pending activity counts and stop the background writer (not the db or store)."""
+        """Stop a running re-embedding after its current subject, write the pending activity
+        counts and stop the background writer (not the db or store)."""
+        self._stop_reembed()
         with self._activity_lock:
             self._closed = True
         self._flusher.shutdown(wait=True)
@@ -339,8 +354,10 @@ class Registry(ReferencesMixin, DeploymentsMixin, RegistryCore):
     # -- public records -------------------------------------------------------------------------
 
     @staticmethod
-    def _watchlist_public(row: sqlite3.Row) -> WatchlistPublic:
+    def _watchlist_public(row: sqlite3.Row, pending: dict[str, int]) -> WatchlistPublic:
         return WatchlistPublic(
+            status="reembedding_needed" if row["id"] in pending else "ready",
+            subjects_to_reembed=pending.get(row["id"], 0),
             id=row["id"], name=row["name"], description=row["description"], created_by=row["created_by"],
             created_at=to_datetime(row["created_ts"]), updated_at=to_datetime(row["updated_ts"]),
             subject_count=int(row["subject_count"]),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from openlfr.cohort.norm import ScoreNorm
+from openlfr.cohort.norm import NormStats, ScoreNorm
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, unit_mean, with_mirror
 from openlfr.watchlist.store import EntryStatus, VectorStore, WatchlistEntry
@@ -50,12 +50,15 @@ class ReembedReport:
         subjects: subject id -> references embedded (template not counted).
         failed: ``(subject_id, reference_image_id, reason)`` of each reference not embedded.
         lost_subjects: subjects none of whose references could be embedded (not in the store).
+        embedded: ``(subject_id, reference_image_id, statistics)`` of each reference embedded
+            (template not included), so a caller can record what was written.
     """
 
     model_version: str
     subjects: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     lost_subjects: list[str] = field(default_factory=list)
+    embedded: list[tuple[str, str, NormStats | None]] = field(default_factory=list)
 
     @property
     def references(self) -> int:
@@ -120,17 +123,22 @@ def reembed(
             rows = [(ref.reference_image_id, v, ref) for ref, v in vectors]
             if len(vectors) >= 2:
                 rows.append((TEMPLATE_REFERENCE_ID, unit_mean([v for _, v in vectors]), first))
+            stats = [norm.stats(vector) if norm is not None else None for _, vector, _ in rows]
             target.upsert([
                 WatchlistEntry(
                     subject_id=subject, watchlist_id=ref.watchlist_id, reference_image_id=ref_id, vector=vector,
                     status=ref.status, expires_ts=ref.expires_ts, enrolled_ts=ref.enrolled_ts,
-                    norm=norm.stats(vector) if norm is not None else None,
-                    norm_cohort=norm.cohort_id if norm is not None else None,
+                    norm=s, norm_cohort=norm.cohort_id if norm is not None else None,
                     model_version=model_version,
                 )
-                for ref_id, vector, ref in rows
+                for (ref_id, vector, ref), s in zip(rows, stats, strict=True)
             ])
             report.subjects[subject] = len(vectors)
+            report.embedded.extend(
+                (subject, ref_id, s)
+                for (ref_id, _, _), s in zip(rows, stats, strict=True)
+                if ref_id != TEMPLATE_REFERENCE_ID
+            )
         if progress is not None:
             progress(len(batch))
         batch.clear()

@@ -106,7 +106,8 @@ class RegistryEnv:
 
 
 def _make_env(tmp_path: Path, analyzer, cohort: Cohort, *, db_path: str | Path = ":memory:",
-              clock: FakeClock | None = None, store: QdrantStore | None = None, **settings) -> RegistryEnv:
+              clock: FakeClock | None = None, store: QdrantStore | None = None, model_version: str = MODEL_VERSION,
+              **settings) -> RegistryEnv:
     clock = clock or FakeClock()
     store = store or QdrantStore(location=":memory:", clock=clock)
     db = RegistryDb(db_path)
@@ -114,7 +115,7 @@ def _make_env(tmp_path: Path, analyzer, cohort: Cohort, *, db_path: str | Path =
     registry = Registry(
         db=db, store=store, analyzer=analyzer, audit=audit,
         settings=RegistrySettings(db_path=Path(str(db_path)), cohort=tmp_path / "cohort.npz", **settings),
-        model_version=MODEL_VERSION, cohort=cohort, clock=clock,
+        model_version=model_version, cohort=cohort, clock=clock,
     )
     api = ApiSettings(
         tokens=[ApiToken(name=name, token=token, roles=roles) for name, (token, roles) in TOKENS.items()],
@@ -158,11 +159,12 @@ def env(tmp_path: Path, analyzer, cohort: Cohort) -> Iterator[RegistryEnv]:
 
 @pytest.fixture
 def make_env(tmp_path: Path, analyzer, cohort: Cohort) -> Iterator[Callable[..., RegistryEnv]]:
-    """Builds registries with another cohort, settings, clock, store or database file; closes them after."""
+    """Builds registries with another cohort, analyzer, model version, settings, clock, store or
+    database file; closes them after."""
     made: list[RegistryEnv] = []
 
     def make(**kwargs) -> RegistryEnv:
-        e = _make_env(tmp_path, analyzer, kwargs.pop("cohort", cohort), **kwargs)
+        e = _make_env(tmp_path, kwargs.pop("analyzer", analyzer), kwargs.pop("cohort", cohort), **kwargs)
         made.append(e)
         return e
 
