@@ -39,22 +39,41 @@ def faceres_analyzer(model_dir: Path, local_backend):  # noqa: ANN201 - FaceAnal
     return build_analyzer(ModelSettings(embedder="faceres_v1"), backend=local_backend, keep_chips=True)
 
 
-def _cohort(name: str, model_version: str) -> Cohort:
-    path = paths.build_dir() / "cohort" / name
-    if not path.is_file():
-        pytest.skip(f"{path} missing (openlfr cohort build --sample, with OPENLFR_EMBEDDER for faceres)")
-    cohort = Cohort.load(path)
-    cohort.check_model(model_version, setting="OPENLFR_REGISTRY_COHORT")
-    return cohort
+def _cohort_of(faces_dir: Path, analyzer, settings: ModelSettings, model_version: str) -> Cohort:  # noqa: ANN001
+    """A cohort of real shared-set faces (160 UTKFace crops, the dlib johns) embedded by one model:
+    built here, so the test needs nothing set-up may not have made."""
+    from openlfr.cohort.cohort import CohortFace, make_cohort
+    from openlfr.evaluation.embeddings import EmbeddingCache, analyse_files, analyzer_version
+
+    utk = sorted((faces_dir / "utkface_balanced").glob("*.jpg"))[:160]
+    johns = sorted((faces_dir / "dlib" / "examples" / "johns").rglob("*.jpg"))
+    inputs = [(p, "") for p in utk] + [(p, p.parent.name) for p in johns]
+    cache = EmbeddingCache(paths.build_dir() / "eval-cache", analyzer_version(settings))
+    faces = []
+    for (path, identity), result in zip(inputs, analyse_files([p for p, _ in inputs], analyzer=analyzer, cache=cache),
+                                        strict=True):
+        if result.faces is not None and len(result.faces):
+            widths = result.faces.boxes[:, 2] - result.faces.boxes[:, 0]
+            faces.append(CohortFace(vector=result.faces.embeddings[int(widths.argmax())], sha256=result.sha256,
+                                    identity=identity))
+    return make_cohort(faces, model_version=model_version, meta={"source": "re-embedding tests"})
+
+
+@pytest.fixture(scope="module")
+def cohorts(faces_dir: Path, analyzer, faceres_analyzer) -> dict[str, Cohort]:  # noqa: ANN001
+    return {
+        DLIB: _cohort_of(faces_dir, analyzer, ModelSettings(), DLIB),
+        FACERES: _cohort_of(faces_dir, faceres_analyzer, ModelSettings(embedder="faceres_v1"), FACERES),
+    }
 
 
 @pytest.fixture
-def moved(make_env, tmp_path: Path, image_bytes, faceres_analyzer):  # noqa: ANN201 - (old, new) envs
+def moved(make_env, tmp_path: Path, image_bytes, faceres_analyzer, cohorts):  # noqa: ANN201 - (old, new) envs
     """A registry with three subjects enrolled by dlib and a deployment over them, then the
     service restarted on the same database with FaceRes (its store and cohort)."""
     clock = FakeClock(time.time())
     db_path = tmp_path / "registry.db"
-    old = make_env(db_path=db_path, clock=clock, cohort=_cohort("default.npz", DLIB), model_version=DLIB,
+    old = make_env(db_path=db_path, clock=clock, cohort=cohorts[DLIB], model_version=DLIB,
                    store=QdrantStore(location=":memory:", dim=128, model_version=DLIB, clock=clock))
     reg = old.registry
     reg.create_watchlist(WatchlistCreate(id="wl-1", name="wl-1"), actor="alice")
@@ -69,7 +88,7 @@ def moved(make_env, tmp_path: Path, image_bytes, faceres_analyzer):  # noqa: ANN
         id="dep-1", purpose="station", authorised_by="Supt. Roe", camera_ids=["cam-1"], start_at=clock.at(),
         end_at=clock.at(hours=2), watchlist_ids=["wl-1"]), actor="dave")
     assert reg.active_for("cam-1", clock.now + 1) is not None
-    new = make_env(db_path=db_path, clock=clock, cohort=_cohort("default-faceres_v1.npz", FACERES),
+    new = make_env(db_path=db_path, clock=clock, cohort=cohorts[FACERES],
                    model_version=FACERES, analyzer=faceres_analyzer,
                    store=QdrantStore(location=":memory:", dim=1024, model_version=FACERES, clock=clock))
     return old, new
