@@ -24,5 +24,9 @@ EMBEDDINGS = TopicSpec("openlfr.embeddings.v1", 6, HOUR_MS, "embed -> match: fac
 MATCHES = TopicSpec("openlfr.matches.v1", 3, 7 * 24 * HOUR_MS, "match -> alert: one per track decision")
 ALERTS = TopicSpec("openlfr.alerts.v1", 3, 30 * 24 * HOUR_MS, "alert -> subscribers: deduplicated alerts")
 DEADLETTER = TopicSpec("openlfr.deadletter.v1", 1, 7 * 24 * HOUR_MS, "any stage: messages that failed validation")
+AUDIT_CHECKPOINTS = TopicSpec(
+    "openlfr.audit-checkpoints.v1", 1, 400 * 24 * HOUR_MS,
+    "match, alert -> auditors: the head (hash, record count) of each audit log, kept outside the log",
+)
 
-ALL_TOPICS = (FRAMES, FACES, EMBEDDINGS, MATCHES, ALERTS, DEADLETTER)
+ALL_TOPICS = (FRAMES, FACES, EMBEDDINGS, MATCHES, ALERTS, DEADLETTER, AUDIT_CHECKPOINTS)
