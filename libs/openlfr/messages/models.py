@@ -8,10 +8,10 @@ the frame's capture time and a trace id, so latency per stage can be measured en
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -90,7 +90,28 @@ class DetectedFace(BaseModel):
     chip_png: B64Bytes = Field(min_length=8)
 
 
-class Faces(Message):
+class FramePart(Message):
+    """Base of the per-frame face messages (``Faces``, ``Embeddings``): which part of the frame's
+    faces a message holds, and how late the frame was taken up."""
+
+    #: A crowded frame's faces travel in several messages, each under the byte budget
+    #: (``OPENLFR_FACES_MESSAGE_MAX_BYTES``): this is part ``part`` (0-based) of ``parts``; the
+    #: match stage puts the frame together again before tracking.
+    part: int = Field(default=0, ge=0, le=511)
+    parts: int = Field(default=1, ge=1, le=512)
+    #: Catch-up after an outage: how far behind live (seconds from ``capture_ts``) the frame was
+    #: when a stage took it from a backlog past its freshness limit, within the bounded lateness
+    #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
+    lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _part_of_parts(self) -> Self:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of {self.parts}: part must be below parts")
+        return self
+
+
+class Faces(FramePart):
     """``openlfr.faces.v1``: the faces detect found in one frame (frames with none are not sent)."""
 
     kind: Literal["faces"] = "faces"
@@ -129,7 +150,7 @@ class EmbeddedFace(DetectedFace):
         return value
 
 
-class Embeddings(Message):
+class Embeddings(FramePart):
     """``openlfr.embeddings.v1``: faces of one frame with their descriptors."""
 
     kind: Literal["embeddings"] = "embeddings"
@@ -172,6 +193,10 @@ class Match(Message):
     normalised_threshold: float | None = Field(default=None, allow_inf_nan=False)
     #: The cohort the normalisation came from (``cohort@<fingerprint>``).
     cohort: str | None = Field(default=None, max_length=64)
+    #: Catch-up after an outage: how far behind live (seconds from its ``capture_ts``) the frame
+    #: that led to this decision was when a stage took it from a backlog past its freshness limit
+    #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
+    lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Alert(Message):
@@ -201,6 +226,10 @@ class Alert(Message):
     normalised_threshold: float | None = Field(default=None, allow_inf_nan=False)
     #: The cohort the normalisation came from (``cohort@<fingerprint>``).
     cohort: str | None = Field(default=None, max_length=64)
+    #: Catch-up after an outage: how far behind live (seconds from its ``capture_ts``) the frame
+    #: that led to this decision was when a stage took it from a backlog past its freshness limit
+    #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
+    lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class DeadLetter(BaseModel):
