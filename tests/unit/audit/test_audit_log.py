@@ -47,15 +47,17 @@ def test_hash_is_over_canonical_json_of_all_other_fields(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("path_kind", "ok"),
-    [("missing", True), ("empty", True)],
+    ("path_kind", "reason_has"),
+    [("missing", "no such file"), ("empty", "empty file")],
 )
-def test_missing_or_empty_file_is_ok(tmp_path: Path, path_kind: str, ok: bool) -> None:
+def test_missing_or_empty_file_fails_verification(tmp_path: Path, path_kind: str, reason_has: str) -> None:
+    # A log that has been written holds at least one record: a missing or emptied one is not "intact".
     path = tmp_path / "audit.jsonl"
     if path_kind == "empty":
         path.touch()
     result = AuditLog(path).verify()
-    assert (result.ok, result.records, result.first_broken) == (ok, 0, None)
+    assert (result.ok, result.records, result.first_broken) == (False, 0, None)
+    assert reason_has in result.reason
     assert list(AuditLog(path).records()) == []
 
 
@@ -149,7 +151,7 @@ def test_interrupted_write_without_newline_is_broken_and_blocks_append(tmp_path:
     result = log.verify()
     assert (result.ok, result.first_broken, result.records) == (False, 3, 2)
     assert "incomplete" in result.reason
-    with pytest.raises(AuditLogError, match="incomplete"):
+    with pytest.raises(AuditLogError, match="cut from its end"):  # this process wrote those bytes
         log.append(actor="a", action="export", target="t", details={})
     assert path.read_bytes() == data[:-10]
 
