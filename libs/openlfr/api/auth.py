@@ -13,8 +13,11 @@ Roles (a holder may have several; none implies another):
 * ``deployment_authoriser``: create, change and end deployments and their thresholds;
 * ``service``: a peer service (the alert service reading a deployment from the registry).
 
-A request without a valid token gets 401. A request whose token lacks the role gets 403, and
-the refusal is written to the audit log (``access.denied``) with who asked for what.
+A request without a valid token gets 401, written to the audit log (``access.unauthenticated``:
+source address, method and path, never the token) at a bounded rate
+(:class:`~openlfr.api.unauthenticated.UnauthenticatedAudit`). A request whose token lacks the role
+gets 403, and the refusal is written to the audit log (``access.denied``) with who asked for
+what; when the audit log cannot be written, 503 (:func:`add_audit_error_handler`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from fastapi import HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from openlfr.api.unauthenticated import UnauthenticatedAudit
+from openlfr.audit.exceptions import AuditLogError
 from openlfr.audit.log import AuditLog
 
 logger = logging.getLogger(__name__)
@@ -145,14 +151,22 @@ class Access:
         def create(body: ..., who: Principal = Depends(access.require("watchlist_admin"))): ...
     """
 
-    def __init__(self, authenticator: Authenticator, audit: AuditLog) -> None:
+    def __init__(
+        self, authenticator: Authenticator, audit: AuditLog, *, unauthenticated: UnauthenticatedAudit | None = None
+    ) -> None:
         self.authenticator = authenticator
         self.audit = audit
+        self.unauthenticated = UnauthenticatedAudit(audit) if unauthenticated is None else unauthenticated
+
+    def _audit_401(self, request: Request, reason: Literal["missing token", "unknown token"]) -> None:
+        source = request.client.host if request.client is not None else "unknown"
+        self.unauthenticated.record(source=source, method=request.method, path=request.url.path, reason=reason)
 
     def principal(self, request: Request) -> Principal:
-        """The authenticated caller; 401 without a valid token."""
+        """The authenticated caller; 401 (audited, rate-limited) without a valid token."""
         token = presented_token(request)
         if token is None:
+            self._audit_401(request, "missing token")
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 detail="authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key: <token>'",
@@ -161,6 +175,7 @@ class Access:
         principal = self.authenticator.authenticate(token)
         if principal is None:
             logger.warning('api request with an unknown token method="%s" path="%s"', request.method, request.url.path)
+            self._audit_401(request, "unknown token")
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, detail="unknown token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -194,3 +209,19 @@ class Access:
             return principal
 
         return dependency
+
+
+def add_audit_error_handler(app: FastAPI) -> None:
+    """Answer 503 (not 500) when a request's audit record cannot be written: what it asked for
+    was not done, or not recorded, and the caller may retry once the log is repaired."""
+
+    async def audit_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.error('api request failed: audit log unwritable method="%s" path="%s" error="%s"',
+                     request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "the audit log cannot be written, so the request was not carried out or not recorded; "
+                       "the operators are alerted (openlfr_audit_log_intact)"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    app.add_exception_handler(AuditLogError, audit_unavailable)

@@ -7,7 +7,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from openlfr.api.auth import ApiToken, Authenticator
+from openlfr.api.auth import Access, ApiToken, Authenticator
+from openlfr.api.unauthenticated import UnauthenticatedAudit
+from openlfr.audit.log import AuditLog
 
 
 class ApiSettings(BaseSettings):
@@ -24,6 +26,11 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=200_000_000)
+    #: 401s audited per source address per window; the rest are counted in one summary record.
+    audit_401_per_source: int = Field(default=10, ge=0, le=10_000)
+    #: 401s audited per window, all sources together (bounds the log's growth under a flood).
+    audit_401_per_window: int = Field(default=60, ge=0, le=100_000)
+    audit_401_window_s: float = Field(default=60.0, ge=1, le=86_400)
 
     @field_validator("tokens")
     @classmethod
@@ -34,3 +41,11 @@ class ApiSettings(BaseSettings):
     def authenticator(self) -> Authenticator:
         """The token table."""
         return Authenticator(self.tokens)
+
+    def access(self, audit: AuditLog) -> Access:
+        """The role checks over the token table, auditing refusals (401s at the configured rate)."""
+        unauthenticated = UnauthenticatedAudit(
+            audit, per_source=self.audit_401_per_source, overall=self.audit_401_per_window,
+            window_s=self.audit_401_window_s,
+        )
+        return Access(self.authenticator(), audit, unauthenticated=unauthenticated)

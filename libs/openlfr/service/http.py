@@ -47,6 +47,10 @@ def make_health_app(
     )
     for router in routers:
         app.include_router(router)
+    if routers:
+        from openlfr.api.auth import add_audit_error_handler
+
+        add_audit_error_handler(app)
     if max_body_bytes is not None:
         from openlfr.api.limits import BodySizeLimit
 

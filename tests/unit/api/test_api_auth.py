@@ -62,12 +62,16 @@ def test_bearer_and_api_key_headers_are_accepted(tmp_path: Path) -> None:
         ({"Authorization": "Bearer wrong-token-0000000"}, "unknown token"),
     ],
 )
-def test_no_or_an_unknown_token_is_401(tmp_path: Path, headers: dict[str, str], detail: str) -> None:
+def test_no_or_an_unknown_token_is_401_and_audited(tmp_path: Path, headers: dict[str, str], detail: str) -> None:
     client, audit = _app(tmp_path)
     response = client.get("/read", headers=headers)
     assert response.status_code == 401 and detail in response.json()["detail"]
     assert response.headers["www-authenticate"] == "Bearer"
-    assert list(audit.records()) == []
+    (record,) = list(audit.records())
+    assert (record.actor, record.action, record.target) == ("anonymous", "access.unauthenticated", "GET /read")
+    reason = "unknown token" if detail == "unknown token" else "missing token"
+    assert record.details == {"source": "testclient", "reason": reason}
+    assert "wrong-token" not in audit.path.read_text()  # the token itself is never written
 
 
 def test_a_request_outside_its_role_is_403_and_audited(tmp_path: Path) -> None:
