@@ -10,7 +10,7 @@ Subcommands (stable; other tools build on them):
   openlfr report DEPLOYMENT --api URL            a deployment's report (Markdown or JSON)
   openlfr openapi                                the HTTP services' OpenAPI documents, keyed by service
   openlfr evaluate --faces DIR [--labels CSV] [--attributes CSV] --out OUTDIR   accuracy, fairness, calibration
-  openlfr audit verify PATH                      verify an audit log's hash chain
+  openlfr audit verify PATH [--expect-head H:N] [--against-topic]  verify an audit log's chain and its heads
   openlfr triton serve [--variant python]        run a real Triton server over the built models
 """
 
@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from openlfr import paths
 from openlfr.config import ModelSettings
+from openlfr.audit.cli import add_audit_parser
 from openlfr.cohort.cli import add_cohort_parser
 from openlfr.evaluation.cli import add_evaluate_parser
 from openlfr.registry.reembed_cli import add_reembed_parser
@@ -454,19 +455,6 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Verify an audit log's hash chain; report the first broken link."""
-    from openlfr.audit.log import AuditLog
-
-    result = AuditLog(args.path).verify()
-    if result.ok:
-        print(f"audit log {args.path}: chain intact, {result.records} record(s)")
-        return 0
-    print(f"audit log {args.path}: BROKEN at line {result.first_broken}: {result.reason} "
-          f"({result.records} intact record(s) before it)")
-    return 1
-
-
 def cmd_triton_serve(args: argparse.Namespace) -> int:
     """Run a Triton server in the foreground until interrupted."""
     from openlfr.inference.triton_repo import assemble_repository
@@ -606,10 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.add_argument("--indent", action="store_true")
     openapi.set_defaults(func=cmd_openapi)
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
-    verify = audit.add_parser("verify", help="verify the hash chain; exit 1 naming the first broken link")
-    verify.add_argument("path", type=Path)
-    verify.set_defaults(func=cmd_audit_verify)
+    add_audit_parser(sub)
 
     triton = sub.add_parser("triton", help="Triton server").add_subparsers(dest="triton_command", required=True)
     serve = triton.add_parser("serve", help="serve the built models with a real Triton server")

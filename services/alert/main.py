@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from openlfr.api.auth import Access
 from openlfr.api.settings import ApiSettings
-from openlfr.audit.log import AuditLog
+from openlfr.audit.service import ServiceAudit, open_service_audit
+from openlfr.audit.settings import AuditSettings
 from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert
@@ -40,10 +40,14 @@ logger = logging.getLogger("openlfr.services.alert")
 class ReviewedAlertStage(AlertStage):
     """The alert stage with its review store, event hub and retention worker."""
 
-    def __init__(self, settings: AlertSettings, *, review_settings: ReviewSettings, api_settings: ApiSettings) -> None:
+    def __init__(
+        self, settings: AlertSettings, *, review_settings: ReviewSettings, api_settings: ApiSettings,
+        audit: ServiceAudit,
+    ) -> None:
         self.review_settings = review_settings
         self.api_settings = api_settings
-        self.audit = AuditLog(api_settings.audit_log)
+        self.service_audit = audit
+        self.audit = audit.log
         self.store = ReviewStore(
             review_settings.db_path,
             crop_retention_s=review_settings.crop_retention_s,
@@ -61,12 +65,17 @@ class ReviewedAlertStage(AlertStage):
         self.hub.close()
         self.retention.close()
         self.store.close()
+        self.service_audit.close()
 
 
 def build(settings: ServiceSettings) -> ReviewedAlertStage:
-    """The alert stage, its dedup state and review store restored from the alerts topic."""
+    """The alert stage, its dedup state and review store restored from the alerts topic, and its
+    audit log checked against the checkpoint topic."""
+    api_settings = load_settings(ApiSettings)
+    audit = open_service_audit(api_settings.audit_log, settings, load_settings(AuditSettings))
     stage = ReviewedAlertStage(
-        load_settings(AlertSettings), review_settings=load_settings(ReviewSettings), api_settings=load_settings(ApiSettings)
+        load_settings(AlertSettings), review_settings=load_settings(ReviewSettings), api_settings=api_settings,
+        audit=audit,
     )
     try:
         topic = settings.topic_name(ALERTS)
@@ -87,7 +96,7 @@ def api(settings: ServiceSettings, stage: Stage) -> HttpApi:
     """The review API, live stream and console, served beside the probes."""
     assert isinstance(stage, ReviewedAlertStage)
     register_review_metrics(stage.store, stage.hub)
-    access = Access(stage.api_settings.authenticator(), stage.audit)
+    access = stage.api_settings.access(stage.audit)
     router = make_review_router(
         stage.store,
         stage.hub,
@@ -107,7 +116,8 @@ def api(settings: ServiceSettings, stage: Stage) -> HttpApi:
 def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGTERM."""
     return run_stage_service(
-        build, ServiceSettings, argv, also_validate=(AlertSettings, ReviewSettings, ApiSettings), api=api
+        build, ServiceSettings, argv,
+        also_validate=(AlertSettings, ReviewSettings, ApiSettings, AuditSettings), api=api,
     )
 
 

@@ -7,8 +7,8 @@ match stage asks the registry which deployment covers each frame.
 
 Env: OPENLFR_* (Kafka, HTTP, models), OPENLFR_MATCH_* (voting, tracking), the vector store
 (OPENLFR_VECTOR_STORE, OPENLFR_QDRANT_URL or OPENLFR_QDRANT_PATH, ...), OPENLFR_REGISTRY_*
-(database, background cohort, threshold floor, enrolment policy), OPENLFR_API_TOKENS and
-OPENLFR_AUDIT_LOG.
+(database, background cohort, threshold floor, enrolment policy), OPENLFR_API_TOKENS,
+OPENLFR_AUDIT_LOG and OPENLFR_AUDIT_* (checkpoints).
 
 The background cohort (OPENLFR_REGISTRY_COHORT, required) is loaded once at start and checked
 against the embedding model; the service exits 2 naming the setting when it is missing, not a
@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from openlfr.api.auth import Access
 from openlfr.api.settings import ApiSettings
-from openlfr.audit.log import AuditLog
+from openlfr.audit.service import ServiceAudit, open_service_audit
+from openlfr.audit.settings import AuditSettings
 from openlfr.cohort.cohort import Cohort
 from openlfr.cohort.exceptions import CohortError
 from openlfr.config import ModelSettings
@@ -50,10 +50,13 @@ class MatchServiceSettings(ServiceSettings, ModelSettings):
 class HostedMatchStage(MatchStage):
     """The match stage with the registry it serves: ready when both are, closes both."""
 
-    def __init__(self, *args: object, registry: Registry, api_settings: ApiSettings, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, registry: Registry, api_settings: ApiSettings, audit: ServiceAudit, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.registry = registry
         self.api_settings = api_settings
+        self.service_audit = audit
 
     def ready(self) -> tuple[bool, str]:
         ok, reason = self.registry.ready()
@@ -65,6 +68,7 @@ class HostedMatchStage(MatchStage):
         self.registry.close()
         super().close()
         self.registry.db.close()
+        self.service_audit.close()
 
 
 def build(settings: MatchServiceSettings) -> HostedMatchStage:
@@ -86,8 +90,13 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
         cohort.short_id, registry_settings.cohort, cohort.meta.get("people"), cohort.vectors.shape[0],
     )
     # The store holds this embedder's vectors only (another embedder gets a collection of its own).
-    store = open_store(load_settings(VectorStoreSettings),
-                       StoreModel(model_version=embedder, dim=settings.embedder_manifest().embedding_size))
+    audit = open_service_audit(api_settings.audit_log, settings, load_settings(AuditSettings))
+    try:
+        store = open_store(load_settings(VectorStoreSettings),
+                           StoreModel(model_version=embedder, dim=settings.embedder_manifest().embedding_size))
+    except BaseException:
+        audit.close()
+        raise
     try:
         db = RegistryDb(registry_settings.db_path)
         try:
@@ -95,7 +104,7 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
                 db=db,
                 store=store,
                 analyzer=build_analyzer(settings),
-                audit=AuditLog(api_settings.audit_log),
+                audit=audit.log,
                 settings=registry_settings,
                 model_version=embedder,
                 cohort=cohort,
@@ -105,9 +114,11 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
             raise
     except BaseException:
         store.close()
+        audit.close()
         raise
     return HostedMatchStage(
         load_settings(MatchSettings), store=store, gate=registry, registry=registry, api_settings=api_settings,
+        audit=audit,
         norm=registry.norm,
     )
 
@@ -115,7 +126,7 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
 def api(settings: MatchServiceSettings, stage: Stage) -> HttpApi:
     """The registry's API, served beside the probes."""
     assert isinstance(stage, HostedMatchStage)
-    access = Access(stage.api_settings.authenticator(), AuditLog(stage.api_settings.audit_log))
+    access = stage.api_settings.access(stage.service_audit.log)
     return HttpApi(
         routers=[make_registry_router(stage.registry, access, stage.api_settings),
                  make_lookalike_router(stage, stage.registry, access)],
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         build,
         MatchServiceSettings,
         argv,
-        also_validate=(MatchSettings, VectorStoreSettings, RegistrySettings, ApiSettings),
+        also_validate=(MatchSettings, VectorStoreSettings, RegistrySettings, ApiSettings, AuditSettings),
         api=api,
     )
 

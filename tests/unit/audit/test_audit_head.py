@@ -211,3 +211,36 @@ def test_a_failed_write_leaves_no_partial_record_and_the_chain_goes_on(tmp_path:
     assert child.exitcode == 3  # refused as a write failure, not as tampering
     assert path.read_bytes() == before  # the partial line was cut off again
     assert AuditLog(path).append(actor="officer-1", action="export", target="r", details={}).seq == 2
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from openlfr.cli import main
+
+    code = main(["audit", "verify", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_cli_verify_fails_on_a_missing_or_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    code, out = _cli(capsys, str(path))
+    assert code == 1 and "NOT VERIFIED: no such file" in out
+    path.touch()
+    code, out = _cli(capsys, str(path))
+    assert code == 1 and "NOT VERIFIED: empty file" in out
+
+
+def test_cli_verify_with_expect_head_catches_a_cut_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.jsonl"
+    _fill(AuditLog(path), 5)
+    code, out = _cli(capsys, str(path))
+    head = out.split("head ")[1].split()[0].rstrip(";,")  # printed for the operator to keep elsewhere
+    assert code == 0 and Head.parse(head).count == 5
+    _cut(path, 2)
+
+    code, out = _cli(capsys, str(path))
+    assert code == 0  # the chain alone: intact
+    code, out = _cli(capsys, str(path), "--expect-head", head)
+    assert code == 1 and "BROKEN at line 4" in out and "at least 2 record(s) were cut" in out
+    with pytest.raises(SystemExit) as bad:
+        _cli(capsys, str(path), "--expect-head", "not-a-head")
+    assert bad.value.code == 2
