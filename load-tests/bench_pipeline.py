@@ -210,12 +210,14 @@ def run_embedded(args: argparse.Namespace, watchlist: Path) -> dict[str, Any]:
     from openlfr.config import ModelSettings
     from openlfr.models.build import model_version
     from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER
+    from openlfr.messages.signing import MatchSigner
     from openlfr.pipeline.alert import AlertSettings, AlertStage
     from openlfr.pipeline.detect import DetectStage
     from openlfr.pipeline.embed import EmbedStage
     from openlfr.pipeline.embedded import EmbeddedPipeline
     from openlfr.pipeline.ingest import open_source
     from openlfr.pipeline.match import MatchSettings, MatchStage
+    from openlfr.pipeline.match_trust import StaticAuthority
     from openlfr.vision.factory import build_analyzer
     from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.watchlist.loader import enroll_folder
@@ -224,16 +226,22 @@ def run_embedded(args: argparse.Namespace, watchlist: Path) -> dict[str, Any]:
     settings = ModelSettings(threads=args.threads)
     analyzer = build_analyzer(settings)
     store = QdrantStore(location=":memory:")
-    enroll_folder(watchlist, analyzer=analyzer, store=store, watchlist_id="default")
+    report = enroll_folder(watchlist, analyzer=analyzer, store=store, watchlist_id="default")
+    deployment = ActiveDeployment(deployment_id="bench", watchlist_ids=("default",), threshold=0.705,
+                                  snapshot_ts=time.time())
+    signer = MatchSigner.ephemeral()
+    authority = StaticAuthority.for_run(deployment, camera_ids=["bench"],
+                                        subjects={s: "default" for s in report.enrolled})
     detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     pipeline = EmbeddedPipeline(
         detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
                            max_frame_age_s=None),
         embed=EmbedStage(analyzer.embedder, embedder_model=model_version(settings.model_dir, EMBEDDER.name),
                          max_frame_age_s=None),
-        match=MatchStage(MatchSettings(), store=store, gate=StaticGate(ActiveDeployment(
-            deployment_id="bench", watchlist_ids=("default",), threshold=0.705, snapshot_ts=time.time()))),
-        alert=AlertStage(AlertSettings()),
+        # The file is read faster than real time: capture times run ahead of the clock.
+        match=MatchStage(MatchSettings(), store=store, gate=StaticGate(deployment), signer=signer,
+                         max_clock_skew_s=None),
+        alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=None),
         batch_size=args.batch_size,
     )
     clocks = {stage.name: StageClock() for stage in pipeline.stages}
@@ -371,6 +379,7 @@ class ServiceSet:
             "OPENLFR_BATCH_SIZE": str(self.batch_size),
             "OPENLFR_THREADS": str(self.threads),
             "OPENLFR_MAX_FRAME_AGE_S": "3600",  # the file is fed faster than real time
+            "OPENLFR_MAX_CLOCK_SKEW_S": "86400",  # so its capture times run ahead of the clock
             "OPENLFR_HTTP_HOST": "127.0.0.1",
         }
 

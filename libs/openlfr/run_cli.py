@@ -124,13 +124,16 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     from openlfr.cohort.policy import check_threshold, global_threshold_point, operating_point, parse_rate
     from openlfr.models.build import model_version
     from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
+    from openlfr.messages.signing import MatchSigner
     from openlfr.pipeline.alert import AlertSettings, AlertStage
     from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.pipeline.detect import DetectStage
     from openlfr.pipeline.embed import EmbedStage
     from openlfr.pipeline.embedded import EmbeddedPipeline
+    from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S
     from openlfr.pipeline.ingest import open_source
     from openlfr.pipeline.match import MatchSettings, MatchStage
+    from openlfr.pipeline.match_trust import StaticAuthority
     from openlfr.pipeline.samples import build_sample_cohort, build_samples
     from openlfr.vision.factory import build_analyzer
     from openlfr.watchlist.loader import enroll_folder
@@ -216,14 +219,22 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
     detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     is_file = Path(source).exists()
+    # The stages share this process: a key of its own signs and verifies its matches, and the
+    # alert stage checks them against the one deployment and the subjects just enrolled.
+    signer = MatchSigner.ephemeral()
+    authority = StaticAuthority.for_run(deployment, camera_ids=[args.camera_id],
+                                        subjects={s: args.watchlist_id for s in report.enrolled})
+    # Files are read faster than real time: their capture times run ahead of the clock.
+    skew = None if is_file else DEFAULT_MAX_CLOCK_SKEW_S
     pipeline = EmbeddedPipeline(
         # Files are read as fast as they can be processed, so their frames are never "stale".
         detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
                            max_frame_age_s=None if is_file else args.max_frame_age_s),
         embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
                          max_frame_age_s=None if is_file else args.max_frame_age_s),
-        match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm),
-        alert=AlertStage(AlertSettings()),
+        match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm, signer=signer,
+                         max_clock_skew_s=skew),
+        alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),
         batch_size=args.batch_size,
     )
     frame_source = open_source(source, realtime_files=args.realtime)

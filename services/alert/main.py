@@ -2,19 +2,25 @@
 
 At start it reads the alerts topic back into its dedup state, so a restarted service (or a
 replay of matches) never alerts twice, and into the review store, so an alert published just
-before a crash is still reviewed. Every new alert is stored for review (two-person
+before a crash is still reviewed. Every match is checked before it can alert: the match
+stage's signature (OPENLFR_MATCH_SIGNING_KEY, required), its capture time against the clock
+(OPENLFR_MAX_CLOCK_SKEW_S), and its deployment, subject and thresholds against the registry
+(OPENLFR_REVIEW_REGISTRY_URL, required); a match that fails is dead-lettered with the reason.
+Every new alert is stored for review (two-person
 adjudication), streamed to open consoles, and counted per deployment. The service serves the
 review API, the live stream and the operator console (``/console``) beside its probes, and
 purges crops and records past their retention.
 
-Env: OPENLFR_* (Kafka, HTTP), OPENLFR_ALERT_* (dedup), OPENLFR_REVIEW_* (database, retention,
-registry for reports), OPENLFR_API_TOKENS and OPENLFR_AUDIT_LOG.
+Env: OPENLFR_* (Kafka, HTTP, clock skew), OPENLFR_ALERT_* (dedup, registry cache),
+OPENLFR_MATCH_SIGNING_KEY, OPENLFR_REVIEW_* (database, retention, registry), OPENLFR_API_TOKENS
+and OPENLFR_AUDIT_LOG.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from openlfr.api.settings import ApiSettings
 from openlfr.audit.service import ServiceAudit, open_service_audit
@@ -22,8 +28,10 @@ from openlfr.audit.settings import AuditSettings
 from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert
+from openlfr.messages.signing import SigningSettings
 from openlfr.messages.topics import ALERTS
 from openlfr.pipeline.alert import AlertSettings, AlertStage
+from openlfr.pipeline.match_trust import RegistryAuthority
 from openlfr.pipeline.stage import Stage
 from openlfr.review.api import make_review_router
 from openlfr.review.events import EventHub
@@ -32,7 +40,7 @@ from openlfr.review.service import ReviewService
 from openlfr.review.settings import ReviewSettings
 from openlfr.review.store import RetentionWorker, ReviewStore
 from openlfr.service.main import HttpApi, run_stage_service
-from openlfr.service.settings import ServiceSettings, load_settings
+from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings
 
 logger = logging.getLogger("openlfr.services.alert")
 
@@ -41,11 +49,23 @@ class ReviewedAlertStage(AlertStage):
     """The alert stage with its review store, event hub and retention worker."""
 
     def __init__(
-        self, settings: AlertSettings, *, review_settings: ReviewSettings, api_settings: ApiSettings,
+        self,
+        settings: AlertSettings,
+        *,
+        review_settings: ReviewSettings,
+        api_settings: ApiSettings,
         audit: ServiceAudit,
+        signing: SigningSettings,
+        max_clock_skew_s: float,
     ) -> None:
         self.review_settings = review_settings
         self.api_settings = api_settings
+        client = review_settings.registry_client()
+        if client is None:
+            # Every match is checked against the registry before it can alert: no registry, no alerts.
+            logger.error("bad setting OPENLFR_REVIEW_REGISTRY_URL: required, the alert stage checks every match's "
+                         "deployment and subject against the registry (the match service's URL)")
+            raise SystemExit(EXIT_BAD_SETTINGS)
         self.service_audit = audit
         self.audit = audit.log
         self.store = ReviewStore(
@@ -56,10 +76,19 @@ class ReviewedAlertStage(AlertStage):
         self.hub = EventHub(queue_size=review_settings.stream_queue_size, max_subscribers=review_settings.max_streams)
         self.review = ReviewService(self.store, self.hub)
         self.retention = RetentionWorker(self.store, interval_s=review_settings.purge_interval_s, audit=self.audit)
-        super().__init__(settings, on_alert=self.review.on_alert)
+        super().__init__(
+            settings,
+            signer=signing.signer(),
+            authority=RegistryAuthority(client, cache_s=settings.registry_cache_s),
+            max_clock_skew_s=max_clock_skew_s,
+            on_alert=self.review.on_alert,
+        )
 
     def ready(self) -> tuple[bool, str]:
-        return self.retention.check()
+        ok, reason = self.retention.check()
+        if not ok:
+            return ok, reason
+        return super().ready()
 
     def close(self) -> None:
         self.hub.close()
@@ -74,8 +103,12 @@ def build(settings: ServiceSettings) -> ReviewedAlertStage:
     api_settings = load_settings(ApiSettings)
     audit = open_service_audit(api_settings.audit_log, settings, load_settings(AuditSettings))
     stage = ReviewedAlertStage(
-        load_settings(AlertSettings), review_settings=load_settings(ReviewSettings), api_settings=api_settings,
+        load_settings(AlertSettings),
+        review_settings=load_settings(ReviewSettings),
+        api_settings=api_settings,
         audit=audit,
+        signing=load_settings(SigningSettings),
+        max_clock_skew_s=settings.max_clock_skew_s,
     )
     try:
         topic = settings.topic_name(ALERTS)
@@ -83,7 +116,7 @@ def build(settings: ServiceSettings) -> ReviewedAlertStage:
             ensure_topics(settings.bootstrap, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms,
                           timeout_s=settings.startup_timeout_s)
         published = read_topic(settings.bootstrap, topic, Alert, timeout_s=settings.startup_timeout_s)
-        restored = stage.restore(published)
+        restored = stage.restore(published, now=time.time())
         backfilled = stage.review.on_alerts(published)
     except BaseException:
         stage.close()
@@ -117,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGTERM."""
     return run_stage_service(
         build, ServiceSettings, argv,
-        also_validate=(AlertSettings, ReviewSettings, ApiSettings, AuditSettings), api=api,
+        also_validate=(AlertSettings, ReviewSettings, ApiSettings, SigningSettings, AuditSettings), api=api,
     )
 
 

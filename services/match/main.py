@@ -5,7 +5,8 @@ deployments: ``openlfr.registry``) and the vector store, in one process: the reg
 HTTP API is served beside the probes (``/v1/...``, OpenAPI at ``/openapi.json``), and the
 match stage asks the registry which deployment covers each frame.
 
-Env: OPENLFR_* (Kafka, HTTP, models), OPENLFR_MATCH_* (voting, tracking), the vector store
+Env: OPENLFR_* (Kafka, HTTP, models, clock skew), OPENLFR_MATCH_* (voting, tracking, and
+OPENLFR_MATCH_SIGNING_KEY, required: the key every Match is signed with), the vector store
 (OPENLFR_VECTOR_STORE, OPENLFR_QDRANT_URL or OPENLFR_QDRANT_PATH, ...), OPENLFR_REGISTRY_*
 (database, background cohort, threshold floor, enrolment policy), OPENLFR_API_TOKENS,
 OPENLFR_AUDIT_LOG and OPENLFR_AUDIT_* (checkpoints).
@@ -27,6 +28,7 @@ from openlfr.audit.settings import AuditSettings
 from openlfr.cohort.cohort import Cohort
 from openlfr.cohort.exceptions import CohortError
 from openlfr.config import ModelSettings
+from openlfr.messages.signing import SigningSettings
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import Stage
 from openlfr.registry.api import make_registry_router
@@ -119,7 +121,7 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
     return HostedMatchStage(
         load_settings(MatchSettings), store=store, gate=registry, registry=registry, api_settings=api_settings,
         audit=audit,
-        norm=registry.norm,
+        norm=registry.norm, signer=load_settings(SigningSettings).signer(), max_clock_skew_s=settings.max_clock_skew_s,
     )
 
 
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         build,
         MatchServiceSettings,
         argv,
-        also_validate=(MatchSettings, VectorStoreSettings, RegistrySettings, ApiSettings, AuditSettings),
+        also_validate=(MatchSettings, SigningSettings, VectorStoreSettings, RegistrySettings, ApiSettings, AuditSettings),
         api=api,
     )
 

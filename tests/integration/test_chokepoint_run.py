@@ -26,6 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from openlfr.messages.models import Alert
+from openlfr.messages.signing import MatchSigner
 from openlfr.models.build import model_version
 from openlfr.models.specs import BLAZEFACE_FULL, EMBEDDER
 from openlfr.pipeline.alert import AlertSettings, AlertStage
@@ -34,6 +35,7 @@ from openlfr.pipeline.detect import DetectStage
 from openlfr.pipeline.embed import EmbedStage
 from openlfr.pipeline.embedded import EmbeddedPipeline
 from openlfr.pipeline.match import MatchSettings, MatchStage
+from openlfr.pipeline.match_trust import StaticAuthority
 from openlfr.pipeline.tracker import FaceTracker, FrameUpdate, Observation, box_iou
 from openlfr.testing.chokepoint import Chokepoint, build_chokepoint
 from openlfr.testing.loadgen import ObservedAlert, check_alerts
@@ -108,7 +110,10 @@ def run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.Tem
     assert sorted(report.enrolled) == sorted(ENROLLED), report
     gate = StaticGate(ActiveDeployment(deployment_id="gate", watchlist_ids=("wl",), threshold=THRESHOLD,
                                        snapshot_ts=time.time()))
-    match = MatchStage(MatchSettings(), store=store, gate=gate, registry=CollectorRegistry())
+    signer = MatchSigner.ephemeral()
+    # The scene is read faster than real time: its capture times run ahead of the clock.
+    match = MatchStage(MatchSettings(), store=store, gate=gate, registry=CollectorRegistry(), signer=signer,
+                       max_clock_skew_s=None)
     tracker = RecordingTracker(**_settings_of(match.tracker))
     match.tracker = tracker
     pipeline = EmbeddedPipeline(
@@ -117,7 +122,9 @@ def run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.Tem
         embed=EmbedStage(analyzer.embedder, embedder_model=model_version(model_dir, EMBEDDER.name),
                          max_frame_age_s=None),
         match=match,
-        alert=AlertStage(AlertSettings()),
+        alert=AlertStage(AlertSettings(), signer=signer, registry=CollectorRegistry(), max_clock_skew_s=None,
+                         authority=StaticAuthority.for_run(gate.deployment, camera_ids=[CAMERA],
+                                                           subjects={s: "wl" for s in report.enrolled})),
     )
     alerts: list[Alert] = []
     start_ts = time.time()

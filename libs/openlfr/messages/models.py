@@ -161,12 +161,19 @@ class Embeddings(FramePart):
     embedder_model: str
 
 
+#: The ``Match`` schema: 2 since matches are signed (``sig``) and always name their deployment.
+#: A version-1 match (unsigned) is refused by the alert stage, to the dead-letter topic.
+MATCH_SCHEMA_VERSION = 2
+
+
 class Match(Message):
-    """``openlfr.matches.v1``: a track-level decision that a tracked face matches a subject.
+    """``openlfr.matches.v1``, schema 2: a track-level decision that a tracked face matches a
+    subject, signed by the match stage (``openlfr.messages.signing``).
 
     ``frame_id``/``capture_ts`` are those of the track's best face (the probe).
     """
 
+    v: Literal[2] = MATCH_SCHEMA_VERSION  # type: ignore[assignment]
     kind: Literal["match"] = "match"
     track_id: Id
     subject_id: Id
@@ -183,8 +190,8 @@ class Match(Message):
     probe_chip_jpeg: B64Bytes = Field(min_length=4)
     reference_image_id: Id | None = None
     embedder_model: str
-    #: The deployment the match was made in (None only from runs without one, e.g. older data).
-    deployment_id: Id | None = None
+    #: The deployment the match was made in (the alert stage checks the match against it).
+    deployment_id: Id
     #: The watchlist reference's aligned chip (JPEG), shown beside the probe for review.
     reference_chip_jpeg: B64Bytes | None = Field(default=None, min_length=4)
     #: The probe's score normalised against the background cohort, and the normalised
@@ -197,6 +204,9 @@ class Match(Message):
     #: that led to this decision was when a stage took it from a backlog past its freshness limit
     #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
     lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: HMAC-SHA256 (hex) of the record's other fields under ``OPENLFR_MATCH_SIGNING_KEY``
+    #: (``openlfr.messages.signing.canonical_bytes``): the alert stage refuses a match without a valid one.
+    sig: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class Alert(Message):

@@ -68,8 +68,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.cohort.norm import ScoreNorm, normalise
 from openlfr.messages.models import EmbeddedFace, Embeddings, Match
+from openlfr.messages.signing import MatchSigner
 from openlfr.messages.topics import EMBEDDINGS, MATCHES
 from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
+from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S, FutureGuard
 from openlfr.pipeline.exceptions import PoisonMessage
 from openlfr.pipeline.match_metrics import MatchMetrics
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
@@ -219,6 +221,12 @@ class MatchStage(Stage[Embeddings]):
             normalised threshold needs it: without it, or for a reference stored without
             statistics from this cohort, no face is matched (counted in
             ``openlfr_match_unnormalised_total``), since no threshold could be justified.
+        signer: signs every Match (``OPENLFR_MATCH_SIGNING_KEY``), so the alert stage can tell
+            them from records anyone else wrote on the matches topic.
+        max_clock_skew_s: an input whose capture time is more than this ahead of the stage's
+            clock is dead-lettered before it reaches the tracker (``openlfr.pipeline.event_time``):
+            trusted, it would end every track of its partition and keep its camera's tracks from
+            ever growing. None turns the check off (files replayed faster than real time).
     """
 
     name = "match"
@@ -233,14 +241,18 @@ class MatchStage(Stage[Embeddings]):
         *,
         store: VectorStore,
         gate: DeploymentGate,
+        signer: MatchSigner,
         registry: CollectorRegistry | None = None,
         norm: ScoreNorm | None = None,
+        max_clock_skew_s: float | None = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         self.settings = settings
         self.store = store
         self.gate = gate
         self.norm = norm
+        self.signer = signer
         self._metrics = MatchMetrics.for_registry(REGISTRY if registry is None else registry)
+        self._future = FutureGuard(stage=self.name, max_skew_s=max_clock_skew_s, registry=registry)
         self.tracker = FaceTracker(
             max_gap_s=settings.track_max_gap_s,
             max_track_s=settings.track_max_s,
@@ -263,7 +275,7 @@ class MatchStage(Stage[Embeddings]):
         before (the runner re-delivers a batch whose outputs were not acknowledged) gives
         the outcome it gave then, without counting its faces again."""
         result = BatchResult()
-        steps = self._plan(batch)
+        steps = self._plan(batch, now=now)
         self._redelivery.forget_before(batch)
         for step in steps:
             if not step.replayed:
@@ -276,7 +288,7 @@ class MatchStage(Stage[Embeddings]):
 
     # -- phase 1: read only ------------------------------------------------------------------
 
-    def _plan(self, batch: Sequence[Incoming[Embeddings]]) -> list[_Step]:
+    def _plan(self, batch: Sequence[Incoming[Embeddings]], *, now: float) -> list[_Step]:
         applied = dict(self._applied)
         recent: dict[str, set[str]] = {}
         steps: list[_Step] = []
@@ -291,6 +303,12 @@ class MatchStage(Stage[Embeddings]):
             if deployment is None:
                 # No deployment authorises matching here and now: nothing is searched or kept.
                 outcome.drop("no_deployment")
+                steps.append(_Step(incoming, outcome, None))
+                continue
+            # After the gate, so only cameras a deployment covers are counted (a bounded label set).
+            ahead = self._future.refuse(camera_id=message.camera_id, capture_ts=message.capture_ts, now=now)
+            if ahead is not None:
+                outcome.rejected = ahead
                 steps.append(_Step(incoming, outcome, None))
                 continue
             seen = recent.setdefault(message.camera_id, set(self._recent.get(message.camera_id, ())))
@@ -452,7 +470,7 @@ class MatchStage(Stage[Embeddings]):
         hit, probe = decision.hit, decision.probe
         state.published.add(hit.subject_id)
         reference_chip = self.gate.reference_chip(hit.subject_id, hit.reference_image_id) if hit.reference_image_id else None
-        match = Match(
+        match = self.signer.build(
             camera_id=message.camera_id,
             frame_id=probe.frame_id,
             capture_ts=probe.capture_ts,
@@ -532,7 +550,7 @@ class MatchStage(Stage[Embeddings]):
         reference_chip = (
             self.gate.reference_chip(hit.subject_id, hit.reference_image_id) if hit.reference_image_id else None
         )
-        match = Match(
+        match = self.signer.build(
             camera_id=message.camera_id,
             frame_id=probe.frame_id,
             capture_ts=probe.capture_ts,

@@ -57,6 +57,17 @@ class DeploymentNotFound(ReviewError, KeyError):
         return f"the registry has no deployment {self.deployment_id!r}"
 
 
+class SubjectNotFound(ReviewError, KeyError):
+    """The registry does not know the subject (never enrolled, or deleted)."""
+
+    def __init__(self, subject_id: str) -> None:
+        super().__init__(subject_id)
+        self.subject_id = subject_id
+
+    def __str__(self) -> str:
+        return f"the registry has no subject {self.subject_id!r}"
+
+
 class RegistryUnavailable(ReviewError):
     """The registry could not be asked (down, refusing, timing out, or refusing our token)."""
 

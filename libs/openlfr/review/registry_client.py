@@ -1,4 +1,5 @@
-"""Reading a deployment from the registry's API, for the per-deployment report."""
+"""Reading deployments and subjects from the registry's API: for the per-deployment report, and
+for the alert stage's checks of every match (``openlfr.pipeline.match_trust``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,21 @@ class HttpRegistryClient:
         self.timeout_s = timeout_s
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
-        url = f"{self.base_url}/v1/deployments/{urllib.parse.quote(deployment_id, safe='')}"
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        return self._get(f"/v1/deployments/{urllib.parse.quote(deployment_id, safe='')}",
+                         what=f"deployment {deployment_id!r}", not_found=lambda: DeploymentNotFound(deployment_id))
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        """The registry's record of a subject (``GET /v1/subjects/{id}``).
+
+        Raises:
+            SubjectNotFound: the registry does not know it.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        return self._get(f"/v1/subjects/{urllib.parse.quote(subject_id, safe='')}",
+                         what=f"subject {subject_id!r}", not_found=lambda: SubjectNotFound(subject_id))
+
+    def _get(self, path: str, *, what: str, not_found: Callable[[], Exception]) -> dict[str, Any]:
+        request = urllib.request.Request(self.base_url + path, headers={"Accept": "application/json"})
         if self._token is not None:
             request.add_header("Authorization", f"Bearer {self._token.get_secret_value()}")
         try:
@@ -61,21 +76,19 @@ class HttpRegistryClient:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
-                raise DeploymentNotFound(deployment_id) from exc
-            raise RegistryUnavailable(
-                f"the registry answered HTTP {exc.code} for deployment {deployment_id!r}: {_detail(exc)}"
-            ) from exc
+                raise not_found() from exc
+            raise RegistryUnavailable(f"the registry answered HTTP {exc.code} for {what}: {_detail(exc)}") from exc
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryUnavailable(f"the registry at {self.base_url} could not be reached: {reason}") from exc
         if len(body) > MAX_RESPONSE_BYTES:
-            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is over {MAX_RESPONSE_BYTES} bytes")
+            raise RegistryUnavailable(f"the registry's answer for {what} is over {MAX_RESPONSE_BYTES} bytes")
         try:
             record = json.loads(body)
         except ValueError as exc:
-            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is not JSON: {exc}") from exc
+            raise RegistryUnavailable(f"the registry's answer for {what} is not JSON: {exc}") from exc
         if not isinstance(record, dict):
-            raise RegistryUnavailable(f"the registry's answer for {deployment_id!r} is not a JSON object")
+            raise RegistryUnavailable(f"the registry's answer for {what} is not a JSON object")
         return record
 
 

@@ -62,6 +62,10 @@ class ServiceSettings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, ge=6, le=1800)
     #: Longest wait for the broker at start.
     startup_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: Inputs captured more than this ahead of a stage's clock are dead-lettered and counted per
+    #: camera (``openlfr.pipeline.event_time``): a fast clock or a forged message must not move
+    #: event time. Above NTP drift and below a day; raise it for files fed faster than real time.
+    max_clock_skew_s: float = Field(default=300.0, gt=0, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("bootstrap")

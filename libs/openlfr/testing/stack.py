@@ -148,6 +148,7 @@ class ServiceStack:
             "OPENLFR_REGISTRY_COHORT": str(demo_cohort_path()),  # built at the match service's start if missing
             "OPENLFR_REVIEW_DB_PATH": str(self.work / "review.db"),
             "OPENLFR_REVIEW_REGISTRY_TOKEN": self.tokens["alert-service"],
+            "OPENLFR_MATCH_SIGNING_KEY": secrets.token_hex(32),  # match signs, alert verifies
             "OPENLFR_API_TOKENS": json.dumps(api_tokens),
             "OPENLFR_AUDIT_LOG": str(self.audit_log),
             "OPENLFR_LOG_LEVEL": "INFO",

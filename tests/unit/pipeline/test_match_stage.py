@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
 from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.messages.signing import MatchSigner
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import BatchResult, Incoming
 from openlfr.vision.images import load_image
@@ -35,6 +36,7 @@ CELEBS = Path("glint360k_celebs")
 ENROLLED = ("Barack_Obama", "Halle_Berry", "Jennifer_Aniston")
 REFERENCES_PER_SUBJECT = 5
 T0 = 1_700_000_000.0
+SIGNER = MatchSigner.ephemeral()
 PARTITION = 2
 FIRST_OFFSET = 10
 
@@ -108,7 +110,7 @@ def _gate(watchlists: tuple[str, ...] = ("wl-1",), **kwargs: object) -> StaticGa
 
 
 def _stage(settings: MatchSettings, store: VectorStore, gate: StaticGate | None = None) -> MatchStage:
-    return MatchStage(settings, store=store, gate=gate or _gate(), registry=CollectorRegistry())
+    return MatchStage(settings, store=store, gate=gate or _gate(), registry=CollectorRegistry(), signer=SIGNER)
 
 
 def _face(
@@ -190,6 +192,8 @@ def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
     assert m.threshold == pytest.approx(1 - 0.59 / 2)
     assert m.deployment_id == "dep-1"
     assert m.first_seen_ts == T0 and m.embedder_model == "dlib_resnet_v1"
+    # Signed with the stage's key (schema 2): the alert stage can tell it from a forged record.
+    assert m.v == 2 and SIGNER.verify(m) and not MatchSigner.ephemeral().verify(m)
     assert m.probe_chip_jpeg[:3] == b"\xff\xd8\xff"
     chip = cv2.imdecode(np.frombuffer(m.probe_chip_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert chip.shape == (150, 150, 3)
@@ -203,6 +207,31 @@ def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
     assert stranger.frames == 6 and stranger.best.chip is None
     assert stranger.last_embedding.shape == (128,)
     assert tracks["cam-1:f000:0"].best.chip is not None  # a candidate's chip is kept for its track's life
+
+
+def test_a_frame_from_the_future_is_dead_lettered_and_silences_no_camera(people) -> None:
+    """A frame captured 48 h ahead (a fast clock, or forged) on one camera: trusted, it moved its
+    partition's event time so far that every other camera's tracks ended as idle at each frame and
+    its own at each next frame. Refused, Obama still matches on the camera beside it."""
+    stage = _stage(_settings(), _store(people))
+    now = T0 + 100
+    obama, hugh = _walkers(people)
+    offsets = iter(range(FIRST_OFFSET, FIRST_OFFSET + 100))
+    future = _frame(900, [_face(0, hugh[0], (500.0, 500.0, 600.0, 620.0))], ts=now + 48 * 3600, camera="cam-x")
+    first = stage.handle([Incoming(future, PARTITION, next(offsets))], now=now)
+    assert [(i.message.frame_id, reason.split(" ")[0]) for i, reason in first.rejected] == [("f900", "capture_ts")]
+    assert "ahead of the match stage's clock" in first.rejected[0][1]
+    assert "OPENLFR_MAX_CLOCK_SKEW_S=300" in first.rejected[0][1]
+    matches: list[Match] = []
+    for k in range(6):
+        ts = T0 + 0.2 * k
+        near = _frame(k, [_face(0, obama[k % len(obama)], (100.0 + 4 * k, 200.0, 220.0 + 4 * k, 340.0))], ts=ts)
+        other = _frame(100 + k, [_face(0, hugh[k % len(hugh)], (900.0, 220.0, 1010.0, 350.0))], ts=ts, camera="cam-x")
+        for message in (near, other):
+            result = stage.handle([Incoming(message, PARTITION, next(offsets))], now=now)
+            assert result.rejected == []
+            matches += _matches(result)
+    assert [(m.camera_id, m.subject_id) for m in matches] == [("cam-1", "Barack_Obama")]
 
 
 def test_hold_is_first_offset_of_the_oldest_open_track_and_releases_when_tracks_end(people) -> None:
@@ -530,17 +559,17 @@ def test_a_template_with_per_subject_thresholds_needs_cohort_statistics(people, 
     frames = _walk(people, range(6))
     registry = CollectorRegistry()
     lenient = MatchStage(_template_settings(), store=normed, gate=_template_gate(norm_threshold=1.0), norm=norm,
-                         registry=registry)
+                         registry=registry, signer=SIGNER)
     matches = _matches(lenient.handle(frames, now=T0 + 100))
     assert [m.subject_id for m in matches] == ["Barack_Obama"]
     assert matches[0].normalised_score >= 1.0 and matches[0].normalised_threshold == 1.0
     assert matches[0].cohort == norm.cohort_id
     strict = MatchStage(_template_settings(), store=normed, gate=_template_gate(norm_threshold=matches[0].normalised_score + 5),
-                        norm=norm, registry=CollectorRegistry())
+                        norm=norm, registry=CollectorRegistry(), signer=SIGNER)
     assert _matches(strict.handle(frames, now=T0 + 100)) == []
     # References enrolled without a cohort: nothing can justify a threshold, so nothing matches.
     unscored = MatchStage(_template_settings(), store=_store(people), gate=_template_gate(norm_threshold=1.0),
-                          norm=norm, registry=registry)
+                          norm=norm, registry=registry, signer=SIGNER)
     assert _matches(unscored.handle(frames, now=T0 + 100)) == []
     assert registry.get_sample_value(
         "openlfr_match_unnormalised_total", {"deployment": "dep-1", "reason": "reference_without_stats"}) >= 1
@@ -563,7 +592,8 @@ def test_look_alike_watch_counts_tracks_that_came_close_and_keeps_nothing_else(p
     )
     settings = _template_settings(look_alike_min_tracks=1, look_alike_score_margin=0.05)
     registry = CollectorRegistry()
-    stage = MatchStage(settings, store=store, gate=_template_gate(threshold=min(1.0, nearest[0] + 0.02)), registry=registry)
+    stage = MatchStage(settings, store=store, gate=_template_gate(threshold=min(1.0, nearest[0] + 0.02)),
+                       registry=registry, signer=SIGNER)
     obama_matched = []
     for incoming in _walk(people, range(6)):
         obama_matched += _matches(stage.handle([incoming], now=T0 + 100))
@@ -575,7 +605,8 @@ def test_look_alike_watch_counts_tracks_that_came_close_and_keeps_nothing_else(p
     assert registry.get_sample_value("openlfr_match_near_miss_tracks_total", {"deployment": "dep-1"}) >= 1
     assert registry.get_sample_value("openlfr_match_look_alike_subjects", {"deployment": "dep-1"}) >= 1
     # A strict threshold far above every stranger's score: no near miss at all.
-    strict = MatchStage(settings, store=store, gate=_template_gate(threshold=0.99), registry=CollectorRegistry())
+    strict = MatchStage(settings, store=store, gate=_template_gate(threshold=0.99), registry=CollectorRegistry(),
+                        signer=SIGNER)
     strict.handle(_walk(people, range(6)) + [Incoming(later, PARTITION, FIRST_OFFSET + 40)], now=T0 + 100)
     assert strict.look_alikes("dep-1") == {}
 

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from openlfr.api.auth import Access
+from openlfr.messages.signing import MatchSigner
 from openlfr.pipeline.match import MatchSettings, MatchStage, _TemplateState
 from openlfr.pipeline.templates import TrackTemplate
 from openlfr.registry.lookalikes_api import make_lookalike_router
@@ -20,7 +21,7 @@ def test_look_alikes_of_a_deployment(env, image_bytes) -> None:
     add_subjects(env, "wl", ["obama", "rose"], image_bytes)
     deploy(env, "dep-1", "wl", "cam-1")
     stage = MatchStage(MatchSettings(look_alike_min_tracks=2), store=env.store, gate=env.registry,
-                       registry=CollectorRegistry())
+                       registry=CollectorRegistry(), signer=MatchSigner.ephemeral())
     # Three tracks ended near obama's threshold without matching, one near rose's, one of them
     # also matched rose (a match is not a near miss).
     for near, published in (({"obama"}, set()), ({"obama", "rose"}, {"rose"}), ({"obama", "rose"}, set())):

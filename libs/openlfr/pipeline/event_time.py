@@ -1,0 +1,89 @@
+"""Event time that a wrong clock or a forged message cannot hijack.
+
+Stages order and expire their state by capture time (``capture_ts``), which comes from the
+ingest host's clock, or from whoever wrote the message. A capture time from the future cannot be
+true: trusted, it moves event-time state (the alert stage's dedup watermark, the match stage's
+tracker) so far ahead that every real message looks stale. A stage therefore refuses an input
+whose capture time is more than ``max_skew_s`` ahead of its own clock: the runner dead-letters it
+with the reason (how far ahead, and the setting), and it is counted per camera and stage in
+``openlfr_capture_time_ahead_total``; the alert rule ``OpenLFRCameraClockAhead`` fires on it.
+
+Refused rather than clamped: a clamped time would put a false capture time on an alert that a
+reviewer reads as fact, and the dead letter keeps the original for inspection. The skew is
+``OPENLFR_MAX_CLOCK_SKEW_S`` (``ServiceSettings.max_clock_skew_s``, default 300 s): far above the
+drift of NTP-synchronised hosts, far below a day. Runs that replay files faster than real time
+(``openlfr run`` on a file) turn the check off (``max_skew_s=None``), as they turn off freshness.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+logger = logging.getLogger(__name__)
+
+#: The setting that bounds how far ahead of a stage's clock a capture time may be.
+MAX_CLOCK_SKEW_SETTING = "OPENLFR_MAX_CLOCK_SKEW_S"
+#: Its default, in seconds.
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+
+
+class _AheadMetrics:
+    """``openlfr_capture_time_ahead_total``, one per Prometheus registry."""
+
+    # Keyed by the registry itself (weakly): an id() could be reused by a later registry.
+    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def counter(cls, registry: CollectorRegistry) -> Counter:
+        key = registry
+        if key not in cls._by_registry:
+            cls._by_registry[key] = Counter(
+                "openlfr_capture_time_ahead_total",
+                f"Inputs refused (dead-lettered) because their capture time was more than {MAX_CLOCK_SKEW_SETTING} "
+                "ahead of the stage's clock, per stage and camera: a camera or ingest host clock running fast, "
+                "or forged messages.",
+                ["stage", "camera_id"],
+                registry=registry,
+            )
+        return cls._by_registry[key]
+
+
+class FutureGuard:
+    """Refuses capture times more than ``max_skew_s`` ahead of the stage's clock, and counts them.
+
+    Args:
+        stage: the stage's name (the metric's ``stage`` label).
+        max_skew_s: how far ahead a capture time may be; None turns the check off.
+        registry: where the counter is registered.
+    """
+
+    def __init__(self, *, stage: str, max_skew_s: float | None, registry: CollectorRegistry | None = None) -> None:
+        if max_skew_s is not None and not 0.0 < max_skew_s <= 86400.0:
+            raise ValueError(f"FutureGuard.max_skew_s: expected 0 < seconds <= 86400 or None, got {max_skew_s}")
+        self.stage = stage
+        self.max_skew_s = max_skew_s
+        self._counter = _AheadMetrics.counter(REGISTRY if registry is None else registry)
+
+    def limit(self, now: float) -> float | None:
+        """The latest capture time accepted at ``now`` (None: no limit)."""
+        return None if self.max_skew_s is None else now + self.max_skew_s
+
+    def refuse(self, *, camera_id: str, capture_ts: float, now: float) -> str | None:
+        """The reason to refuse a capture time ``now``, counted and logged; None when it is acceptable."""
+        limit = self.limit(now)
+        if limit is None or capture_ts <= limit:
+            return None
+        self._counter.labels(self.stage, camera_id).inc()
+        ahead = capture_ts - now
+        logger.warning(
+            'capture time ahead of the clock stage="%s" camera_id="%s" ahead_s="%.1f" max_skew_s="%g"',
+            self.stage, camera_id, ahead, self.max_skew_s,
+        )
+        return (
+            f"capture_ts {capture_ts:.3f} is {ahead:.1f} s ahead of the {self.stage} stage's clock "
+            f"(more than {MAX_CLOCK_SKEW_SETTING}={self.max_skew_s:g}): camera {camera_id}'s clock, or its "
+            "ingest host's, is fast, or the message is forged"
+        )
