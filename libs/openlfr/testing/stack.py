@@ -166,15 +166,18 @@ class ServiceStack:
     def start(self, name: str, *, gate_ingest: bool = True, **env: str) -> ServiceProcess:
         """Start ``openlfr service NAME`` (extra env on top of the stack's).
 
-        With the match service running, alert reads deployments for its reports from it, and
+        With the match service running, alert checks matches and reads deployments from it, and
         ingest (unless ``gate_ingest`` is False) publishes only cameras a deployment covers. The
         match service gets the demo's cohort unless ``OPENLFR_REGISTRY_COHORT`` names another.
         """
         port = free_port()
         log = self.work / f"{name}-{port}.log"
         extra = dict(env)
-        if name == "alert" and "match" in self.services:
-            extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", self.services["match"].base_url)
+        if name == "alert":
+            # The alert stage checks every match against the registry (the match service). A stack
+            # without one gets an address where nothing answers: a match would wait, unchecked.
+            registry = self.services["match"].base_url if "match" in self.services else "http://127.0.0.1:9"
+            extra.setdefault("OPENLFR_REVIEW_REGISTRY_URL", registry)
         if name == "match" and {**self.env, **extra}["OPENLFR_REGISTRY_COHORT"] == str(demo_cohort_path()):
             demo_cohort()
         if name == "ingest" and gate_ingest and "match" in self.services:
