@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from openlfr.config import ModelSettings
 from openlfr.models.build import model_version
 from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
 from openlfr.pipeline.detect import DetectStage
+from openlfr.pipeline.frame_parts import BROKER_MESSAGE_MAX_BYTES, DEFAULT_MESSAGE_MAX_BYTES
+from openlfr.pipeline.freshness import CatchUpSettings
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
 from openlfr.vision.factory import build_analyzer
@@ -21,8 +23,8 @@ from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, Pyramid
 DETECT_MAX_FRAME_AGE_S = 1.0
 
 
-class DetectServiceSettings(ServiceSettings, ModelSettings):
-    """Kafka and model settings, plus the stage's own."""
+class DetectServiceSettings(ServiceSettings, ModelSettings, CatchUpSettings):
+    """Kafka and model settings, catch-up after an outage, plus the stage's own."""
 
     #: Frames that waited longer than this for detection are dropped and counted. Shorter than
     #: the later stages' limit (5 s) on purpose: an overloaded detect sheds frames while the
@@ -39,6 +41,19 @@ class DetectServiceSettings(ServiceSettings, ModelSettings):
     detect_gating: Literal["off", "motion", "pyramid"] = "pyramid"
     #: With gating on, every this-many frames of a camera run every tile.
     detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
+    #: Budget of one faces message (and of the embeddings message it becomes): a crowd's faces go
+    #: out in as many parts as keep each under it. Below the broker's message limit.
+    faces_message_max_bytes: int = Field(default=DEFAULT_MESSAGE_MAX_BYTES, ge=131_072, le=BROKER_MESSAGE_MAX_BYTES)
+
+    @model_validator(mode="after")
+    def _faces_fit_the_broker(self) -> DetectServiceSettings:
+        limit = getattr(self, "max_message_bytes", None)  # the broker's limit, where one is set
+        if limit is not None and self.faces_message_max_bytes > limit - 4096:
+            raise ValueError(
+                f"OPENLFR_FACES_MESSAGE_MAX_BYTES={self.faces_message_max_bytes} leaves no room for the key "
+                f"and headers under OPENLFR_MAX_MESSAGE_BYTES={limit}: at most {limit - 4096}"
+            )
+        return self
 
 
 def build(settings: DetectServiceSettings) -> DetectStage:
@@ -50,6 +65,9 @@ def build(settings: DetectServiceSettings) -> DetectStage:
         max_frame_age_s=settings.max_frame_age_s,
         min_quality=settings.min_quality,
         gate=make_gate(settings.detect_gating, keyframe_interval=settings.detect_keyframe_interval),
+        catchup_lateness_s=settings.catchup_lateness_s,
+        catchup_keep_every=settings.catchup_keep_every,
+        max_message_bytes=settings.faces_message_max_bytes,
     )
 
 

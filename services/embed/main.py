@@ -9,13 +9,14 @@ from pydantic import Field
 from openlfr.config import ModelSettings
 from openlfr.inference.factory import make_backend
 from openlfr.pipeline.embed import EmbedStage
+from openlfr.pipeline.freshness import CatchUpSettings
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
 from openlfr.vision.embedder import FaceEmbedder
 
 
-class EmbedServiceSettings(ServiceSettings, ModelSettings):
-    """Kafka and model settings, plus the stage's own."""
+class EmbedServiceSettings(ServiceSettings, ModelSettings, CatchUpSettings):
+    """Kafka and model settings, catch-up after an outage, plus the stage's own."""
 
     max_frame_age_s: float = Field(default=5.0, gt=0, le=3600)
     #: Most chips per inference call.
@@ -29,6 +30,8 @@ def build(settings: EmbedServiceSettings) -> EmbedStage:
         embedder_model=settings.embedder_version(),
         max_frame_age_s=settings.max_frame_age_s,
         max_batch=settings.max_batch,
+        catchup_lateness_s=settings.catchup_lateness_s,
+        catchup_keep_every=settings.catchup_keep_every,
     )
 
 

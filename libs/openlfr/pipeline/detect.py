@@ -1,8 +1,10 @@
 """The detect stage: frames in, the faces of each frame (with lossless chips) out.
 
-Stale frames are dropped unprocessed; the rest of a batch is decoded and located in one
+Stale frames are dropped unprocessed, except the backlog an outage left, within a bounded
+lateness (``openlfr.pipeline.freshness``); the rest of a batch is decoded and located in one
 ``FaceAnalyzer.locate_many`` call, so the detector's backend sees the crops of every camera's
-frames as one batch.
+frames as one batch. A crowded frame's faces go out in as many messages as keep each under the
+byte budget (``openlfr.pipeline.frame_parts``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from openlfr.inference.exceptions import InferenceError
 from openlfr.messages.models import DetectedFace, FaceQualityRecord, Faces, Frame, Message
 from openlfr.messages.topics import FACES, FRAMES
 from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.pipeline.frame_parts import (
+    BROKER_MESSAGE_MAX_BYTES,
+    DEFAULT_MESSAGE_MAX_BYTES,
+    EMBEDDINGS_ENVELOPE_BYTES,
+    split_faces,
+    worst_face_bytes,
+)
+from openlfr.pipeline.freshness import DEFAULT_CATCHUP_LATENESS_S, Freshness, Taken
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.vision import faces as vision_faces
 from openlfr.vision.analyzer import FaceAnalyzer
@@ -44,41 +54,24 @@ def fresh_and_decoded(
     batch: Sequence[Incoming[M]],
     *,
     now: float,
-    max_age_s: float | None,
+    freshness: Freshness,
     decode: Callable[[M], D],
     result: BatchResult,
-) -> tuple[list[Incoming[M]], list[D]]:
-    """Drop stale inputs (counted in ``result.dropped["stale"]``), decode the rest with
-    ``decode`` and reject those it refuses with an ``ImageError``: the inputs kept, and what
-    they decoded to, in order."""
-    fresh, stale = split_stale(batch, now=now, max_age_s=max_age_s)
-    if stale:
-        result.dropped["stale"] = stale
-    kept: list[Incoming[M]] = []
+) -> tuple[list[Taken[M]], list[D]]:
+    """Drop stale inputs (counted in ``result.dropped``: ``stale``,
+    ``catchup_sampled``), decode the rest with ``decode`` and reject those it refuses with an
+    ``ImageError``: the inputs kept (with how late each was taken up), and what they decoded
+    to, in order."""
+    kept: list[Taken[M]] = []
     decoded: list[D] = []
-    for item in fresh:
+    for taken in freshness.select(batch, now=now, result=result):
         try:
-            decoded.append(decode(item.message))
+            decoded.append(decode(taken.item.message))
         except ImageError as exc:
-            result.rejected.append((item, str(exc)))
+            result.rejected.append((taken.item, str(exc)))
             continue
-        kept.append(item)
+        kept.append(taken)
     return kept, decoded
-
-
-def split_stale(
-    batch: Sequence[Incoming[M]], *, now: float, max_age_s: float | None
-) -> tuple[list[Incoming[M]], int]:
-    """Split a batch into the messages still fresh and a count of the stale ones.
-
-    A message is stale when its frame was captured more than ``max_age_s`` before ``now``;
-    ``None`` keeps everything (replays and batch runs of files, whose capture times can lag
-    the wall clock by far more than any live budget).
-    """
-    if max_age_s is None:
-        return list(batch), 0
-    fresh = [item for item in batch if now - item.message.capture_ts <= max_age_s]
-    return fresh, len(batch) - len(fresh)
 
 
 def check_max_age(max_age_s: float | None) -> float | None:
@@ -105,11 +98,13 @@ def encode_chip(chip: np.ndarray, *, compression: int = 1) -> bytes:
 class DetectStage(Stage[Frame]):
     """``frames`` -> ``faces``: finds, aligns and assesses the faces of each fresh frame.
 
-    Per input frame: stale -> ``dropped["stale"]``; JPEG that does not decode, or whose size
-    differs from the message's -> ``rejected``; no face -> ``dropped["no_face"]``; faces, but
-    none at ``min_quality`` -> ``dropped["low_quality"]``; else one ``Faces`` message keyed by
-    camera id. Face ``index`` is the face's position among the detector's faces of the frame,
-    so it keeps its meaning when the quality gate removes faces.
+    Per input frame: stale -> ``dropped["stale"]`` (or ``catchup_sampled`` in
+    catch-up after an outage); JPEG that does not decode, or whose size differs from the
+    message's -> ``rejected``; no face -> ``dropped["no_face"]``; faces, but none at
+    ``min_quality`` -> ``dropped["low_quality"]``; else ``Faces`` messages keyed by camera id:
+    one, or for a crowd as many parts as keep each under ``max_message_bytes``. Face ``index``
+    is the face's position among the detector's faces of the frame, so it keeps its meaning
+    when the quality gate removes faces and across parts.
     """
 
     name = "detect"
@@ -128,6 +123,9 @@ class DetectStage(Stage[Frame]):
         png_compression: int = 1,
         gate: MotionGate | PyramidGate | None = None,
         registry: CollectorRegistry | None = None,
+        catchup_lateness_s: float = DEFAULT_CATCHUP_LATENESS_S,
+        catchup_keep_every: int = 1,
+        max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
     ) -> None:
         """Set up the stage.
 
@@ -147,6 +145,12 @@ class DetectStage(Stage[Frame]):
                 of every frame.
             registry: where ``openlfr_detect_crops_total`` is registered (the default registry
                 if left out).
+            catchup_lateness_s: after an outage, frames up to this old are processed instead of
+                shed (``openlfr.pipeline.freshness``); 0 turns catch-up off.
+            catchup_keep_every: in catch-up, every this-many-th frame of a camera is processed.
+            max_message_bytes: budget of one ``Faces`` message, and of the ``Embeddings``
+                message it becomes: a crowd's faces are split into parts under it. At least
+                what one face with the embedder's chip can take, at most the broker's limit.
 
         Raises:
             ValueError: an argument out of range, naming it.
@@ -157,11 +161,20 @@ class DetectStage(Stage[Frame]):
             raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
         if not 0 <= png_compression <= 9:
             raise ValueError(f"png_compression must be in 0..9, got {png_compression}")
+        smallest = worst_face_bytes(analyzer.embedder.chip_size) + EMBEDDINGS_ENVELOPE_BYTES + 2048
+        if not smallest <= max_message_bytes <= BROKER_MESSAGE_MAX_BYTES:
+            raise ValueError(
+                f"max_message_bytes must be in {smallest}..{BROKER_MESSAGE_MAX_BYTES} (one face with a "
+                f"{analyzer.embedder.chip_size}px chip, up to the broker's limit), got {max_message_bytes}"
+            )
         self.analyzer = analyzer
         self.detector_model = detector_model
         self.max_frame_age_s = check_max_age(max_frame_age_s)
+        self.freshness = Freshness(max_age_s=max_frame_age_s, lateness_s=catchup_lateness_s,
+                                   keep_every=catchup_keep_every)
         self.min_quality = min_quality
         self.png_compression = png_compression
+        self.max_message_bytes = max_message_bytes
         self.gate = gate
         self._crops = _crop_counter(REGISTRY if registry is None else registry)
 
@@ -178,11 +191,12 @@ class DetectStage(Stage[Frame]):
         """
         result = BatchResult()
         kept, images = fresh_and_decoded(
-            batch, now=now, max_age_s=self.max_frame_age_s, decode=self._decode, result=result
+            batch, now=now, freshness=self.freshness, decode=self._decode, result=result
         )
         if not kept:
+            self.freshness.done()
             return result
-        cameras = [item.message.camera_id for item in kept]
+        cameras = [taken.item.message.camera_id for taken in kept]
         try:
             if self.gate is None:
                 located = self.analyzer.locate_many(images, keep_chips=True)
@@ -198,8 +212,8 @@ class DetectStage(Stage[Frame]):
         if self.gate is not None:
             for camera_id, found in zip(cameras, located):
                 self.gate.remember(camera_id, found.boxes)
-        for item, found in zip(kept, located):
-            frame = item.message
+        for taken, found in zip(kept, located):
+            frame = taken.item.message
             if len(found) == 0:
                 result.dropped["no_face"] = result.dropped.get("no_face", 0) + 1
                 continue
@@ -207,18 +221,36 @@ class DetectStage(Stage[Frame]):
             if chosen.size == 0:
                 result.dropped["low_quality"] = result.dropped.get("low_quality", 0) + 1
                 continue
-            message = Faces(
+            faces = [self._face(found, int(i)) for i in chosen]
+            for message in self._messages(frame, faces, lateness_s=taken.lateness_s):
+                result.outputs.append(Outgoing(topic=FACES, key=frame.camera_id, message=message))
+        self.freshness.done()
+        return result
+
+    def _messages(self, frame: Frame, faces: Sequence[DetectedFace], *, lateness_s: float | None) -> list[Faces]:
+        """The frame's faces in as many ``Faces`` messages as keep each under the budget."""
+
+        def part(group: Sequence[DetectedFace], i: int, n: int) -> Faces:
+            return Faces(
                 camera_id=frame.camera_id,
                 frame_id=frame.frame_id,
                 capture_ts=frame.capture_ts,
                 trace_id=frame.trace_id,
                 width=frame.width,
                 height=frame.height,
-                faces=tuple(self._face(found, int(i)) for i in chosen),
+                faces=tuple(group),
                 detector_model=self.detector_model,
+                part=i,
+                parts=n,
+                lateness_s=lateness_s,
             )
-            result.outputs.append(Outgoing(topic=FACES, key=frame.camera_id, message=message))
-        return result
+
+        # Measured with the widest part numbers, so any numbering fits.
+        groups = split_faces(faces, envelope=part(faces[:1], 511, 512), max_bytes=self.max_message_bytes)
+        if len(groups) > 1:
+            logger.debug('frame_id="%s" faces="%d" parts="%d" split to fit max_message_bytes="%d"',
+                         frame.frame_id, len(faces), len(groups), self.max_message_bytes)
+        return [part(group, i, len(groups)) for i, group in enumerate(groups)]
 
     def _gate_plans(
         self, cameras: Sequence[str], images: Sequence[np.ndarray]

@@ -19,6 +19,7 @@ from openlfr.messages.models import EmbeddedFace, Embeddings, Faces
 from openlfr.messages.topics import EMBEDDINGS, FACES
 from openlfr.pipeline.detect import DEFAULT_MAX_FRAME_AGE_S, check_max_age, fresh_and_decoded
 from openlfr.pipeline.exceptions import BackendUnavailable
+from openlfr.pipeline.freshness import DEFAULT_CATCHUP_LATENESS_S, Freshness
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 from openlfr.vision.embedder import FaceEmbedder
 from openlfr.vision.exceptions import ImageError
@@ -28,9 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 class EmbedStage(Stage[Faces]):
-    """``faces`` -> ``embeddings``: one ``Embeddings`` message per fresh ``Faces`` message.
+    """``faces`` -> ``embeddings``: one ``Embeddings`` message per fresh ``Faces`` message (a part
+    of a crowded frame gives the same part: ``part``/``parts`` are kept).
 
-    Per input: stale -> ``dropped["stale"]``; any chip that does not decode to a
+    Per input: stale -> ``dropped["stale"]`` (or ``catchup_sampled`` in catch-up
+    after an outage; a part detect took up in catch-up gets the same allowance); any chip that does not decode to a
     ``chip_size`` x ``chip_size`` RGB image, or a descriptor that is not finite -> ``rejected``
     (the whole message: a frame's faces travel together); else one message keyed by camera id.
     """
@@ -48,6 +51,8 @@ class EmbedStage(Stage[Faces]):
         embedder_model: str,
         max_frame_age_s: float | None = DEFAULT_MAX_FRAME_AGE_S,
         max_batch: int | None = None,
+        catchup_lateness_s: float = DEFAULT_CATCHUP_LATENESS_S,
+        catchup_keep_every: int = 1,
     ) -> None:
         """Set up the stage.
 
@@ -58,6 +63,9 @@ class EmbedStage(Stage[Faces]):
             max_frame_age_s: messages whose frame was captured longer ago are dropped
                 unprocessed; ``None`` turns the check off.
             max_batch: most chips per backend call; defaults to the model's ``max_batch_size``.
+            catchup_lateness_s: after an outage, messages up to this old are processed instead
+                of shed (``openlfr.pipeline.freshness``); 0 turns catch-up off.
+            catchup_keep_every: in catch-up, every this-many-th frame of a camera is processed.
 
         Raises:
             ValueError: an argument out of range, naming it.
@@ -70,6 +78,8 @@ class EmbedStage(Stage[Faces]):
         self.embedder = embedder
         self.embedder_model = embedder_model
         self.max_frame_age_s = check_max_age(max_frame_age_s)
+        self.freshness = Freshness(max_age_s=max_frame_age_s, lateness_s=catchup_lateness_s,
+                                   keep_every=catchup_keep_every)
         self.max_batch = max_batch
 
     def ready(self) -> tuple[bool, str]:
@@ -84,21 +94,23 @@ class EmbedStage(Stage[Faces]):
         """
         result = BatchResult()
         kept, chips = fresh_and_decoded(
-            batch, now=now, max_age_s=self.max_frame_age_s, decode=self._decode_chips, result=result
+            batch, now=now, freshness=self.freshness, decode=self._decode_chips, result=result
         )
         if not kept:
+            self.freshness.done()
             return result
         vectors = self._embed(np.concatenate(chips, axis=0))
         start = 0
-        for item, own in zip(kept, chips):
-            n = own.shape[0]
+        for taken, own in zip(kept, chips):
+            item, n = taken.item, own.shape[0]
             try:
-                message = self._message(item.message, vectors[start : start + n])
+                message = self._message(item.message, vectors[start : start + n], lateness_s=taken.lateness_s)
             except ValueError as exc:
                 result.rejected.append((item, str(exc)))
             else:
                 result.outputs.append(Outgoing(topic=EMBEDDINGS, key=item.message.camera_id, message=message))
             start += n
+        self.freshness.done()
         return result
 
     def _decode_chips(self, message: Faces) -> np.ndarray:
@@ -123,7 +135,7 @@ class EmbedStage(Stage[Faces]):
             raise BackendUnavailable(f"embed: embedder backend failed: {exc}") from exc
         return np.concatenate(parts, axis=0)
 
-    def _message(self, message: Faces, vectors: np.ndarray) -> Embeddings:
+    def _message(self, message: Faces, vectors: np.ndarray, *, lateness_s: float | None) -> Embeddings:
         """The ``Embeddings`` message; ``ValueError`` if a descriptor is not finite."""
         faces = []
         for face, vector in zip(message.faces, vectors):
@@ -142,4 +154,7 @@ class EmbedStage(Stage[Faces]):
             faces=tuple(faces),
             detector_model=message.detector_model,
             embedder_model=self.embedder_model,
+            part=message.part,
+            parts=message.parts,
+            lateness_s=lateness_s,
         )

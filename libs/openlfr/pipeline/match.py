@@ -73,6 +73,7 @@ from openlfr.messages.topics import EMBEDDINGS, MATCHES
 from openlfr.pipeline.deployments import ActiveDeployment, DeploymentGate
 from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S, FutureGuard
 from openlfr.pipeline.exceptions import PoisonMessage
+from openlfr.pipeline.frame_parts import FrameAssembler, AssemblerState
 from openlfr.pipeline.match_metrics import MatchMetrics
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
@@ -199,14 +200,24 @@ class _PlannedFace:
 
 
 @dataclass(frozen=True, slots=True)
+class _FramePlan:
+    """A frame to apply: the frame (put together from its parts), its first offset, its faces."""
+
+    frame: Incoming[Embeddings]
+    first_offset: int
+    faces: list[_PlannedFace]
+    deployment: ActiveDeployment
+
+
+@dataclass(frozen=True, slots=True)
 class _Step:
-    """One input of a batch: its outcome, and the faces to apply (None: nothing to apply)."""
+    """One input of a batch: its outcome, and the frames it completes, to apply (a part of a
+    crowded frame may complete none, and may end the wait for an earlier frame's lost parts)."""
 
     incoming: Incoming[Embeddings]
     outcome: Outcome
-    faces: list[_PlannedFace] | None
+    frames: list[_FramePlan] = field(default_factory=list)
     replayed: bool = False
-    deployment: ActiveDeployment | None = None
 
 
 class MatchStage(Stage[Embeddings]):
@@ -268,6 +279,7 @@ class MatchStage(Stage[Embeddings]):
         self._applied: dict[int, int] = {}
         self._recent: dict[str, deque[str]] = {}
         self._redelivery = RedeliveryCache()
+        self._parts = FrameAssembler(max_wait_s=settings.track_max_gap_s)
 
     def handle(self, batch: Sequence[Incoming[Embeddings]], *, now: float) -> BatchResult:
         """Search every face first, then change state: a store failure (``BackendUnavailable``)
@@ -275,85 +287,118 @@ class MatchStage(Stage[Embeddings]):
         before (the runner re-delivers a batch whose outputs were not acknowledged) gives
         the outcome it gave then, without counting its faces again."""
         result = BatchResult()
-        steps = self._plan(batch, now=now)
+        steps, parts = self._plan(batch, now=now)
+        self._parts.commit(parts)
         self._redelivery.forget_before(batch)
         for step in steps:
             if not step.replayed:
-                if step.faces is not None and step.deployment is not None:
-                    self._apply(step.incoming, step.faces, step.outcome, step.deployment)
+                for plan in step.frames:
+                    self._apply(plan, step.outcome)
                 self._redelivery.put(step.incoming, step.outcome)
             step.outcome.add_to(result, step.incoming)
         result.hold = self.tracker.hold()
+        for partition, offset in self._parts.hold().items():  # frames still waiting for parts
+            result.hold[partition] = min(offset, result.hold.get(partition, offset))
         return result
 
     # -- phase 1: read only ------------------------------------------------------------------
 
-    def _plan(self, batch: Sequence[Incoming[Embeddings]], *, now: float) -> list[_Step]:
+    def _plan(self, batch: Sequence[Incoming[Embeddings]], *, now: float) -> tuple[list[_Step], AssemblerState]:
         applied = dict(self._applied)
         recent: dict[str, set[str]] = {}
+        parts = self._parts.begin()
         steps: list[_Step] = []
         for incoming in batch:
-            message = incoming.message
             replay = self._redelivery.get(incoming)
             if replay is not None:
-                steps.append(_Step(incoming, replay, None, replayed=True))
+                steps.append(_Step(incoming, replay, replayed=True))
                 continue
-            outcome = Outcome()
-            deployment = self.gate.active_for(message.camera_id, message.capture_ts)
-            if deployment is None:
-                # No deployment authorises matching here and now: nothing is searched or kept.
-                outcome.drop("no_deployment")
-                steps.append(_Step(incoming, outcome, None))
-                continue
-            # After the gate, so only cameras a deployment covers are counted (a bounded label set).
-            ahead = self._future.refuse(camera_id=message.camera_id, capture_ts=message.capture_ts, now=now)
-            if ahead is not None:
-                outcome.rejected = ahead
-                steps.append(_Step(incoming, outcome, None))
-                continue
-            seen = recent.setdefault(message.camera_id, set(self._recent.get(message.camera_id, ())))
-            last = applied.get(incoming.partition)
-            if (last is not None and incoming.offset <= last) or message.frame_id in seen:
-                # Already in the state (a seek back past the latest batch, or a frame sent twice).
-                outcome.drop("duplicate")
-                steps.append(_Step(incoming, outcome, None))
-                continue
-            pinned = self.store.model_version
-            if pinned is not None and message.embedder_model != pinned:
-                # Vectors of another embedder are not comparable with the watchlist's: never searched.
-                outcome.rejected = (f"embedder_model {message.embedder_model!r} is not the watchlist's "
-                                    f"{pinned!r}: the embed and match services run different embedders")
-                steps.append(_Step(incoming, outcome, None))
-                continue
-            indexes = [face.index for face in message.faces]
-            if len(set(indexes)) != len(indexes):
-                outcome.rejected = f"face indexes repeat within the frame: {indexes}"
-                steps.append(_Step(incoming, outcome, None))
-                continue
-            faces: list[_PlannedFace] = []
-            try:
-                for face in message.faces:
-                    if face.quality.score < self.settings.min_quality:
-                        outcome.drop("low_quality")
-                        continue
-                    vector = face.vector()
-                    hits = self.store.search(
-                        vector,
-                        limit=SEARCH_LIMIT,
-                        watchlist_ids=deployment.watchlist_ids,
-                        enrolled_before=deployment.snapshot_ts,
-                    )
-                    if self.settings.decision == "template":
-                        faces.append(_PlannedFace(face, vector, None, tuple(hits), self._chip_jpeg(face)))
-                    else:
-                        faces.append(_PlannedFace(face, vector, self._candidate(face, vector, hits, deployment)))
-            except PoisonMessage as exc:
-                steps.append(_Step(incoming, Outcome(rejected=str(exc)), None))
-                continue
-            applied[incoming.partition] = incoming.offset
-            seen.add(message.frame_id)
-            steps.append(_Step(incoming, outcome, faces, deployment=deployment))
-        return steps
+            step = _Step(incoming, Outcome())
+            assembly = self._parts.add(parts, incoming)
+            if assembly.duplicate:
+                step.outcome.drop("duplicate")
+            for frame in assembly.frames:
+                if frame.partial:
+                    step.outcome.drop("partial_frame")
+                # The input's own frame takes its outcome; an earlier frame whose wait for lost
+                # parts it ended adds its outputs and counts (its rejection only as a count).
+                own = frame.incoming.offset == incoming.offset
+                outcome = step.outcome if own else Outcome()
+                plan = self._plan_frame(frame.incoming, frame.first_offset, outcome, applied, recent, now=now)
+                if not own:
+                    step.outcome.outputs.extend(outcome.outputs)
+                    for reason, count in outcome.dropped.items():
+                        step.outcome.drop(reason, count)
+                    if outcome.rejected is not None:
+                        step.outcome.drop("rejected_partial_frame")
+                if plan is not None:
+                    step.frames.append(plan)
+            steps.append(step)
+        return steps, parts
+
+    def _plan_frame(
+        self,
+        incoming: Incoming[Embeddings],
+        first_offset: int,
+        outcome: Outcome,
+        applied: dict[int, int],
+        recent: dict[str, set[str]],
+        now: float,
+    ) -> _FramePlan | None:
+        """Search one frame's faces (read only): what to apply, or None (the outcome says why)."""
+        message = incoming.message
+        deployment = self.gate.active_for(message.camera_id, message.capture_ts)
+        if deployment is None:
+            # No deployment authorises matching here and now: nothing is searched or kept.
+            outcome.drop("no_deployment")
+            return None
+        # After the gate, so only cameras a deployment covers are counted (a bounded label set).
+        ahead = self._future.refuse(camera_id=message.camera_id, capture_ts=message.capture_ts, now=now)
+        if ahead is not None:
+            outcome.rejected = ahead
+            return None
+        seen = recent.setdefault(message.camera_id, set(self._recent.get(message.camera_id, ())))
+        last = applied.get(incoming.partition)
+        # A frame put together from parts is applied when its last part comes, which may be
+        # after later frames of other cameras: its parts' offsets were checked on arrival.
+        seek_back = last is not None and incoming.offset <= last and first_offset == incoming.offset
+        if seek_back or message.frame_id in seen:
+            # Already in the state (a seek back past the latest batch, or a frame sent twice).
+            outcome.drop("duplicate")
+            return None
+        pinned = self.store.model_version
+        if pinned is not None and message.embedder_model != pinned:
+            # Vectors of another embedder are not comparable with the watchlist's: never searched.
+            outcome.rejected = (f"embedder_model {message.embedder_model!r} is not the watchlist's "
+                                f"{pinned!r}: the embed and match services run different embedders")
+            return None
+        indexes = [face.index for face in message.faces]
+        if len(set(indexes)) != len(indexes):
+            outcome.rejected = f"face indexes repeat within the frame: {indexes}"
+            return None
+        faces: list[_PlannedFace] = []
+        try:
+            for face in message.faces:
+                if face.quality.score < self.settings.min_quality:
+                    outcome.drop("low_quality")
+                    continue
+                vector = face.vector()
+                hits = self.store.search(
+                    vector,
+                    limit=SEARCH_LIMIT,
+                    watchlist_ids=deployment.watchlist_ids,
+                    enrolled_before=deployment.snapshot_ts,
+                )
+                if self.settings.decision == "template":
+                    faces.append(_PlannedFace(face, vector, None, tuple(hits), self._chip_jpeg(face)))
+                else:
+                    faces.append(_PlannedFace(face, vector, self._candidate(face, vector, hits, deployment)))
+        except PoisonMessage as exc:
+            outcome.rejected = str(exc)
+            return None
+        applied[incoming.partition] = max(incoming.offset, applied.get(incoming.partition, incoming.offset))
+        seen.add(message.frame_id)
+        return _FramePlan(incoming, first_offset, faces, deployment)
 
     def _candidate(
         self, face: EmbeddedFace, vector: np.ndarray, hits: Sequence[SearchHit], deployment: ActiveDeployment
@@ -392,20 +437,15 @@ class MatchStage(Stage[Embeddings]):
 
     # -- phase 2: state ----------------------------------------------------------------------
 
-    def _apply(
-        self,
-        incoming: Incoming[Embeddings],
-        faces: Sequence[_PlannedFace],
-        outcome: Outcome,
-        deployment: ActiveDeployment,
-    ) -> None:
+    def _apply(self, plan: _FramePlan, outcome: Outcome) -> None:
+        incoming, faces, deployment = plan.frame, plan.faces, plan.deployment
         message = incoming.message
         update = self.tracker.update(
             camera_id=message.camera_id,
             frame_id=message.frame_id,
             capture_ts=message.capture_ts,
             partition=incoming.partition,
-            offset=incoming.offset,
+            offset=plan.first_offset,
             observations=[
                 Observation(
                     index=p.face.index,
@@ -424,7 +464,7 @@ class MatchStage(Stage[Embeddings]):
                 self._count_near_misses(ended)
         self._metrics.count(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
         self.gate.record_activity(deployment.deployment_id, faces=len(faces), tracks=len(update.started))
-        self._applied[incoming.partition] = incoming.offset
+        self._applied[incoming.partition] = max(incoming.offset, self._applied.get(incoming.partition, incoming.offset))
         self._recent.setdefault(message.camera_id, deque(maxlen=RECENT_FRAMES)).append(message.frame_id)
         for planned, track in zip(faces, update.assigned, strict=True):
             if self.settings.decision == "template":
@@ -492,6 +532,7 @@ class MatchStage(Stage[Embeddings]):
             normalised_score=decision.normalised,
             normalised_threshold=deployment.norm_threshold if decision.normalised is not None else None,
             cohort=self.norm.cohort_id if decision.normalised is not None and self.norm is not None else None,
+            lateness_s=message.lateness_s,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" template_faces="%d" frames="%d"',
@@ -572,6 +613,7 @@ class MatchStage(Stage[Embeddings]):
             normalised_score=probe.candidate.normalised,
             normalised_threshold=probe.deployment.norm_threshold if probe.candidate.normalised is not None else None,
             cohort=self.norm.cohort_id if probe.candidate.normalised is not None and self.norm is not None else None,
+            lateness_s=message.lateness_s,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" votes="%d" frames="%d"',
