@@ -54,6 +54,7 @@ def test_secrets_pass_strict_schemas(kit: Any, secrets_built: list[dict[str, Any
     assert [(d["kind"], d["metadata"]["name"]) for d in secrets_built] == [("Secret", "openlfr-credentials")]
     assert set(secrets_built[0]["data"]) == {
         "OPENLFR_API_TOKENS", "OPENLFR_REVIEW_REGISTRY_TOKEN", "OPENLFR_DEPLOYMENTS_TOKEN", "OPENLFR_QDRANT_API_KEY",
+        "OPENLFR_MATCH_SIGNING_KEY",
     }
     proc = _validate_core(kit, secrets_built, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
