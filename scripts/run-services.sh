@@ -44,6 +44,10 @@ for name in ("admin", "authoriser", "alert-service"):
 PY
 )"
 export OPENLFR_REVIEW_REGISTRY_TOKEN=$ALERT_SERVICE_TOKEN
+# match signs every match with this key, alert refuses any not signed with it (a random one per run).
+export OPENLFR_MATCH_SIGNING_KEY=${OPENLFR_MATCH_SIGNING_KEY:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')}
+# The source file is fed faster than real time: its capture times run ahead of the clock.
+export OPENLFR_MAX_CLOCK_SKEW_S=${OPENLFR_MAX_CLOCK_SKEW_S:-86400}
 
 if [ $# -ge 2 ]; then source=$1; watchlist=$2; else
     .venv/bin/python - <<'PY'
