@@ -8,6 +8,7 @@ output with the input's partition and offset, so the outputs alone say what was 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -215,9 +216,9 @@ def _runner(
 ) -> StageRunner:
     options.setdefault("registry", CollectorRegistry())
     options.setdefault("poll_timeout_s", 0.2)
+    options.setdefault("topic_names", topics.names())
     return StageRunner(
-        stage, bootstrap=broker.bootstrap, group_id=topics.group, topic_names=topics.names(),
-        session_timeout_s=6, **options,
+        stage, bootstrap=broker.bootstrap, group_id=topics.group, session_timeout_s=6, **options,
     )
 
 
@@ -326,7 +327,10 @@ def test_malformed_and_rejected_inputs_go_to_the_dead_letter_topic_and_good_ones
         letter = by_origin[origin]
         assert reason in letter.reason
         assert (letter.stage, letter.topic) == ("echo", topics.frames)
-        assert letter.value == (value or b"")
+        # Frames carry faces: the dead letter keeps a reference to the value, never its bytes.
+        assert (letter.payload, letter.value) == ("omitted", b"")
+        assert letter.value_bytes == len(value or b"")
+        assert letter.value_sha256 == hashlib.sha256(value or b"").hexdigest()
         assert letter.key == (key.encode() if key else None)
     assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == _end_offsets(
         kafka_broker.bootstrap, topics.frames
@@ -470,6 +474,115 @@ def test_failed_deliveries_are_retried_and_nothing_is_committed_until_acknowledg
     assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 5}
     assert _sample(registry, "openlfr_stage_messages_failed_total", stage="echo",
                    reason="delivery") >= 10
+
+
+# -- no single message stalls the stage ----------------------------------------------------------
+
+#: An input topic without faces (unlike frames): its dead letters keep the value's first bytes.
+PLAIN_IN = TopicSpec("openlfr.test.echo-in.v1", 3, 3_600_000, "echo input without faces (tests)")
+
+
+class _PlainEcho(EchoStage):
+    """The echo stage reading a topic that carries no faces."""
+
+    input_topic = PLAIN_IN
+
+
+@pytest.mark.parametrize(
+    ("stage_cls", "payload", "kept"),
+    [
+        pytest.param(EchoStage, "omitted", 0, id="frames-metadata-only"),
+        pytest.param(_PlainEcho, "truncated", 4096, id="plain-truncated"),
+    ],
+)
+def test_a_900_kb_undecodable_message_is_dead_lettered_by_reference_and_the_stage_goes_on(
+    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], run_in_thread,
+    reader: Callable[[str], Reader], stage_cls: type[EchoStage], payload: str, kept: int,
+) -> None:
+    # Issue 11, failure 2: the whole value in a dead letter (base64, 1.2 MB) was over the broker's
+    # 1 MB limit, so the runner retried the batch for ever with its partitions paused.
+    topics = _topics(kafka_broker, unique_topic, frames_partitions=1)
+    junk = os.urandom(900 * 1024)
+    good = _good(5)
+    where = _produce(kafka_broker.bootstrap, topics.frames, [*good[:2], ("cam-9", junk), *good[2:]])
+    registry = CollectorRegistry()
+    names = {**topics.names(), stage_cls.input_topic: topics.frames}
+    runner = _runner(stage_cls(), kafka_broker, topics, batch_size=16, registry=registry,
+                     topic_names=names, deadletter_payload_bytes=4096,
+                     backoff=Backoff(initial_s=0.1, max_s=0.5))
+    thread = run_in_thread(runner)
+
+    dlq = reader(topics.dlq)
+    letters = [decode(m.value(), DeadLetter) for m in dlq.read(until=1, timeout_s=30)]
+    assert len(letters) == 1, "no dead letter: the stage is stuck on the large message"
+    deadline = time.monotonic() + 30
+    while (_committed(kafka_broker.bootstrap, topics.group, topics.frames).get(0) != 6
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    outputs = reader(topics.out).read(until=5, timeout_s=30)
+    _stop(runner, thread)
+
+    letter = letters[0]
+    assert (letter.v, letter.topic, letter.partition, letter.offset) == (2, topics.frames, *where[2])
+    assert letter.key == b"cam-9" and "invalid Frame" in letter.reason
+    assert (letter.payload, letter.value) == (payload, junk[:kept])
+    assert letter.value_bytes == len(junk)
+    assert letter.value_sha256 == hashlib.sha256(junk).hexdigest()
+    assert len(dlq.messages[0].value()) < 1_000_000
+    assert {_source(m)[0] for m in outputs} == {f"F-{i}" for i in range(5)}
+    assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 6}
+    assert _sample(registry, "openlfr_stage_messages_dead_lettered_total", stage="echo",
+                   reason="decode") == 1
+
+
+def test_an_output_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries(
+    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], run_in_thread,
+    reader: Callable[[str], Reader],
+) -> None:
+    # Issue 11, failure 2 (any permanent delivery failure): the output topic takes records of
+    # at most 20 kB; one input's output is 60 kB of incompressible bytes. Before, the runner
+    # retried that batch for ever and nothing after it was processed.
+    topics = Topics(frames=unique_topic("frames"), out=unique_topic("out"),
+                    dlq=unique_topic("dlq"), group=unique_topic("group"))
+    ensure_topics(kafka_broker.bootstrap, {topics.frames: 1, topics.dlq: 1})
+    ensure_topics(kafka_broker.bootstrap, {topics.out: ECHO_OUT.partitions},
+                  config={"max.message.bytes": "20000"})
+    big = _frame("big-1", "cam-7").model_copy(update={"jpeg": os.urandom(60_000)})
+    good = _good(6)
+    where = _produce(kafka_broker.bootstrap, topics.frames,
+                     [*good[:3], ("cam-7", encode(big)), *good[3:]])
+    registry = CollectorRegistry()
+    runner = _runner(EchoStage(), kafka_broker, topics, batch_size=16, registry=registry,
+                     delivery_max_retries=2, backoff=Backoff(initial_s=0.05, max_s=0.2))
+    thread = run_in_thread(runner)
+
+    dlq = reader(topics.dlq)
+    letters = [decode(m.value(), DeadLetter) for m in dlq.read(until=1, timeout_s=30)]
+    assert len(letters) == 1, "no dead letter: the stage retries the refused output for ever"
+    out = reader(topics.out)
+    deadline = time.monotonic() + 30
+    while ({_source(m)[0] for m in out.read(until=len(out.messages) + 1, timeout_s=0.5)}
+           != {f"F-{i}" for i in range(6)} and time.monotonic() < deadline):
+        pass
+    while (_committed(kafka_broker.bootstrap, topics.group, topics.frames).get(0) != 7
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    _stop(runner, thread)
+
+    letter = letters[0]
+    assert (letter.topic, letter.partition, letter.offset) == (topics.frames, *where[3])
+    assert letter.reason.startswith("delivery failed after 3 attempts: ")
+    assert "MSG_SIZE_TOO_LARGE" in letter.reason and topics.out in letter.reason
+    assert (letter.payload, letter.value) == ("omitted", b"")  # a frame: never its image
+    assert {_source(m)[0] for m in out.messages} == {f"F-{i}" for i in range(6)}
+    assert "BIG-1" not in {_source(m)[0] for m in out.messages}
+    assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 7}
+    assert _sample(registry, "openlfr_stage_messages_dead_lettered_total", stage="echo",
+                   reason="delivery") == 1
+    # The refused input alone was tried 1 + 2 times, after its batch was read again input by
+    # input.
+    assert _sample(registry, "openlfr_stage_backend_retries_total", stage="echo",
+                   reason="delivery_permanent") == 3
 
 
 def test_publisher_delivers_and_drops_when_its_queue_is_full(
@@ -713,7 +826,7 @@ def test_service_answers_http_and_sigterm_commits_exactly_what_was_processed(
     status, body = _http(f"{base}/readyz")
     ready = json.loads(body)
     assert status == 200 and ready["ready"], ready
-    assert set(ready["checks"]) == {"broker", "partitions", "stage"}
+    assert set(ready["checks"]) == {"broker", "partitions", "progress", "stage"}
     status, metrics = _http(f"{base}/metrics")
     text = metrics.decode()
     assert status == 200
@@ -741,6 +854,53 @@ def test_service_answers_http_and_sigterm_commits_exactly_what_was_processed(
     print(f"sigterm_stop_seconds={stop_s:.2f} processed={len(outputs)}/{total}")
 
 
+def test_readyz_says_stalled_while_the_stage_cannot_make_progress_and_ready_again_after(
+    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], services: list[Service],
+    reader: Callable[[str], Reader], tmp_path: Path,
+) -> None:
+    # Issue 11, failure 2: while the stage retried one batch for ever, /readyz said ready.
+    # Here its backend is down for its first 25 calls (about 5 s of retries) with input waiting.
+    topics = _topics(kafka_broker, unique_topic, frames_partitions=FRAMES.partitions)
+    _produce(kafka_broker.bootstrap, topics.frames, _good(5))
+    settings = _service_settings(
+        kafka_broker, topics, echo_fail_first="25", stall_after_s="1",
+        backoff_initial_s="0.2", backoff_max_s="0.2",
+    )
+    services.append(service := Service(tmp_path / "service.log", **settings))
+    base = f"http://127.0.0.1:{settings['http_port']}"
+
+    stalled: dict[str, object] | None = None
+    deadline = time.monotonic() + 30
+    while stalled is None and time.monotonic() < deadline:
+        try:
+            status, body = _http(f"{base}/readyz")
+        except OSError:
+            time.sleep(0.1)
+            continue
+        checks = json.loads(body).get("checks", {})
+        if status == 503 and not checks.get("progress", {"ok": True})["ok"]:
+            stalled = checks
+        time.sleep(0.1)
+    assert stalled is not None, f"/readyz never said stalled\n{service.log_tail()}"
+    assert stalled["progress"]["reason"].startswith("stalled: no batch finished for ")
+    assert "backend_unavailable: echo backend down" in stalled["progress"]["reason"]
+    assert stalled["partitions"]["ok"] and stalled["broker"]["ok"]
+    metrics = _http(f"{base}/metrics")[1].decode()
+    assert 'openlfr_stage_stalled{stage="echo"} 1.0' in metrics
+
+    outputs = reader(topics.out).read(until=5, timeout_s=30)
+    assert len(outputs) == 5, service.log_tail()
+    deadline = time.monotonic() + 10
+    while _http(f"{base}/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status, body = _http(f"{base}/readyz")
+    assert status == 200, body
+    assert json.loads(body)["checks"]["progress"] == {"ok": True, "reason": "ok"}
+    metrics = _http(f"{base}/metrics")[1].decode()
+    assert 'openlfr_stage_stalled{stage="echo"} 0.0' in metrics
+    assert 'openlfr_stage_progress_age_seconds{stage="echo"} 0.0' in metrics
+
+
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
@@ -748,6 +908,13 @@ def test_service_answers_http_and_sigterm_commits_exactly_what_was_processed(
         ({"bootstrap": "127.0.0.1:9092", "batch_size": "0"}, "bad setting OPENLFR_BATCH_SIZE:"),
         ({"bootstrap": "no-port"}, "bad setting OPENLFR_BOOTSTRAP: Value error, expected host"),
         ({"bootstrap": "h:1", "log_level": "LOUD"}, "bad setting OPENLFR_LOG_LEVEL:"),
+        ({"bootstrap": "h:1", "delivery_max_retries": "-1"},
+         "bad setting OPENLFR_DELIVERY_MAX_RETRIES:"),
+        ({"bootstrap": "h:1", "stall_after_s": "0"}, "bad setting OPENLFR_STALL_AFTER_S:"),
+        ({"bootstrap": "h:1", "max_message_bytes": "1000"},
+         "bad setting OPENLFR_MAX_MESSAGE_BYTES:"),
+        ({"bootstrap": "h:1", "deadletter_payload_bytes": "900000"},
+         "bad setting OPENLFR_DEADLETTER_PAYLOAD_BYTES: Value error, 900000 does not fit"),
     ],
 )
 def test_service_with_a_bad_setting_exits_2_naming_it(

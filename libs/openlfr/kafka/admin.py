@@ -18,13 +18,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
 
 logger = logging.getLogger(__name__)
 
 #: Kafka's rule for topic names (``org.apache.kafka.common.internals.Topic``).
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _POLL_INTERVAL_S = 0.1
+
+#: A segment spans at most this fraction of its topic's retention (``segment.ms``).
+SEGMENT_FRACTION = 10
+#: ``segment.ms`` never longer than a day: long-retention topics still roll daily.
+SEGMENT_MS_MAX = 24 * 3_600_000
+#: ``segment.bytes`` of every topic with a retention (the broker's default is 1 GiB).
+SEGMENT_BYTES = 128 * 1024 * 1024
 
 
 class KafkaAdminError(RuntimeError):
@@ -104,6 +111,62 @@ def _check_topic_name(name: str) -> None:
         )
 
 
+def retention_config(retention_ms: int | None) -> dict[str, str]:
+    """A topic's retention settings such that a record is gone in time.
+
+    Kafka deletes whole closed segments whose newest record is older than ``retention.ms``; the
+    active segment closes only after ``segment.ms`` (7 days by default) or ``segment.bytes``
+    (1 GiB). With the defaults, a topic of 1 h retention that keeps receiving records keeps them
+    for up to 7 days. Here a segment spans at most a tenth of the retention (at most a day) and
+    128 MiB, so a record is deleted at the latest ``retention.ms + segment.ms`` after it was
+    written, plus the broker's ``log.retention.check.interval.ms`` (5 min by default).
+
+    Args:
+        retention_ms: ``retention.ms`` (-1: keep for ever); None: the broker's defaults.
+
+    Raises:
+        ValueError: ``retention_ms`` is not positive and not -1.
+    """
+    if retention_ms is None:
+        return {}
+    if retention_ms == -1:
+        return {"retention.ms": "-1"}
+    if retention_ms <= 0:
+        raise ValueError(f"retention_ms={retention_ms}, expected > 0 or -1 (no limit)")
+    segment_ms = max(1, min(retention_ms // SEGMENT_FRACTION, SEGMENT_MS_MAX))
+    return {
+        "retention.ms": str(retention_ms),
+        "segment.ms": str(segment_ms),
+        "segment.bytes": str(SEGMENT_BYTES),
+    }
+
+
+def _warn_on_lasting_segments(
+    client: AdminClient, names: list[str], wanted: Mapping[str, str], deadline: float
+) -> None:
+    """Warn about existing topics whose ``segment.ms`` is longer than ``wanted``'s: their
+    records outlive the retention (a topic made before segments were set, or by hand)."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    try:
+        futures = client.describe_configs(
+            resources, request_timeout=max(deadline - time.monotonic(), 0.001)
+        )
+        for resource, future in futures.items():
+            entries = future.result(timeout=max(deadline - time.monotonic(), 0.001))
+            entry = entries.get("segment.ms")
+            if entry is None or int(entry.value) <= int(wanted["segment.ms"]):
+                continue
+            logger.warning(
+                'topic="%s" segment_ms=%s keeps records past its retention; set it with '
+                "kafka-configs.sh --alter --entity-type topics --entity-name %s "
+                '--add-config segment.ms=%s,segment.bytes=%s',
+                resource.name, entry.value, resource.name, wanted["segment.ms"],
+                wanted["segment.bytes"],
+            )
+    except (KafkaException, TimeoutError, ValueError) as exc:
+        logger.debug("describing topic configs failed error=%s", exc)
+
+
 def _ready_partitions(metadata: ClusterMetadata, topic: str) -> int | None:
     """Partitions of ``topic`` that have a leader, or None while the topic is unknown."""
     found = metadata.topics.get(topic)
@@ -118,21 +181,26 @@ def ensure_topics(
     *,
     retention_ms: int | None = None,
     replication_factor: int | None = None,
+    config: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until every partition has a leader.
 
     Idempotent: a topic that exists with the asked partition count is left as it is, including its
-    configuration (``retention_ms`` applies to topics this call creates). Two callers racing to
+    configuration (``retention_ms`` and ``config`` apply to topics this call creates; an existing
+    topic whose segments outlast its retention is named in a warning). Two callers racing to
     create the same topic both succeed.
 
     Args:
         bootstrap: ``host:port[,host:port...]`` of one or more brokers.
         topics: Partition count by topic name.
-        retention_ms: ``retention.ms`` of the created topics (-1: keep for ever); the broker's
-            ``log.retention.*`` default if None.
+        retention_ms: ``retention.ms`` of the created topics (-1: keep for ever), with the
+            ``segment.ms`` and ``segment.bytes`` that make it hold (:func:`retention_config`);
+            the broker's ``log.retention.*`` defaults if None.
         replication_factor: Replicas per partition of the created topics; the broker's
             ``default.replication.factor`` if None.
+        config: Further topic settings of the created topics (e.g. ``max.message.bytes``);
+            they win over those from ``retention_ms``.
         timeout_s: The longest this call takes, creation and waiting together.
 
     Returns:
@@ -149,8 +217,7 @@ def ensure_topics(
         _check_topic_name(name)
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ValueError(f"topic {name!r}: partitions={partitions!r}, expected an int >= 1")
-    if retention_ms is not None and retention_ms != -1 and retention_ms <= 0:
-        raise ValueError(f"retention_ms={retention_ms}, expected > 0 or -1 (no limit)")
+    topic_config = {**retention_config(retention_ms), **(config or {})}
     if replication_factor is not None and replication_factor < 1:
         raise ValueError(f"replication_factor={replication_factor}, expected >= 1")
     if timeout_s <= 0:
@@ -164,13 +231,12 @@ def ensure_topics(
     missing = [name for name in topics if name not in metadata.topics]
     created: list[str] = []
     if missing:
-        config = {} if retention_ms is None else {"retention.ms": str(retention_ms)}
         new_topics = [
             NewTopic(
                 name,
                 num_partitions=topics[name],
                 replication_factor=-1 if replication_factor is None else replication_factor,
-                config=config,
+                config=topic_config,
             )
             for name in missing
         ]
@@ -199,11 +265,15 @@ def ensure_topics(
         client.poll(0)
         for name in created:
             logger.info(
-                'created topic="%s" partitions=%d retention_ms=%s',
+                'created topic="%s" partitions=%d config="%s"',
                 name,
                 topics[name],
-                retention_ms,
+                ",".join(f"{k}={v}" for k, v in sorted(topic_config.items())),
             )
+
+    existing = sorted(set(topics) - set(missing))
+    if existing and retention_ms is not None and retention_ms != -1:
+        _warn_on_lasting_segments(client, existing, topic_config, deadline)
 
     # The controller acknowledges a creation before every broker has the new metadata; wait
     # until the partitions have leaders so that a producer started next does not see

@@ -1,16 +1,23 @@
-"""The Kafka loop of a consuming stage, at least once, and the producer-only ``Publisher``.
+"""The Kafka loop of a consuming stage, at least once.
 
 ``StageRunner`` runs one :class:`~openlfr.pipeline.stage.Stage`: poll a batch, decode it,
 hand it to the stage, produce the outputs and the dead letters, flush and check that every
 delivery was acknowledged, and only then commit the batch's offsets (quix-streams' checkpoint:
 flush the producer, then commit). What can go wrong, and what happens:
 
-* a value that is not a valid message (empty, not JSON, wrong schema): a ``DeadLetter`` record
-  with the reason and the origin goes to the dead-letter topic; the batch goes on;
+* a value that is not a valid message (empty, not JSON, wrong schema, any size): a
+  ``DeadLetter`` record with the reason, a reference to the original (topic, partition, offset,
+  size, SHA-256) and at most its first bytes (none for topics that carry faces) goes to the
+  dead-letter topic; the batch goes on (:mod:`openlfr.kafka.deadletter`);
 * the stage rejects an input (``BatchResult.rejected``): dead-lettered with the stage's reason;
-* the stage raises ``BackendUnavailable`` or a delivery fails: the partitions are paused, the
-  runner backs off (exponential, bounded), seeks back to the batch's first offsets and retries;
-  nothing is committed and nothing dropped meanwhile;
+* the stage raises ``BackendUnavailable`` or a delivery fails for a cause that can pass (broker
+  or topic unavailable, timeout): the partitions are paused, the runner backs off (exponential,
+  bounded), seeks back to the batch's first offsets and retries; nothing is committed and
+  nothing dropped meanwhile, and ``/readyz`` says "stalled" once no batch has finished for
+  ``stall_after_s`` (:mod:`openlfr.kafka.progress`);
+* a delivery fails for good (a record over the broker's limit, an invalid record): the batch is
+  read again one input at a time, and the input whose outputs fail ``delivery_max_retries + 1``
+  times is dead-lettered with the error and passed, so one message cannot stall the stage;
 * the stage raises anything else: logged with the traceback, every input of the batch is
   dead-lettered with the error text, and the batch is committed (the stage stays up).
 
@@ -18,8 +25,8 @@ Offsets are committed per partition as ``last offset + 1``, but never beyond the
 ``BatchResult.hold`` and never backwards. ``hold`` is read as the stage's whole state after the
 batch: a partition it does not name holds nothing.
 
-Metrics use ``prometheus_client`` with an injectable registry; labels are only stage, topic,
-partition (bounded by the topic), outcome and reason.
+The producer-only ``Publisher`` (ingest) is in :mod:`openlfr.kafka.publisher`; the names below
+the imports are kept here for the modules that import them from this one.
 """
 
 from __future__ import annotations
@@ -27,292 +34,55 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_INVALID,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
+from openlfr.kafka.clients import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    LIBRDKAFKA_LOGGER,
+    PRODUCER_DEFAULTS,
+    err_name,
+)
+from openlfr.kafka.deadletter import (
+    DEFAULT_DEADLETTER_PAYLOAD_BYTES,
+    dead_letter_headers,
+    dead_letter_record,
+    encoded_size,
+    keeps_payload,
+    payload_budget,
+)
+from openlfr.kafka.delivery import Deliveries, Record, deliver
+from openlfr.kafka.metrics import PublisherMetrics, StageMetrics, capture_ts_of, metrics_for
+from openlfr.kafka.offsets import Backoff, commit_targets, next_offsets
+from openlfr.kafka.progress import Progress
+from openlfr.kafka.publisher import Publisher
 from openlfr.messages.codec import DecodeError, decode, encode, headers_for
-from openlfr.messages.models import DeadLetter, Message
+from openlfr.messages.models import DeadLetter
 from openlfr.messages.topics import DEADLETTER, TopicSpec
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
 
+__all__ = [
+    "PRODUCER_DEFAULTS",
+    "Backoff",
+    "Publisher",
+    "PublisherMetrics",
+    "StageMetrics",
+    "StageRunner",
+    "commit_targets",
+    "dead_letter_headers",
+    "dead_letter_record",
+    "next_offsets",
+]
+
 logger = logging.getLogger(__name__)
 
-#: librdkafka's own log lines go here (via the client's ``logger`` setting), not to stderr.
-_LIBRDKAFKA_LOGGER = logging.getLogger("openlfr.kafka.librdkafka")
-
-_FLUSH_MARGIN_S = 2.0
 _STOP_CHECK_S = 0.05
-_REASON_MAX = 4000  # DeadLetter.reason's max_length
-_HEADER_REASON_MAX = 1000
-
-#: Producer settings shared by ``StageRunner`` and ``Publisher``: every output acknowledged by
-#: all in-sync replicas, no duplicates from the producer's own retries, small batching delay.
-#: lz4 is built into the librdkafka of the confluent-kafka wheels.
-PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": True,
-    "linger.ms": 5,
-    "compression.type": "lz4",
-}
-
-
-# -- pure logic -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff, bounded: ``min(max_s, initial_s * factor ** attempt)``.
-
-    Attributes:
-        initial_s: The first delay (attempt 0).
-        max_s: No delay is longer.
-        factor: Growth per attempt.
-    """
-
-    initial_s: float = 0.2
-    max_s: float = 30.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0:
-            raise ValueError(f"initial_s={self.initial_s}, expected > 0")
-        if self.max_s < self.initial_s:
-            raise ValueError(f"max_s={self.max_s}, expected >= initial_s={self.initial_s}")
-        if self.factor < 1:
-            raise ValueError(f"factor={self.factor}, expected >= 1")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
-        if attempt < 0:
-            raise ValueError(f"attempt={attempt}, expected >= 0")
-        # Capped exponent: factor ** attempt overflows a float long before attempts run out.
-        exponent = min(attempt, 1024)
-        try:
-            value = self.initial_s * self.factor**exponent
-        except OverflowError:
-            return self.max_s
-        return min(self.max_s, value)
-
-
-def next_offsets(offsets: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """Per partition, the offset after the highest of ``(partition, offset)`` pairs."""
-    result: dict[int, int] = {}
-    for partition, offset in offsets:
-        if offset < 0:
-            raise ValueError(f"partition {partition}: offset={offset}, expected >= 0")
-        result[partition] = max(result.get(partition, 0), offset + 1)
-    return result
-
-
-def commit_targets(
-    *,
-    acked: Mapping[int, int],
-    hold: Mapping[int, int],
-    committed: Mapping[int, int],
-) -> dict[int, int]:
-    """The offsets to commit now, per partition.
-
-    Args:
-        acked: Per partition, the offset after the last input whose outputs are acknowledged.
-        hold: Per partition, the lowest offset the stage still needs (commit no further).
-        committed: Per partition, the offset committed (or started from): never go below it.
-
-    Returns:
-        Only the partitions whose commit would move forward.
-    """
-    targets: dict[int, int] = {}
-    for partition, after in acked.items():
-        target = min(after, hold[partition]) if partition in hold else after
-        floor = committed.get(partition)
-        if floor is not None and target <= floor:
-            continue
-        targets[partition] = target
-    return targets
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return value.decode("utf-8", errors="replace")
-
-
-def dead_letter_record(
-    *,
-    stage: str,
-    reason: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | str | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | str | None]] | None,
-    failed_ts: float,
-) -> DeadLetter:
-    """The dead-letter record of one input: why it failed, where it came from, its bytes.
-
-    The reason is cut to what ``DeadLetter`` allows; header values become text (undecodable
-    bytes replaced); a missing value is kept as empty bytes.
-    """
-    if len(reason) > _REASON_MAX:
-        reason = reason[: _REASON_MAX - 3] + "..."
-    return DeadLetter(
-        stage=stage,
-        reason=reason,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key.encode("utf-8") if isinstance(key, str) else key,
-        value=value or b"",
-        headers={name: _text(val) for name, val in (headers or ())},
-        failed_ts=failed_ts,
-    )
-
-
-def dead_letter_headers(record: DeadLetter) -> list[tuple[str, bytes]]:
-    """Headers of a dead-letter record: the error and its origin, readable without parsing."""
-    reason = record.reason.encode("utf-8")[:_HEADER_REASON_MAX]
-    return [
-        *headers_for(record),
-        ("stage", record.stage.encode("utf-8")),
-        ("error", reason),
-        ("origin", f"{record.topic}[{record.partition}]@{record.offset}".encode()),
-    ]
-
-
-def _err_name(error: KafkaError) -> str:
-    return f"{error.name()}: {error.str()}"
-
-
-# -- metrics ----------------------------------------------------------------------------------
-
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
-
-
-class StageMetrics:
-    """The runner's metrics in one registry (one set per registry, shared by its runners)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages_in = Counter(
-            "openlfr_stage_messages_in_total",
-            "Messages consumed, valid or not (a batch read again after a retry counts again).",
-            ["stage", "topic"], registry=registry,
-        )
-        self.messages_out = Counter(
-            "openlfr_stage_messages_out_total", "Outputs whose delivery was acknowledged.",
-            ["stage", "topic"], registry=registry,
-        )
-        self.dead_lettered = Counter(
-            "openlfr_stage_messages_dead_lettered_total",
-            "Inputs sent to the dead-letter topic (decode, rejected, handler_error).",
-            ["stage", "reason"], registry=registry,
-        )
-        self.failed = Counter(
-            "openlfr_stage_messages_failed_total",
-            "Messages that failed: delivery (not acknowledged, retried) or handler_error.",
-            ["stage", "reason"], registry=registry,
-        )
-        self.dropped = Counter(
-            "openlfr_stage_messages_dropped_total", "Inputs the stage dropped on purpose.",
-            ["stage", "reason"], registry=registry,
-        )
-        self.retries = Counter(
-            "openlfr_stage_backend_retries_total",
-            "Batches retried after backend_unavailable or a delivery failure.",
-            ["stage", "reason"], registry=registry,
-        )
-        self.batches = Counter(
-            "openlfr_stage_batches_total", "Batches by outcome (ok, retry, handler_error).",
-            ["stage", "outcome"], registry=registry,
-        )
-        self.commits = Counter(
-            "openlfr_stage_commits_total", "Offset commits by outcome (ok, failed).",
-            ["stage", "outcome"], registry=registry,
-        )
-        self.batch_size = Histogram(
-            "openlfr_stage_batch_size_messages", "Messages per consumed batch.",
-            ["stage"], buckets=_BATCH_BUCKETS, registry=registry,
-        )
-        self.handle_seconds = Histogram(
-            "openlfr_stage_handle_seconds", "Time in Stage.handle per batch.",
-            ["stage"], buckets=_SECONDS_BUCKETS, registry=registry,
-        )
-        self.latency = Histogram(
-            "openlfr_stage_latency_seconds",
-            "From the frame's capture_ts to the acknowledged publication of an output.",
-            ["stage"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self.lag = Gauge(
-            "openlfr_stage_consumer_lag_messages",
-            "High watermark minus the consumer's position, per assigned partition.",
-            ["stage", "topic", "partition"], registry=registry,
-        )
-
-
-class PublisherMetrics:
-    """The publisher's metrics in one registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "openlfr_publisher_messages_total",
-            "Published messages by outcome (delivered, failed, dropped_queue_full).",
-            ["topic", "outcome"], registry=registry,
-        )
-        self.latency = Histogram(
-            "openlfr_publisher_latency_seconds",
-            "From the message's capture_ts to its acknowledged publication.",
-            ["topic"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-
-
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, dict[type, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_METRICS_LOCK = threading.Lock()
-
-
-def _metrics(kind: type, registry: CollectorRegistry | None) -> Any:
-    """One metrics set of ``kind`` per registry: a second runner in a process reuses it."""
-    registry = REGISTRY if registry is None else registry
-    with _METRICS_LOCK:
-        sets = _METRICS.setdefault(registry, {})
-        if kind not in sets:
-            sets[kind] = kind(registry)
-        return sets[kind]
-
-
-def _capture_ts(message: object) -> float | None:
-    return message.capture_ts if isinstance(message, Message) else None
-
-
-# -- the runner -------------------------------------------------------------------------------
-
-
-class _Deliveries:
-    """Delivery reports of one batch's produce calls."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.acknowledged = 0
-        self.errors: list[str] = []
 
 
 class StageRunner:
@@ -336,6 +106,10 @@ class StageRunner:
         registry: CollectorRegistry | None = None,
         consumer_config: Mapping[str, Any] | None = None,
         producer_config: Mapping[str, Any] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        deadletter_payload_bytes: int = DEFAULT_DEADLETTER_PAYLOAD_BYTES,
+        delivery_max_retries: int = 5,
+        stall_after_s: float = 60.0,
     ) -> None:
         """Describe the runner; the clients are made at :meth:`run`.
 
@@ -355,6 +129,14 @@ class StageRunner:
             registry: Where the metrics go (prometheus_client's default if None).
             consumer_config: Further librdkafka consumer settings (override the defaults).
             producer_config: Further librdkafka producer settings (override the defaults).
+            max_message_bytes: The broker's message limit: the producer refuses larger records
+                at once (a permanent failure), and no dead letter is larger.
+            deadletter_payload_bytes: The most bytes of an input's value a dead letter keeps
+                (none for topics that carry faces); at most what fits ``max_message_bytes``.
+            delivery_max_retries: Retries of one input whose outputs fail permanently (too
+                large, invalid) before it is dead-lettered and passed.
+            stall_after_s: No batch finished for this long with input waiting: ``/readyz``
+                says "stalled" and ``openlfr_stage_stalled`` is 1.
         """
         if not 1 <= batch_size <= 1024:
             raise ValueError(f"batch_size={batch_size}, expected 1..1024")
@@ -364,6 +146,14 @@ class StageRunner:
             raise ValueError(f"flush_timeout_s={flush_timeout_s}, expected > 0")
         if session_timeout_s <= 0:
             raise ValueError(f"session_timeout_s={session_timeout_s}, expected > 0")
+        budget = payload_budget(max_message_bytes)  # ValueError when too small
+        if not 0 <= deadletter_payload_bytes <= budget:
+            raise ValueError(
+                f"deadletter_payload_bytes={deadletter_payload_bytes}, expected 0..{budget} "
+                f"(what fits a record of max_message_bytes={max_message_bytes})"
+            )
+        if delivery_max_retries < 0:
+            raise ValueError(f"delivery_max_retries={delivery_max_retries}, expected >= 0")
         self.stage = stage
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -373,9 +163,20 @@ class StageRunner:
         self.backoff = backoff or Backoff()
         self.flush_timeout_s = flush_timeout_s
         self.lag_interval_s = lag_interval_s
-        self.metrics: StageMetrics = _metrics(StageMetrics, registry)
+        self.metrics: StageMetrics = metrics_for(StageMetrics, registry)
         self.input_topic = self.topic_name(stage.input_topic)
         self.deadletter_topic = self.topic_name(DEADLETTER)
+        self.max_message_bytes = max_message_bytes
+        self.delivery_max_retries = delivery_max_retries
+        #: Dead letters of topics that carry faces keep metadata only.
+        self.letter_payload_bytes = (
+            deadletter_payload_bytes if keeps_payload(stage.input_topic) else 0
+        )
+        self.progress = Progress(stall_after_s=stall_after_s)
+        self.metrics.progress_age.labels(stage.name).set_function(self.progress.age)
+        self.metrics.stalled.labels(stage.name).set_function(
+            lambda: float(self.progress.stalled())
+        )
 
         self._consumer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -385,15 +186,16 @@ class StageRunner:
             "auto.offset.reset": "earliest",
             "session.timeout.ms": int(session_timeout_s * 1000),
             "client.id": f"openlfr-{stage.name}",
-            "logger": _LIBRDKAFKA_LOGGER,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         self._consumer_config.update(consumer_config or {})
         self._producer_config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             **PRODUCER_DEFAULTS,
             "delivery.timeout.ms": int(flush_timeout_s * 1000),
+            "message.max.bytes": max_message_bytes,
             "client.id": f"openlfr-{stage.name}",
-            "logger": _LIBRDKAFKA_LOGGER,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         self._producer_config.update(producer_config or {})
 
@@ -412,6 +214,10 @@ class StageRunner:
         self._committed: dict[int, int] = {}
         self._hold: dict[int, int] = {}
         self._attempt = 0
+        # Set after a permanent delivery failure: per partition, the offset up to which the
+        # batch is read again one input at a time; and the input failing now, with its count.
+        self._isolate_until: dict[int, int] = {}
+        self._permanent: tuple[int, int, int] | None = None
         self._lag_due = 0.0
         self._lag_partitions: set[int] = set()
         self._broker_check: tuple[float, bool, str] = (0.0, False, "not checked yet")
@@ -468,6 +274,10 @@ class StageRunner:
         self._broker_check = (time.monotonic(), ok, reason)
         return ok, reason
 
+    def progress_check(self) -> tuple[bool, str]:
+        """For ``/readyz``: whether the stage makes progress (see :mod:`openlfr.kafka.progress`)."""
+        return self.progress.check()
+
     def run(self) -> None:
         """Consume and process until :meth:`request_stop`; then commit, close and return.
 
@@ -487,9 +297,11 @@ class StageRunner:
                 'stage="%s" consuming topic="%s" group="%s" batch_size=%d',
                 self.stage.name, self.input_topic, self.group_id, self.batch_size,
             )
+            self.progress.restart()
             while not self._stop_requested:
                 messages = self._consumer.consume(
-                    num_messages=self.batch_size, timeout=self.poll_timeout_s
+                    num_messages=1 if self._isolating() else self.batch_size,
+                    timeout=self.poll_timeout_s,
                 )
                 if messages:
                     self._process(messages)
@@ -520,14 +332,16 @@ class StageRunner:
                 value = decode(message.value(), self.stage.input_model)
             except DecodeError as exc:
                 logger.warning(
-                    'stage="%s" dead-letter partition="%s[%d]" offset="%d" reason="%s"',
-                    stage, self.input_topic, partition, offset, exc,
+                    'stage="%s" dead-letter partition="%s[%d]" offset="%d" value_bytes=%d '
+                    'reason="%s"',
+                    stage, self.input_topic, partition, offset, len(message.value() or b""), exc,
                 )
                 letters.append((self._letter(message, str(exc), now), "decode"))
                 continue
             valid.append(Incoming(message=value, partition=partition, offset=offset))
         if not raw:
             return
+        self.progress.batch_started()
         self.metrics.batch_size.labels(stage).observe(len(raw))
 
         result: BatchResult | None = None
@@ -565,9 +379,19 @@ class StageRunner:
                     letters.append((self._letter(source, reason, now), "rejected"))
 
         deliveries = self._publish(result.outputs if result else [], letters)
-        if deliveries.errors:
-            self._retry(first, reason="delivery", detail="; ".join(deliveries.errors[:3]))
-            return
+        if deliveries.failures:
+            if not deliveries.permanent:
+                self._retry(first, reason="delivery", detail=deliveries.summary())
+                return
+            given_up = self._permanent_failure(raw, first, deliveries, now)
+            if given_up is None:
+                return
+            # This one input's outputs can never be delivered: it is dead-lettered instead.
+            result, letters = None, [given_up]
+            deliveries = self._publish([], letters)
+            if deliveries.failures:
+                self._retry(first, reason="delivery", detail=deliveries.summary())
+                return
 
         # Acknowledged: now the batch counts.
         outcome = "ok" if result is not None or not valid else "handler_error"
@@ -582,113 +406,131 @@ class StageRunner:
                     self.metrics.dropped.labels(stage, reason).inc(count)
             self._hold = dict(result.hold)
         self._attempt = 0
+        self._permanent = None
         with self._lock:
             for partition, after in next_offsets(raw).items():
                 self._acked[partition] = max(self._acked.get(partition, 0), after)
                 # The first offset seen is where the group stood: never commit below it.
                 self._committed.setdefault(partition, first[partition])
+            self._isolate_until = {
+                p: until for p, until in self._isolate_until.items()
+                if p in self._assigned and self._acked.get(p, 0) < until
+            }
+        self.progress.advanced()
         self._commit()
 
-    def _letter(self, message: KafkaMessage, reason: str, now: float) -> DeadLetter:
-        return dead_letter_record(
-            stage=self.stage.name,
-            reason=reason,
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=message.key(),
-            value=message.value(),
-            headers=message.headers(),
-            failed_ts=now,
+    def _permanent_failure(
+        self,
+        raw: Mapping[tuple[int, int], KafkaMessage],
+        first: Mapping[int, int],
+        deliveries: Deliveries,
+        now: float,
+    ) -> tuple[DeadLetter, str] | None:
+        """After a delivery no retry can cure: read a batch of several inputs again one at a
+        time; retry a single input up to ``delivery_max_retries`` times, then return its dead
+        letter (None: retrying)."""
+        stage = self.stage.name
+        detail = deliveries.summary()
+        if len(raw) > 1:
+            with self._lock:
+                for partition, after in next_offsets(raw).items():
+                    self._isolate_until[partition] = max(
+                        self._isolate_until.get(partition, 0), after
+                    )
+            logger.warning(
+                'stage="%s" delivery failed for good; reading the batch again one input at a '
+                'time messages=%d detail="%s"', stage, len(raw), detail,
+            )
+            self._retry(first, reason="delivery_permanent", detail=detail, delay_s=0.0)
+            return None
+        ((partition, offset), message), = raw.items()
+        count = 1
+        if self._permanent is not None and self._permanent[:2] == (partition, offset):
+            count = self._permanent[2] + 1
+        self._permanent = (partition, offset, count)
+        if count <= self.delivery_max_retries:
+            self._retry(first, reason="delivery_permanent", detail=detail)
+            return None
+        reason = f"delivery failed after {count} attempts: {detail}"
+        logger.error(
+            'stage="%s" dead-letter partition="%s[%d]" offset="%d" reason="%s"',
+            stage, self.input_topic, partition, offset, reason,
         )
+        # Metadata only when the dead-letter topic itself refused a record.
+        keep = not any(f.topic == self.deadletter_topic for f in deliveries.permanent)
+        return self._letter(message, reason, now, keep_payload=keep), "delivery"
+
+    def _isolating(self) -> bool:
+        """Whether inputs are read one at a time (after a permanent delivery failure)."""
+        with self._lock:
+            return bool(self._isolate_until)
+
+    def _letter(
+        self, message: KafkaMessage, reason: str, now: float, *, keep_payload: bool = True
+    ) -> DeadLetter:
+        fields: dict[str, Any] = {
+            "stage": self.stage.name,
+            "reason": reason,
+            "topic": message.topic(),
+            "partition": message.partition(),
+            "offset": message.offset(),
+            "key": message.key(),
+            "value": message.value(),
+            "headers": message.headers(),
+            "failed_ts": now,
+        }
+        payload = self.letter_payload_bytes if keep_payload else 0
+        letter = dead_letter_record(**fields, payload_max_bytes=payload)
+        if payload and encoded_size(letter) > self.max_message_bytes:
+            letter = dead_letter_record(**fields, payload_max_bytes=0)  # cannot happen in budget
+        return letter
 
     def _publish(
         self, outputs: Sequence[Outgoing], letters: Sequence[tuple[DeadLetter, str]]
-    ) -> _Deliveries:
+    ) -> Deliveries:
         """Produce the outputs and dead letters, flush, and collect every delivery report."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("the runner is not running")
-        deliveries = _Deliveries()
         stage = self.stage.name
-        deadline = time.monotonic() + self.flush_timeout_s
-
-        def on_delivery(
-            capture_ts: float | None, topic: str
-        ) -> Callable[[KafkaError | None, KafkaMessage], None]:
-            def report(error: KafkaError | None, message: KafkaMessage) -> None:
-                if error is not None:
-                    deliveries.errors.append(f'topic="{topic}" {_err_name(error)}')
-                    self.metrics.failed.labels(stage, "delivery").inc()
-                    return
-                deliveries.acknowledged += 1
-                if topic != self.deadletter_topic:
-                    self.metrics.messages_out.labels(stage, topic).inc()
-                    if capture_ts is not None:
-                        self.metrics.latency.labels(stage).observe(time.time() - capture_ts)
-
-            return report
-
-        records: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]], float | None]] = []
-        for out in outputs:
-            records.append(
-                (
-                    self.topic_name(out.topic),
-                    out.key.encode("utf-8"),
-                    encode(out.message),
-                    headers_for(out.message),
-                    _capture_ts(out.message),
-                )
+        records = [
+            Record(
+                self.topic_name(out.topic), out.key.encode("utf-8"), encode(out.message),
+                headers_for(out.message), capture_ts_of(out.message),
             )
-        for letter, _ in letters:
-            records.append(
-                (
-                    self.deadletter_topic,
-                    letter.key,
-                    encode(letter),
-                    dead_letter_headers(letter),
-                    None,
-                )
-            )
-        for topic, key, value, headers, capture_ts in records:
-            while True:
-                try:
-                    producer.produce(
-                        topic, value=value, key=key, headers=headers,
-                        on_delivery=on_delivery(capture_ts, topic),
-                    )
-                    deliveries.sent += 1
-                    break
-                except BufferError:
-                    # The local queue is full: serve delivery reports until there is room
-                    # (a stage never drops an output), but not past the flush deadline.
-                    if time.monotonic() >= deadline:
-                        deliveries.errors.append(f'topic="{topic}" local queue full')
-                        break
-                    producer.poll(0.05)
-                except KafkaException as exc:
-                    deliveries.errors.append(f'topic="{topic}" produce failed: {exc}')
-                    break
-            if deliveries.errors:
-                break
-        # delivery.timeout.ms is flush_timeout_s, so every report is due by the deadline; the
-        # margin lets the last ones arrive, so a failed batch leaves nothing queued behind it.
-        remaining = producer.flush(max(deadline - time.monotonic(), 0.0) + _FLUSH_MARGIN_S)
-        if remaining:
-            deliveries.errors.append(f"{remaining} messages unacknowledged after flush")
-        elif deliveries.acknowledged + len(deliveries.errors) < deliveries.sent:
-            deliveries.errors.append(
-                f"{deliveries.sent - deliveries.acknowledged} delivery reports missing"
-            )
-        return deliveries
+            for out in outputs
+        ]
+        records += [
+            Record(self.deadletter_topic, letter.key, encode(letter), dead_letter_headers(letter))
+            for letter, _ in letters
+        ]
 
-    def _retry(self, first: Mapping[int, int], *, reason: str, detail: str) -> None:
-        """Pause, back off, seek back to the batch's first offsets, resume."""
+        def acknowledged(record: Record) -> None:
+            if record.topic == self.deadletter_topic:
+                return
+            self.metrics.messages_out.labels(stage, record.topic).inc()
+            if record.capture_ts is not None:
+                self.metrics.latency.labels(stage).observe(time.time() - record.capture_ts)
+
+        def failed(record: Record) -> None:
+            self.metrics.failed.labels(stage, "delivery").inc()
+
+        return deliver(
+            producer, records, timeout_s=self.flush_timeout_s,
+            on_acknowledged=acknowledged, on_failed=failed,
+        )
+
+    def _retry(
+        self, first: Mapping[int, int], *, reason: str, detail: str, delay_s: float | None = None
+    ) -> None:
+        """Pause, back off (``delay_s``, else the backoff's next delay), seek back to the
+        batch's first offsets, resume."""
         consumer = self._consumer
         if consumer is None:
             raise RuntimeError("the runner is not running")
         stage = self.stage.name
-        delay = self.backoff.delay(self._attempt)
+        self.progress.retrying(f"{reason}: {detail}"[:300])
+        delay = self.backoff.delay(self._attempt) if delay_s is None else delay_s
         self._attempt += 1
         self.metrics.retries.labels(stage, reason).inc()
         self.metrics.batches.labels(stage, "retry").inc()
@@ -752,7 +594,7 @@ class StageRunner:
             return
         if error.fatal():
             raise KafkaException(error)
-        logger.warning('stage="%s" consumer error="%s"', self.stage.name, _err_name(error))
+        logger.warning('stage="%s" consumer error="%s"', self.stage.name, err_name(error))
 
     # -- rebalance -----------------------------------------------------------------------------
 
@@ -780,6 +622,7 @@ class StageRunner:
             for partition in gone:
                 self._acked.pop(partition, None)
                 self._committed.pop(partition, None)
+                self._isolate_until.pop(partition, None)
         for partition in gone & self._lag_partitions:
             self._lag_partitions.discard(partition)
             try:
@@ -807,6 +650,7 @@ class StageRunner:
             logger.debug('stage="%s" position failed error="%s"', self.stage.name, exc)
             return
         known = 0
+        total = 0
         for tp in positions:
             try:
                 _, high = consumer.get_watermark_offsets(tp, cached=True)
@@ -821,11 +665,13 @@ class StageRunner:
                     position = self._committed.get(tp.partition, -1)
             if high < 0 or position < 0:
                 continue
-            self.metrics.lag.labels(self.stage.name, self.input_topic, str(tp.partition)).set(
-                max(high - position, 0)
-            )
+            lag = max(high - position, 0)
+            self.metrics.lag.labels(self.stage.name, self.input_topic, str(tp.partition)).set(lag)
             self._lag_partitions.add(tp.partition)
             known += 1
+            total += lag
+        if known:
+            self.progress.lag(total)
         if known or self._lag_partitions:
             self._lag_due = now + self.lag_interval_s
 
@@ -862,115 +708,3 @@ class StageRunner:
 def _offsets_text(topic: str, offsets: Mapping[int, int]) -> str:
     return ",".join(f"{topic}[{p}]@{o}" for p, o in sorted(offsets.items()))
 
-
-# -- the publisher (ingest) -------------------------------------------------------------------
-
-
-class Publisher:
-    """A producer for ``ingest``: same settings as the stages, and it never blocks on a full
-    queue: a message that finds librdkafka's bounded queue full is dropped and counted, because
-    a backlog of stale video is worse than a gap.
-    """
-
-    def __init__(
-        self,
-        *,
-        bootstrap: str,
-        topic_names: Mapping[TopicSpec, str] | None = None,
-        max_queued_messages: int = 1000,
-        max_queued_kbytes: int = 65536,
-        delivery_timeout_s: float = 30.0,
-        registry: CollectorRegistry | None = None,
-        producer_config: Mapping[str, Any] | None = None,
-        client_id: str = "openlfr-ingest",
-    ) -> None:
-        """Make the producer.
-
-        Args:
-            bootstrap: ``host:port[,host:port...]`` of the brokers.
-            topic_names: The actual name of a topic, by spec (``spec.name`` when absent).
-            max_queued_messages: librdkafka's queue bound in messages.
-            max_queued_kbytes: librdkafka's queue bound in KiB.
-            delivery_timeout_s: A message not acknowledged by then is reported failed.
-            registry: Where the metrics go (prometheus_client's default if None).
-            producer_config: Further librdkafka settings (override the defaults).
-            client_id: The client id the broker sees.
-        """
-        if max_queued_messages < 1:
-            raise ValueError(f"max_queued_messages={max_queued_messages}, expected >= 1")
-        if max_queued_kbytes < 1:
-            raise ValueError(f"max_queued_kbytes={max_queued_kbytes}, expected >= 1")
-        if delivery_timeout_s <= 0:
-            raise ValueError(f"delivery_timeout_s={delivery_timeout_s}, expected > 0")
-        self._topic_names = dict(topic_names or {})
-        self.metrics: PublisherMetrics = _metrics(PublisherMetrics, registry)
-        config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            **PRODUCER_DEFAULTS,
-            "queue.buffering.max.messages": max_queued_messages,
-            "queue.buffering.max.kbytes": max_queued_kbytes,
-            "delivery.timeout.ms": int(delivery_timeout_s * 1000),
-            "client.id": client_id,
-            "logger": _LIBRDKAFKA_LOGGER,
-        }
-        config.update(producer_config or {})
-        self._producer = Producer(config)
-        self._lock = threading.Lock()
-        self.delivered = 0
-        self.failed = 0
-        self.dropped = 0
-
-    def topic_name(self, spec: TopicSpec) -> str:
-        """The actual name of a topic."""
-        return self._topic_names.get(spec, spec.name)
-
-    def publish(self, outgoing: Outgoing) -> bool:
-        """Queue one message; False if the local queue was full and it was dropped."""
-        topic = self.topic_name(outgoing.topic)
-        capture_ts = _capture_ts(outgoing.message)
-
-        def report(error: KafkaError | None, message: KafkaMessage) -> None:
-            if error is not None:
-                with self._lock:
-                    self.failed += 1
-                self.metrics.messages.labels(topic, "failed").inc()
-                logger.warning('publish failed topic="%s" key="%s" error="%s"', topic,
-                               outgoing.key, _err_name(error))
-                return
-            with self._lock:
-                self.delivered += 1
-            self.metrics.messages.labels(topic, "delivered").inc()
-            if capture_ts is not None:
-                self.metrics.latency.labels(topic).observe(time.time() - capture_ts)
-
-        try:
-            self._producer.produce(
-                topic,
-                value=encode(outgoing.message),
-                key=outgoing.key.encode("utf-8"),
-                headers=headers_for(outgoing.message),
-                on_delivery=report,
-            )
-        except BufferError:
-            with self._lock:
-                self.dropped += 1
-            self.metrics.messages.labels(topic, "dropped_queue_full").inc()
-            logger.debug(
-                'publish dropped topic="%s" key="%s" reason="queue_full"', topic, outgoing.key
-            )
-            self._producer.poll(0)
-            return False
-        self._producer.poll(0)  # serve delivery reports as we go
-        return True
-
-    def poll(self, timeout_s: float = 0.0) -> int:
-        """Serve delivery reports; the number served."""
-        return self._producer.poll(timeout_s)
-
-    def flush(self, timeout_s: float = 30.0) -> int:
-        """Wait for every queued message's report; the number still unacknowledged."""
-        return self._producer.flush(timeout_s)
-
-    def __len__(self) -> int:
-        """Messages queued and not yet acknowledged."""
-        return len(self._producer)

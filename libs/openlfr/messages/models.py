@@ -242,21 +242,36 @@ class Alert(Message):
     lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
+#: The dead-letter record's format: 2 since records carry a reference to the original and at
+#: most a truncated copy of its bytes (1 kept the whole value and could exceed the broker's limit).
+DEADLETTER_FORMAT_VERSION = 2
+
+
 class DeadLetter(BaseModel):
-    """``openlfr.deadletter.v1``: a message a stage could not accept, with why and whence."""
+    """``openlfr.deadletter.v1``, format 2: a message a stage could not accept, why, and where the
+    original is (topic, partition, offset, its size and SHA-256), with at most a truncated copy of
+    its bytes: none for topics that carry faces (``payload="omitted"``), else the first bytes up
+    to the stage's limit. A record always fits the broker's message limit.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = DEADLETTER_FORMAT_VERSION
     kind: Literal["deadletter"] = "deadletter"
-    stage: str
+    stage: str = Field(max_length=128)
     reason: str = Field(max_length=4000)
-    topic: str
-    partition: int
-    offset: int
-    key: B64Bytes | None = None
-    value: B64Bytes
-    headers: dict[str, str] = Field(default_factory=dict)
+    topic: str = Field(max_length=249)
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    #: The original key, cut to 256 bytes; ``key_bytes`` is its whole length.
+    key: B64Bytes | None = Field(default=None, max_length=256)
+    key_bytes: int = Field(default=0, ge=0)
+    #: Length and SHA-256 (hex) of the whole original value (0 bytes: empty or missing).
+    value_bytes: int = Field(ge=0)
+    value_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    #: What ``value`` holds: the whole original, its first bytes, or nothing (metadata only).
+    payload: Literal["whole", "truncated", "omitted"]
+    value: B64Bytes = b""
+    #: The original headers as text, at most 32, each value cut to 256 characters.
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     failed_ts: float = Field(gt=0)
-
-

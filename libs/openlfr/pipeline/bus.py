@@ -11,9 +11,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from openlfr.kafka.deadletter import (
+    DEFAULT_DEADLETTER_PAYLOAD_BYTES,
+    dead_letter_record,
+    keeps_payload,
+)
 from openlfr.messages.codec import DecodeError, decode, encode, headers_for
 from openlfr.messages.models import DeadLetter, Message
-from openlfr.messages.topics import DEADLETTER, TopicSpec
+from openlfr.messages.topics import ALL_TOPICS, DEADLETTER, TopicSpec
 from openlfr.pipeline.stage import Incoming, Outgoing, Stage
 
 
@@ -82,11 +87,15 @@ class InProcessBus:
         self, stage: str, topic: str, offset: int, key: str, value: bytes,
         headers: list[tuple[str, bytes]], reason: str,
     ) -> None:
-        """Record a dead letter (the embedded mode keeps them for its summary)."""
+        """Record a dead letter (the embedded mode keeps them for its summary): as over Kafka,
+        a reference and metadata only for topics that carry faces, else the first bytes."""
+        spec = next((s for s in ALL_TOPICS if s.name == topic), None)
         self.dead_letters.append(
-            DeadLetter(
-                stage=stage, reason=reason[:4000], topic=topic, partition=0, offset=offset,
-                key=key.encode(), value=value,
-                headers={k: v.decode("utf-8", "replace") for k, v in headers}, failed_ts=time.time(),
+            dead_letter_record(
+                stage=stage, reason=reason, topic=topic, partition=0, offset=offset,
+                key=key, value=value, headers=headers, failed_ts=time.time(),
+                payload_max_bytes=(
+                    DEFAULT_DEADLETTER_PAYLOAD_BYTES if spec is None or keeps_payload(spec) else 0
+                ),
             )
         )

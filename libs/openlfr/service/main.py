@@ -167,6 +167,10 @@ def run_stage_service(
             flush_timeout_s=settings.flush_timeout_s,
             session_timeout_s=settings.session_timeout_s,
             registry=registry,
+            max_message_bytes=settings.max_message_bytes,
+            deadletter_payload_bytes=settings.deadletter_payload_bytes,
+            delivery_max_retries=settings.delivery_max_retries,
+            stall_after_s=settings.stall_after_s,
         )
         extras = api(settings, stage) if api is not None else None
         http = run_http_in_thread(
@@ -174,6 +178,7 @@ def run_stage_service(
                 ready={
                     "broker": runner.broker_reachable,
                     "partitions": lambda: _partitions_check(runner),
+                    "progress": runner.progress_check,
                     "stage": stage.ready,
                 },
                 registry=registry,

@@ -15,6 +15,8 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openlfr.kafka.clients import DEFAULT_MAX_MESSAGE_BYTES
+from openlfr.kafka.deadletter import DEFAULT_DEADLETTER_PAYLOAD_BYTES, payload_budget
 from openlfr.messages.topics import ALL_TOPICS, TopicSpec
 
 ENV_PREFIX = "OPENLFR_"
@@ -60,6 +62,16 @@ class ServiceSettings(BaseSettings):
     flush_timeout_s: float = Field(default=30.0, ge=1, le=600)
     #: How soon a dead replica's partitions move to another (the broker allows 6..1800 s).
     session_timeout_s: float = Field(default=10.0, ge=6, le=1800)
+    #: The broker's message limit (its ``message.max.bytes``, or the topics' ``max.message.bytes``
+    #: where lower): the producer refuses larger records at once, no dead letter is larger.
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=262_144, le=104_857_600)
+    #: The most bytes of an input a dead letter keeps (topics that carry faces: none).
+    deadletter_payload_bytes: int = Field(default=DEFAULT_DEADLETTER_PAYLOAD_BYTES, ge=0)
+    #: Retries of an input whose outputs fail for good (too large, invalid) before it is
+    #: dead-lettered and passed.
+    delivery_max_retries: int = Field(default=5, ge=0, le=100)
+    #: No batch finished for this long while input waits: /readyz says stalled.
+    stall_after_s: float = Field(default=60.0, ge=1, le=3600)
     #: Longest wait for the broker at start.
     startup_timeout_s: float = Field(default=30.0, gt=0, le=600)
     #: Inputs captured more than this ahead of a stage's clock are dead-lettered and counted per
@@ -108,6 +120,17 @@ class ServiceSettings(BaseSettings):
         initial = info.data.get("backoff_initial_s")  # absent when it failed its own check
         if initial is not None and value < initial:
             raise ValueError(f"{value} is below backoff_initial_s={initial}")
+        return value
+
+    @field_validator("deadletter_payload_bytes")
+    @classmethod
+    def _deadletter_payload(cls, value: int, info: ValidationInfo) -> int:
+        limit = info.data.get("max_message_bytes")  # absent when it failed its own check
+        if limit is not None and value > payload_budget(limit):
+            raise ValueError(
+                f"{value} does not fit a dead letter within OPENLFR_MAX_MESSAGE_BYTES={limit} "
+                f"(at most {payload_budget(limit)})"
+            )
         return value
 
     def topic_name(self, spec: TopicSpec) -> str:

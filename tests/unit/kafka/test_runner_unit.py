@@ -1,18 +1,10 @@
-"""The Kafka loop's pure logic: commit offsets with holds, backoff, dead-letter records."""
+"""The Kafka loop's pure logic: commit offsets with holds, backoff."""
 
 from __future__ import annotations
 
 import pytest
 
-from openlfr.kafka.runner import (
-    Backoff,
-    commit_targets,
-    dead_letter_headers,
-    dead_letter_record,
-    next_offsets,
-)
-from openlfr.messages.codec import decode, encode
-from openlfr.messages.models import DeadLetter
+from openlfr.kafka.runner import Backoff, commit_targets, next_offsets
 
 
 @pytest.mark.parametrize(
@@ -83,53 +75,3 @@ def test_backoff_refuses_bad_settings(kwargs: dict[str, float], message: str) ->
 def test_backoff_refuses_negative_attempt() -> None:
     with pytest.raises(ValueError, match="attempt=-1"):
         Backoff().delay(-1)
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "headers", "reason", "expected_key", "expected_value", "expected_headers"),
-    [
-        pytest.param(
-            b"cam-1", b"not json", [("kind", b"frame")], "invalid Frame: x",
-            b"cam-1", b"not json", {"kind": "frame"}, id="bytes",
-        ),
-        pytest.param(None, None, None, "empty value", None, b"", {}, id="tombstone"),
-        pytest.param(
-            "cam-2", b"\xff\x00", [("bad", b"\xff"), ("none", None)], "r",
-            b"cam-2", b"\xff\x00", {"bad": "\ufffd", "none": ""}, id="odd-headers",
-        ),
-    ],
-)
-def test_dead_letter_record(
-    key: bytes | str | None,
-    value: bytes | None,
-    headers: list[tuple[str, bytes | None]] | None,
-    reason: str,
-    expected_key: bytes | None,
-    expected_value: bytes,
-    expected_headers: dict[str, str],
-) -> None:
-    record = dead_letter_record(
-        stage="detect", reason=reason, topic="frames", partition=2, offset=812,
-        key=key, value=value, headers=headers, failed_ts=1.5,
-    )
-    assert (record.stage, record.reason, record.topic, record.partition, record.offset) == (
-        "detect", reason, "frames", 2, 812,
-    )
-    assert (record.key, record.value, record.headers) == (
-        expected_key, expected_value, expected_headers,
-    )
-    # Binary-safe on the wire.
-    assert decode(encode(record), DeadLetter) == record
-
-
-def test_dead_letter_record_cuts_long_reasons_and_names_origin_in_headers() -> None:
-    record = dead_letter_record(
-        stage="embed", reason="x" * 10_000, topic="faces", partition=0, offset=7,
-        key=None, value=b"v", headers=[], failed_ts=2.0,
-    )
-    assert len(record.reason) == 4000 and record.reason.endswith("...")
-    headers = dict(dead_letter_headers(record))
-    assert headers["kind"] == b"deadletter"
-    assert headers["stage"] == b"embed"
-    assert headers["origin"] == b"faces[0]@7"
-    assert len(headers["error"]) <= 1000
