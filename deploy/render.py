@@ -3,7 +3,7 @@
 deploy/services.yaml is the one place where each service's command, environment, ports,
 resources, replicas and scaling are written; this script writes both deployments from it, so
 compose and Kubernetes cannot drift apart. Topic names, partitions and retention come from
-``openlfr.messages.topics``; the PrometheusRule carries deploy/prometheus/rules/*.yml.
+``openlfr.messages.topics`` (with the segment settings of ``openlfr.kafka.admin.retention_config``); the PrometheusRule carries deploy/prometheus/rules/*.yml.
 
     .venv/bin/python deploy/render.py            # write the files
     .venv/bin/python deploy/render.py --check    # exit 1 naming the files that differ
@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from openlfr.kafka.admin import retention_config
 from openlfr.messages.topics import ALL_TOPICS, TopicSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,11 +179,20 @@ def compose(source: Source) -> dict[str, Any]:
         ),
         "restart": "unless-stopped",
     }
-    creates = [
-        f"/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:{kafka_port} --create --if-not-exists "
-        f"--topic {spec.name} --partitions {spec.partitions} --replication-factor 1 --config retention.ms={spec.retention_ms}"
-        for spec in ALL_TOPICS
-    ]
+    # Created with their retention and the segment settings that make it hold; the alter line
+    # brings topics made by an older topic-init to the same settings (it is idempotent).
+    creates = []
+    for spec in ALL_TOPICS:
+        config = retention_config(spec.retention_ms)
+        creates.append(
+            f"/opt/kafka/bin/kafka-topics.sh --bootstrap-server kafka:{kafka_port} --create --if-not-exists "
+            f"--topic {spec.name} --partitions {spec.partitions} --replication-factor 1 "
+            + " ".join(f"--config {key}={value}" for key, value in config.items())
+        )
+        creates.append(
+            f"/opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka:{kafka_port} --alter --entity-type topics "
+            f"--entity-name {spec.name} --add-config " + ",".join(f"{key}={value}" for key, value in config.items())
+        )
     services["topic-init"] = {
         "image": source.image("kafka"),
         "depends_on": {"kafka": {"condition": "service_healthy"}},
@@ -655,7 +665,7 @@ def k8s_topics(source: Source) -> list[dict[str, Any]]:
                 "partitions": spec.partitions,
                 "replicas": k8s["topic_replicas"],
                 "config": {
-                    "retention.ms": spec.retention_ms,
+                    **{key: int(value) for key, value in retention_config(spec.retention_ms).items()},
                     "min.insync.replicas": k8s["topic_min_insync_replicas"],
                 },
             },

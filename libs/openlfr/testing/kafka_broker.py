@@ -213,6 +213,10 @@ class KafkaBroker(ChildProcess):
             "share.coordinator.state.topic.num.partitions": "3",
             # controlled.shutdown.enable stays true: without it a stopped broker is not
             # deregistered, and a restart on the same data waits out the old session (~10 s).
+            # Retention is enforced every second (the default is every 5 min), so a test can
+            # watch records age out on a scaled clock (seconds of retention instead of hours).
+            "log.retention.check.interval.ms": "1000",
+            "log.initial.task.delay.ms": "1000",  # the first check (30 s after start by default)
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
