@@ -4,7 +4,8 @@ Open-set FNIR at FPIR 1e-2 and 1e-3 (thresholds on the searches; 1e-3 extrapolat
 fit), raw scores, UTKFace people as the non-mated searches:
 
 * one reference per person (the first photo of each labelled person with two or more), with and
-  without the mirror image's descriptor averaged in;
+  without the mirror image's descriptor averaged in (the mirrored photo analysed again, as
+  ``openlfr run`` does, or the aligned chip flipped, as the registry does from the chip it keeps);
 * five references per person (people with seven or more photos): the best of the five photos
   (the store's max over a subject's points), their mean direction alone, both (photos and mean),
   and the mirrored photos' mean.
@@ -46,6 +47,14 @@ def main() -> int:
         found = analyzer.analyze(load_image(sc.FACES / face.key)[:, ::-1].copy())
         return found.embeddings[int(np.argmax(found.boxes[:, 2] - found.boxes[:, 0]))] if len(found) else None
 
+    def chip_mirrored(face: sc.Face) -> np.ndarray | None:
+        """The registry's rule: the kept aligned chip flipped, embedded directly (no second detection)."""
+        located = analyzer.locate_many([load_image(sc.FACES / face.key)], keep_chips=True)[0]
+        if not len(located) or located.chips is None:
+            return None
+        chip = located.chips[int(np.argmax(located.boxes[:, 2] - located.boxes[:, 0]))]
+        return analyzer.embedder.embed(chip[None, :, ::-1].copy())[0]
+
     def figures(gallery: np.ndarray, gallery_ids: list[str], mates: list[sc.Face], enrolled: list[str]) -> str:
         probes = np.stack([f.vector for f in mates + strangers])
         ids = [f.identity for f in mates] + [f"stranger{i}" for i in range(len(strangers))]
@@ -60,6 +69,8 @@ def main() -> int:
     print(f"one reference, {len(people)} people, {len(mates)} mated and {len(strangers)} non-mated searches:")
     print(f"  photo                {figures(plain, people, mates, people)}")
     print(f"  photo + mirror       {figures(mirror, people, mates, people)}")
+    chip_mirror = np.stack([with_mirror(labelled[k][0].vector, chip_mirrored(labelled[k][0])) for k in people])
+    print(f"  photo + chip mirror  {figures(chip_mirror, people, mates, people)}")
 
     many = sorted(k for k, v in labelled.items() if len(v) >= 7)
     mates = [f for k in many for f in labelled[k][5:]]

@@ -266,6 +266,7 @@ _DEPLOYMENT_FLAGS = {
     "end_at": "--end",
     "target_fpir": "--target-fpir",
     "accept_fpir": "--accept-fpir",
+    "calibrated_for": "--calibration",
     "id": "--id",
 }
 
@@ -350,6 +351,8 @@ def _deployment_body(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | No
         values["target_fpir"] = target
     if accept is not None:
         values["accept_fpir"] = accept
+    if calibration is not None and calibration.get("model_version"):
+        values["calibrated_for"] = calibration["model_version"]  # the registry refuses another model's
     threshold_flag = "--threshold" if global_threshold is None else global_flag
     try:
         return DeploymentCreate.model_validate(values), calibration, threshold_flag
@@ -407,11 +410,11 @@ def _read_calibration(path: Path) -> dict[str, Any]:
 
 
 def _check_calibration(calibration: dict[str, Any], deployment: Any) -> None:
-    """Warn where the deployment is not what the threshold was calibrated for."""
-    model = calibration.get("model_version")
-    if model and model != deployment.model_version:
-        print(f"warning: the threshold was calibrated for model {model}, the deployment matches with "
-              f"{deployment.model_version}: calibrate again", file=sys.stderr)
+    """Warn where the deployment is not what the threshold was calibrated for (another model is
+    refused by the registry: ``calibrated_for``)."""
+    if not calibration.get("model_version"):
+        print("warning: the calibration file names no model version, so the registry could not check it was "
+              "calibrated for the model it matches with", file=sys.stderr)
     size = calibration.get("gallery_size")
     subjects = deployment.snapshot.active_subjects
     if isinstance(size, int) and subjects > size:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from prometheus_client import REGISTRY
+
 from openlfr.api.settings import ApiSettings
 from openlfr.audit.service import ServiceAudit, open_service_audit
 from openlfr.audit.settings import AuditSettings
@@ -35,6 +37,7 @@ from openlfr.registry.api import make_registry_router
 from openlfr.registry.lookalikes_api import make_lookalike_router
 from openlfr.registry.core import COHORT_SETTING
 from openlfr.registry.db import RegistryDb
+from openlfr.registry.metrics import register_registry_metrics
 from openlfr.registry.service import Registry
 from openlfr.registry.settings import RegistrySettings
 from openlfr.service.main import HttpApi, run_stage_service
@@ -59,6 +62,7 @@ class HostedMatchStage(MatchStage):
         self.registry = registry
         self.api_settings = api_settings
         self.service_audit = audit
+        self._registry_metrics = register_registry_metrics(registry)  # unregistered at close
 
     def ready(self) -> tuple[bool, str]:
         ok, reason = self.registry.ready()
@@ -67,6 +71,7 @@ class HostedMatchStage(MatchStage):
         return super().ready()
 
     def close(self) -> None:
+        REGISTRY.unregister(self._registry_metrics)
         self.registry.close()
         super().close()
         self.registry.db.close()

@@ -12,8 +12,8 @@ succeeded.)
 
 Reference vectors live only in the vector store. To rebuild one (the store's role has no
 per-image delete or read) the subject's vectors are deleted and re-made from their kept chips:
-the lossless chip is exactly what the embedder saw at enrolment, so the rebuilt vectors are the
-enrolled ones. The subject is unsearchable for that moment. Every vector the registry writes
+every vector is a function of its lossless chip (``_sync_subject_vectors``), so the rebuilt
+vectors are the enrolled ones. The subject is unsearchable for that moment. Every vector the registry writes
 carries its statistics against the loaded cohort (``openlfr.cohort.norm``), which give the
 subject a threshold of its own; the database records them and which cohort they came from.
 """
@@ -43,7 +43,8 @@ from openlfr.registry.exceptions import Invalid, NotFound
 from openlfr.registry.models import to_datetime
 from openlfr.registry.settings import RegistrySettings
 from openlfr.vision.analyzer import FaceAnalyzer
-from openlfr.watchlist.reembed import ReembedReport, ReferenceImage, reembed
+from openlfr.watchlist.reembed import mirrored_vectors
+from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, subject_points, with_mirror
 from openlfr.watchlist.store import EntryStatus, VectorStore, WatchlistEntry
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,20 @@ COHORT_SETTING = "OPENLFR_REGISTRY_COHORT"
 STARTUP_ACTOR = "registry (start-up)"
 #: Most items one list call returns.
 MAX_PAGE = 1000
-_DAY_S = 86_400.0
+DAY_S = 86_400.0
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What ``RegistryCore._sync_subject_vectors`` wrote for one subject.
+
+    Attributes:
+        images: references in the store (the template not counted).
+        failed: ``(reference image id, reason)`` of each reference not embedded.
+    """
+
+    images: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def iso(ts: float) -> str:
@@ -210,77 +224,82 @@ class RegistryCore:
 
     # -- the vector store in step with the database ---------------------------------------
 
-    def _sync_subject_vectors(self, conn: sqlite3.Connection, subject_id: str) -> int:
-        """Make the store hold exactly the subject's images of the running embedder as ``conn`` sees
-        them, each with its statistics against the loaded cohort (recorded in the database too);
-        returns their count.
+    def _sync_subject_vectors(self, conn: sqlite3.Connection, subject_id: str, *, move: bool = False) -> SyncResult:
+        """Make the store hold exactly the subject's references of the running embedder as ``conn``
+        sees them, by the enrolment rules (``openlfr.watchlist.references``: each reference its
+        chip's and its flipped chip's mean direction; with two or more, their template too), each
+        point with its statistics against the loaded cohort (recorded in the database too).
 
-        References of another embedder (not yet re-embedded: ``openlfr.registry.reembedding``)
-        are left out of the store. A kept chip the running embedder takes as it is (its own
-        input, as enrolled) is embedded directly; a chip of another shape (dlib's 150x150 chip
-        under another embedder, after a re-embedding) goes through the analyzer again, as the
-        re-embedding did (``openlfr.watchlist.reembed``).
+        Every vector is a function of the kept chip (dlib's 150x150, padding 0.25): a chip the
+        running embedder takes as it is is embedded directly, flipped and not; a chip of another
+        shape (dlib's chip under another embedder) goes through the analyzer, which finds and aligns
+        the face in it its own way, for it and its mirror image (as re-embedding does). So an
+        enrolment and every later rebuild give the same vectors.
+
+        Args:
+            move: also take the references of other embedders (re-embedding,
+                ``openlfr.registry.reembedding``); each one embedded is recorded as the running
+                embedder's. Without it they are left out of the store.
+
+        Returns:
+            the references embedded, and those that failed (no face found in the kept chip; they
+            stay as they were: out of the store and, when moving, of their old embedder).
         """
         subject = conn.execute(
             "SELECT watchlist_id, status, expires_ts FROM subjects WHERE id = ?", (subject_id,)
         ).fetchone()
         self.store.delete_subject(subject_id)
         if subject is None:
-            return 0
+            return SyncResult()
+        which = "" if move else " AND model_version = ?"
         rows = conn.execute(
-            "SELECT id, added_ts, chip_png FROM reference_images WHERE subject_id = ? AND model_version = ? "
-            "ORDER BY id",
-            (subject_id, self.model_version),
+            f"SELECT id, added_ts, chip_png FROM reference_images WHERE subject_id = ?{which} ORDER BY id",  # noqa: S608
+            (subject_id,) if move else (subject_id, self.model_version),
         ).fetchall()
         if not rows:
-            return 0
-        side = self.analyzer.embedder.chip_size
-        chips = [self._decode_chip(bytes(r["chip_png"])) for r in rows]
-        direct = [(r, c) for r, c in zip(rows, chips, strict=True) if c.shape[0] == side]
-        other = [(r, c) for r, c in zip(rows, chips, strict=True) if c.shape[0] != side]
-        if other:
-            self._embed_via_analyzer(conn, subject_id, subject, other)
-        if not direct:
-            return len(rows)
-        with self._analyze_lock:
-            vectors = self.analyzer.embedder.embed(np.stack([c for _, c in direct]))
-        mu, sd = self.norm.stats_arrays(vectors)
+            return SyncResult()
+        vectors = self._chip_vectors([self._decode_chip(bytes(r["chip_png"])) for r in rows])
+        result = SyncResult(failed=[(r["id"], "no face found in the kept chip") for r, v in zip(rows, vectors,
+                                                                                               strict=True) if v is None])
+        embedded = [(r, v) for r, v in zip(rows, vectors, strict=True) if v is not None]
+        if not embedded:
+            return result
+        points = subject_points([(r["id"], v, float(r["added_ts"])) for r, v in embedded])
+        mu, sd = self.norm.stats_arrays(np.stack([v for _, v, _ in points]))
         stats = [NormStats(mu=float(m), sd=float(s)) for m, s in zip(mu, sd, strict=True)]
-        conn.executemany(
-            "UPDATE reference_images SET norm_mu = ?, norm_sd = ?, norm_cohort = ? WHERE subject_id = ? AND id = ?",
-            [(s.mu, s.sd, self.cohort_id, subject_id, r["id"]) for (r, _), s in zip(direct, stats, strict=True)],
-        )
-        self.store.upsert([
-            self._entry(subject_id, watchlist_id=subject["watchlist_id"], image_id=r["id"], vector=vector,
-                        status=subject["status"], expires_ts=float(subject["expires_ts"]),
-                        enrolled_ts=float(r["added_ts"]),  # the snapshots of running deployments still include it
-                        stats=s)
-            for (r, _), vector, s in zip(direct, vectors, stats, strict=True)
-        ])
-        return len(rows)
-
-    def _embed_via_analyzer(
-        self, conn: sqlite3.Connection, subject_id: str, subject: sqlite3.Row,
-        kept: list[tuple[sqlite3.Row, np.ndarray]],
-    ) -> ReembedReport:
-        """Embed kept chips through the running analyzer into the store (``reembed``) and record,
-        per reference embedded, the running model and its statistics; failures stay as they were."""
-        references = [
-            ReferenceImage(subject_id=subject_id, watchlist_id=subject["watchlist_id"], reference_image_id=r["id"],
-                           image=chip, status=subject["status"], expires_ts=float(subject["expires_ts"]),
-                           enrolled_ts=float(r["added_ts"]))
-            for r, chip in kept
-        ]
-        with self._analyze_lock:
-            report = reembed(references, analyzer=self.analyzer, target=self.store,
-                             model_version=self.model_version, norm=self.norm)
         conn.executemany(
             "UPDATE reference_images SET model_version = ?, norm_mu = ?, norm_sd = ?, norm_cohort = ? "
             "WHERE subject_id = ? AND id = ?",
-            [(self.model_version, s.mu if s else None, s.sd if s else None, self.cohort_id, sid, image_id)
-             for sid, image_id, s in report.embedded],
+            [(self.model_version, s.mu, s.sd, self.cohort_id, subject_id, ref_id)
+             for (ref_id, _, _), s in zip(points, stats, strict=True) if ref_id != TEMPLATE_REFERENCE_ID],
         )
-        return report
+        self.store.upsert([
+            self._entry(subject_id, watchlist_id=subject["watchlist_id"], image_id=ref_id, vector=vector,
+                        status=subject["status"], expires_ts=float(subject["expires_ts"]),
+                        enrolled_ts=ts,  # the snapshots of running deployments still include it
+                        stats=s)
+            for (ref_id, vector, ts), s in zip(points, stats, strict=True)
+        ])
+        result.images = len(embedded)
+        return result
+
+    def _chip_vectors(self, chips: list[np.ndarray]) -> list[np.ndarray | None]:
+        """The reference vector of each kept chip (see ``_sync_subject_vectors``); None where the
+        analyzer finds no face in a chip of another shape than the embedder's."""
+        side = self.analyzer.embedder.chip_size
+        out: list[np.ndarray | None] = [None] * len(chips)
+        direct = [i for i, c in enumerate(chips) if c.shape[:2] == (side, side)]
+        other = [i for i, c in enumerate(chips) if c.shape[:2] != (side, side)]
+        with self._analyze_lock:
+            if direct:
+                views = [chips[i] for i in direct] + [np.ascontiguousarray(chips[i][:, ::-1]) for i in direct]
+                embedded = self.analyzer.embedder.embed(np.stack(views))
+                for k, i in enumerate(direct):
+                    out[i] = with_mirror(embedded[k], embedded[len(direct) + k])
+            if other:
+                for i, vector in zip(other, mirrored_vectors([chips[i] for i in other], self.analyzer), strict=True):
+                    out[i] = vector
+        return out
 
     def _entry(
         self, subject_id: str, *, watchlist_id: str, image_id: str, vector: np.ndarray, status: EntryStatus,
@@ -314,7 +333,7 @@ class RegistryCore:
     def _check_expiry(self, expires_ts: float, now: float) -> float:
         if expires_ts <= now:
             raise Invalid("expires_at", f"{iso(expires_ts)} is not in the future")
-        horizon = now + self.settings.max_expiry_days * _DAY_S
+        horizon = now + self.settings.max_expiry_days * DAY_S
         if expires_ts > horizon:
             raise Invalid(
                 "expires_at",

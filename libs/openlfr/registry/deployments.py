@@ -45,7 +45,7 @@ from openlfr.cohort.policy import (
     operating_point,
 )
 from openlfr.pipeline.deployments import ActiveDeployment
-from openlfr.registry.core import STARTUP_ACTOR, GateWindow, RegistryCore, check_page, iso, new_id
+from openlfr.registry.core import DAY_S, STARTUP_ACTOR, GateWindow, RegistryCore, check_page, iso, new_id
 from openlfr.registry.exceptions import Conflict, Invalid, NotFound
 from openlfr.registry.models import (
     DeploymentCreate,
@@ -184,6 +184,14 @@ class DeploymentsMixin(RegistryCore):
                 f"{body.start_at.isoformat()} is more than {self.settings.max_backdate_s:g} s in the past; "
                 "a deployment cannot authorise matching retroactively",
             )
+        self._check_length(start_ts, end_ts)
+        if body.calibrated_for is not None and body.calibrated_for != self.model_version:
+            raise Invalid(
+                "calibrated_for",
+                f"the threshold was calibrated for model {body.calibrated_for}; this registry matches with "
+                f"{self.model_version}, whose scores mean something else: calibrate again with openlfr evaluate "
+                "under this model, or use per-subject thresholds",
+            )
         deployment_id = body.id or new_id("dep")
         with self._change() as tx:
             if tx.conn.execute("SELECT 1 FROM deployments WHERE id = ?", (deployment_id,)).fetchone() is not None:
@@ -303,6 +311,7 @@ class DeploymentsMixin(RegistryCore):
                     )
                 if end_ts <= now:
                     raise Invalid("end_at", f"{body.end_at.isoformat()} is in the past; end the deployment instead")
+                self._check_length(float(row["start_ts"]), end_ts)
             new_cameras = list(body.camera_ids) if body.camera_ids is not None else cameras
             self._check_overlap(tx.conn, deployment_id, new_cameras, float(row["start_ts"]), end_ts, now)
             changes: dict[str, JsonValue] = {}
@@ -536,6 +545,17 @@ class DeploymentsMixin(RegistryCore):
         return details
 
     # -- snapshot, overlap, gate ------------------------------------------------------------------
+
+    def _check_length(self, start_ts: float, end_ts: float) -> None:
+        """Refuse a window longer than ``OPENLFR_REGISTRY_MAX_DEPLOYMENT_DAYS``."""
+        days = self.settings.max_deployment_days
+        if end_ts - start_ts > days * DAY_S:
+            raise Invalid(
+                "end_at",
+                f"the deployment would run {(end_ts - start_ts) / DAY_S:.1f} days; the most is {days:g} "
+                f"(OPENLFR_REGISTRY_MAX_DEPLOYMENT_DAYS): end it by {iso(start_ts + days * DAY_S)} and "
+                "authorise a new deployment for the time after",
+            )
 
     def _check_overlap(
         self, conn: sqlite3.Connection, deployment_id: str, cameras: Sequence[str], start_ts: float, end_ts: float,

@@ -39,6 +39,8 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Justification = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 LegalBasis = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+#: A model version as ``openlfr evaluate`` and the services name it (``dlib_resnet@<hash>``).
+ModelVersion = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
 #: Where an enrolment image came from (custody record, case file, ...): required provenance.
 Provenance = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
@@ -246,6 +248,11 @@ class DeploymentCreate(_Request):
         description="global only: the false-alert rate accepted for a threshold the cohort expects above "
                     "target_fpir",
     )
+    calibrated_for: ModelVersion | None = Field(
+        default=None,
+        description="global only: the model version the threshold was calibrated for (model_version of "
+                    "openlfr evaluate's calibration.json); refused unless it is the running embedder's",
+    )
 
     @field_validator("camera_ids")
     @classmethod
@@ -263,6 +270,9 @@ class DeploymentCreate(_Request):
             raise ValueError(f"end_at ({self.end_at.isoformat()}) must be after start_at ({self.start_at.isoformat()})")
         if self.threshold_mode == "global" and self.threshold is None:
             raise ValueError("threshold: required with threshold_mode 'global' (the one raw score for everyone)")
+        if self.calibrated_for is not None and self.threshold_mode != "global":
+            raise ValueError("calibrated_for: names the model a global threshold was calibrated for; per-subject "
+                             "thresholds are calibrated by the registry's own cohort")
         _check_accept(self.threshold_mode, self.target_fpir, self.accept_fpir)
         return self
 

@@ -171,22 +171,17 @@ class ReembeddingMixin(RegistryCore):
 
     def _reembed_subject(self, subject_id: str, n: int, job: _Job) -> None:
         """Move one subject's ``n`` references of other embedders, as one change; failures are recorded."""
-        report = None
+        result = None
         try:
             with self._change() as tx:
-                subject = tx.conn.execute(
-                    "SELECT watchlist_id, status, expires_ts FROM subjects WHERE id = ?", (subject_id,)
-                ).fetchone()
-                rows = tx.conn.execute(
-                    "SELECT id, added_ts, chip_png FROM reference_images WHERE subject_id = ? AND model_version != ? "
-                    "ORDER BY id",
+                subject = tx.conn.execute("SELECT 1 FROM subjects WHERE id = ?", (subject_id,)).fetchone()
+                pending = tx.conn.execute(
+                    "SELECT COUNT(*) AS n FROM reference_images WHERE subject_id = ? AND model_version != ?",
                     (subject_id, self.model_version),
-                ).fetchall()
-                if subject is not None and rows:  # else deleted or moved meanwhile
+                ).fetchone()
+                if subject is not None and pending["n"]:  # else deleted or moved meanwhile
                     tx.touched.add(subject_id)
-                    report = self._embed_via_analyzer(
-                        tx.conn, subject_id, subject, [(r, self._decode_chip(bytes(r["chip_png"]))) for r in rows]
-                    )
+                    result = self._sync_subject_vectors(tx.conn, subject_id, move=True)
         except Exception as exc:
             logger.exception('cannot re-embed a subject subject_id="%s"', subject_id)
             with self._job_lock:
@@ -195,9 +190,11 @@ class ReembeddingMixin(RegistryCore):
             return
         with self._job_lock:
             job.done += n
-            if report is None:
+            if result is None:
                 return
-            job.failed.extend(report.failed)
-            job.lost.extend(report.lost_subjects)
-            if not report.failed:
+            job.failed.extend((subject_id, image_id, reason) for image_id, reason in result.failed)
+            if not result.images:
+                job.lost.append(subject_id)
+                logger.warning('re-embedding lost subject subject_id="%s": no reference could be embedded', subject_id)
+            if not result.failed:
                 job.moved.append(subject_id)

@@ -2,10 +2,13 @@
 background cohort.
 
 Enrolment runs the live pipeline's analyzer on the image and applies the enrolment policy;
-what is kept is the aligned chip (JPEG for reviewers, PNG so the vector can be rebuilt
-exactly), the quality figures, the SHA-256 of the upload, and the reference's statistics
-against the loaded cohort (which cohort too). The vector goes to the store only, with those
-statistics, so the match stage can give the subject a threshold of its own.
+what is kept is the aligned chip (dlib's 150x150 whatever the embedder; JPEG for reviewers, PNG
+so the vector can be rebuilt exactly), the quality figures, the SHA-256 of the upload, and the
+reference's statistics against the loaded cohort (which cohort too). The vectors go to the
+store only, with those statistics, so the match stage can give the subject a threshold of its
+own; they follow the enrolment rules of ``openlfr.watchlist.references`` (mirrored view, and a
+subject template once a subject has two references), so the subject's points are rebuilt at
+each enrolment.
 
 When the registry starts with a cohort other than the one a reference was scored against (a
 new cohort file, or a database from before per-subject thresholds), every such subject's
@@ -24,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from openlfr.cohort.norm import NormStats
 from openlfr.registry.core import STARTUP_ACTOR, RegistryCore
 from openlfr.registry.exceptions import Conflict, ImageRefused, Invalid, NotFound
 from openlfr.registry.models import ImagePublic, ImageQuality, to_datetime
+from openlfr.vision.align import face_chips
+from openlfr.vision.analyzer import CHIP_PADDING, QUALITY_CHIP_SIZE
 from openlfr.vision.exceptions import ImageError
 from openlfr.vision.images import decode_image
 from openlfr.watchlist.loader import reference_image_id
@@ -107,41 +111,38 @@ class ReferencesMixin(RegistryCore):
             except ImageError as exc:
                 raise ImageRefused("unreadable", str(exc)) from exc
         with self._analyze_lock:
-            located = self.analyzer.locate_many([image], keep_chips=True)[0]
-            problem = self.policy.refusal(located)
-            if problem is not None:
-                logger.info('enrolment image refused subject_id="%s" reason="%s"', subject_id, problem[0])
-                raise ImageRefused(*problem)
-            faces = self.analyzer.embed_many([located])[0]
-        if faces.embeddings is None or faces.chips is None:
-            raise RuntimeError("the analyzer returned a face without its embedding or chip")
-        chip = faces.chips[0]
+            located = self.analyzer.locate_many([image], keep_chips=False)[0]
+        problem = self.policy.refusal(located)
+        if problem is not None:
+            logger.info('enrolment image refused subject_id="%s" reason="%s"', subject_id, problem[0])
+            raise ImageRefused(*problem)
+        # The kept chip is dlib's 150x150 (padding 0.25) whatever the embedder: it holds the whole
+        # face for reviewers and for re-embedding into any model (``_sync_subject_vectors``).
+        chip = face_chips(image, located.landmarks[:1], size=QUALITY_CHIP_SIZE, padding=CHIP_PADDING)[0]
         chip_jpeg, chip_png = self._encode_chip(chip)
-        q = faces.quality.row(0)
-        stats: NormStats = self.norm.stats(faces.embeddings[0])
+        q = located.quality.row(0)
         now = self._clock()
         with self._change() as tx:
             row = self._subject_row(subject_id, tx.conn)
             self._check_new_image(lambda sql, p: tx.conn.execute(sql, p).fetchone(), subject_id, image_id)
             tx.conn.execute(
-                f"INSERT INTO reference_images ({_IMAGE_COLUMNS}, chip_jpeg, chip_png, norm_mu, norm_sd, "  # noqa: S608
-                f"norm_cohort, model_version) VALUES ({', '.join('?' * (_IMAGE_COLUMNS.count(',') + 7))})",
+                f"INSERT INTO reference_images ({_IMAGE_COLUMNS}, chip_jpeg, chip_png, "  # noqa: S608
+                f"model_version) VALUES ({', '.join('?' * (_IMAGE_COLUMNS.count(',') + 4))})",
                 (subject_id, image_id, sha256, source, actor, now, *(q[c] for c in _QUALITY_COLUMNS), q["score"],
-                 chip_jpeg, chip_png, stats.mu, stats.sd, self.cohort_id, self.model_version),
+                 chip_jpeg, chip_png, self.model_version),
             )
             tx.conn.execute("UPDATE subjects SET updated_ts = ? WHERE id = ?", (now, subject_id))
             tx.touched.add(subject_id)
-            self.store.upsert([
-                self._entry(subject_id, watchlist_id=row["watchlist_id"], image_id=image_id,
-                            vector=faces.embeddings[0], status=row["status"], expires_ts=float(row["expires_ts"]),
-                            enrolled_ts=now, stats=stats)
-            ])
+            synced = self._sync_subject_vectors(tx.conn, subject_id)
+            if any(failed == image_id for failed, _ in synced.failed):
+                raise ImageRefused("no_face", f"the running embedder ({self.model_version}) finds no face in the "
+                                   "aligned chip of this image")
             self._audit(
                 actor, "subject.enrol", f"subject/{subject_id}",
                 {"event": "image_added", "watchlist_id": row["watchlist_id"], "image_id": image_id,
                  "sha256": sha256, "source": source,
                  "quality": {k: round(v, 4) for k, v in q.items()},
-                 "cohort": self.cohort_id},
+                 "cohort": self.cohort_id, "references": synced.images},
             )
         logger.info('reference image enrolled subject_id="%s" image_id="%s" actor="%s"', subject_id, image_id, actor)
         return self.get_image(subject_id, image_id)
@@ -179,7 +180,7 @@ class ReferencesMixin(RegistryCore):
             tx.conn.execute("DELETE FROM reference_images WHERE subject_id = ? AND id = ?", (subject_id, image_id))
             tx.conn.execute("UPDATE subjects SET updated_ts = ? WHERE id = ?", (self._clock(), subject_id))
             tx.touched.add(subject_id)
-            remaining = self._sync_subject_vectors(tx.conn, subject_id)
+            remaining = self._sync_subject_vectors(tx.conn, subject_id).images
             self._audit(
                 actor, "subject.update", f"subject/{subject_id}",
                 {"event": "image_removed", "watchlist_id": row["watchlist_id"], "image_id": image_id,
@@ -215,7 +216,7 @@ class ReferencesMixin(RegistryCore):
                 with self._change() as tx:
                     subject = self._subject_row(subject_id, tx.conn)
                     tx.touched.add(subject_id)
-                    images = self._sync_subject_vectors(tx.conn, subject_id)
+                    images = self._sync_subject_vectors(tx.conn, subject_id).images
                     self._audit(
                         actor, "subject.update", f"subject/{subject_id}",
                         {"event": "references_rescored", "watchlist_id": subject["watchlist_id"],

@@ -38,6 +38,9 @@ class RegistrySettings(BaseSettings):
     threshold_floor: float = Field(default=0.70, gt=0.0, le=1.0)
     #: How far before its creation a deployment may start (clock skew between its author and us).
     max_backdate_s: float = Field(default=300.0, ge=0, le=86_400)
+    #: The longest a deployment may run (end minus start, days): an authorisation is for an
+    #: operation, not open-ended; a longer one needs a new deployment (re-authorised, audited).
+    max_deployment_days: float = Field(default=31.0, gt=0, le=366)
     #: A subject's expiry must lie within this many days of the time it is set.
     max_expiry_days: int = Field(default=365, ge=1, le=3650)
     #: Reference images one subject may have.

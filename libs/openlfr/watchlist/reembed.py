@@ -15,14 +15,14 @@ in the new store; one whose every reference fails is reported by name, never dro
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from openlfr.cohort.norm import NormStats, ScoreNorm
 from openlfr.vision.analyzer import FaceAnalyzer
-from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, unit_mean, with_mirror
+from openlfr.watchlist.references import TEMPLATE_REFERENCE_ID, subject_points, with_mirror
 from openlfr.watchlist.store import EntryStatus, VectorStore, WatchlistEntry
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,25 @@ def _largest(faces: object) -> int | None:
     return int(np.argmax(boxes[:, 2] - boxes[:, 0]))
 
 
+def mirrored_vectors(images: Sequence[np.ndarray], analyzer: FaceAnalyzer) -> list[np.ndarray | None]:
+    """Each image's reference vector by the enrolment rule (``openlfr.watchlist.references``): its
+    largest face's descriptor averaged with the mirror image's; None where no face is found."""
+    if not images:
+        return []
+    found = analyzer.analyze_many(list(images))
+    mirrored = analyzer.analyze_many([image[:, ::-1].copy() for image in images])
+    out: list[np.ndarray | None] = []
+    for faces, flipped in zip(found, mirrored, strict=True):
+        i = _largest(faces)
+        if i is None or faces.embeddings is None:
+            out.append(None)
+            continue
+        j = _largest(flipped)
+        other = flipped.embeddings[j] if j is not None and flipped.embeddings is not None else None
+        out.append(with_mirror(faces.embeddings[i], other))
+    return out
+
+
 def reembed(
     references: Iterable[ReferenceImage],
     *,
@@ -104,39 +123,33 @@ def reembed(
         if not batch:
             return
         subject = batch[0].subject_id
-        found = analyzer.analyze_many([r.image for r in batch])
-        mirrored = analyzer.analyze_many([r.image[:, ::-1].copy() for r in batch])
         vectors: list[tuple[ReferenceImage, np.ndarray]] = []
-        for ref, faces, flipped in zip(batch, found, mirrored, strict=True):
-            i = _largest(faces)
-            if i is None or faces.embeddings is None:
+        for ref, vector in zip(batch, mirrored_vectors([r.image for r in batch], analyzer), strict=True):
+            if vector is None:
                 report.failed.append((subject, ref.reference_image_id, "no face found in the kept image"))
-                continue
-            j = _largest(flipped)
-            other = flipped.embeddings[j] if j is not None and flipped.embeddings is not None else None
-            vectors.append((ref, with_mirror(faces.embeddings[i], other)))
+            else:
+                vectors.append((ref, vector))
         if not vectors:
             report.lost_subjects.append(subject)
             logger.warning('reembed lost subject subject_id="%s": no reference could be embedded', subject)
         else:
-            first = vectors[0][0]
-            rows = [(ref.reference_image_id, v, ref) for ref, v in vectors]
-            if len(vectors) >= 2:
-                rows.append((TEMPLATE_REFERENCE_ID, unit_mean([v for _, v in vectors]), first))
-            stats = [norm.stats(vector) if norm is not None else None for _, vector, _ in rows]
+            by_id = {ref.reference_image_id: ref for ref, _ in vectors}
+            points = subject_points([(ref.reference_image_id, v, ref.enrolled_ts) for ref, v in vectors])
+            rows = [(ref_id, v, by_id.get(ref_id, vectors[0][0]), ts) for ref_id, v, ts in points]
+            stats = [norm.stats(vector) if norm is not None else None for _, vector, _, _ in rows]
             target.upsert([
                 WatchlistEntry(
                     subject_id=subject, watchlist_id=ref.watchlist_id, reference_image_id=ref_id, vector=vector,
-                    status=ref.status, expires_ts=ref.expires_ts, enrolled_ts=ref.enrolled_ts,
+                    status=ref.status, expires_ts=ref.expires_ts, enrolled_ts=ts,
                     norm=s, norm_cohort=norm.cohort_id if norm is not None else None,
                     model_version=model_version,
                 )
-                for (ref_id, vector, ref), s in zip(rows, stats, strict=True)
+                for (ref_id, vector, ref, ts), s in zip(rows, stats, strict=True)
             ])
             report.subjects[subject] = len(vectors)
             report.embedded.extend(
                 (subject, ref_id, s)
-                for (ref_id, _, _), s in zip(rows, stats, strict=True)
+                for (ref_id, _, _, _), s in zip(rows, stats, strict=True)
                 if ref_id != TEMPLATE_REFERENCE_ID
             )
         if progress is not None:

@@ -10,6 +10,10 @@ Two measured choices (``benchmarks/enrolment_references.py``; docs/accuracy.md, 
   more point (``TEMPLATE_REFERENCE_ID``); the store's search takes each subject's best point, so
   a probe is compared with the nearest photo and with the subject's mean. With five photos a
   subject: FNIR at FPIR 1e-2 14.1% (best photo alone) to 7.6% (best of photos and mean).
+
+Both enrolment paths follow these rules: ``openlfr run``'s folder enrolment
+(``openlfr.watchlist.loader``, the mirrored photo analysed again) and the registry (from the
+aligned chip it keeps, flipped: ``openlfr.registry.core``), as does re-embedding.
 """
 
 from __future__ import annotations
@@ -39,6 +43,19 @@ def unit_mean(vectors: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     if not norm > 0.0:
         raise ValueError("unit_mean: the vectors cancel out")
     return (mean / norm * lengths.mean()).astype(np.float32)
+
+
+def subject_points(references: Sequence[tuple[str, np.ndarray, float]]) -> list[tuple[str, np.ndarray, float]]:
+    """The points the store holds for one subject: ``(reference id, vector, enrolment time)`` of each
+    reference, and, with two or more, the template (their :func:`unit_mean`).
+
+    The template's enrolment time is its newest member's: a deployment whose snapshot predates a
+    reference does not search a mean that includes it.
+    """
+    points = list(references)
+    if len(points) >= 2:
+        points.append((TEMPLATE_REFERENCE_ID, unit_mean([v for _, v, _ in points]), max(t for _, _, t in points)))
+    return points
 
 
 def with_mirror(vector: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:

@@ -194,3 +194,17 @@ def vectors(analyzer, faces_dir: Path) -> dict[str, np.ndarray]:
         assert len(faces) == 1, name
         out[name] = faces.embeddings[0]
     return out
+
+
+@pytest.fixture(scope="session")
+def enrolled(analyzer, faces_dir: Path, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The vector the registry stores for each single-face test image, by the enrolment rule worked
+    out here by hand: the dlib chip's descriptor averaged with its flipped chip's."""
+    out = {}
+    for name in vectors:
+        faces = analyzer.analyze(load_image(faces_dir / IMAGES[name]))
+        flipped = analyzer.embedder.embed(np.ascontiguousarray(faces.chips[:1, :, ::-1]))[0]
+        a, b = faces.embeddings[0], flipped
+        mean = a / np.linalg.norm(a) + b / np.linalg.norm(b)
+        out[name] = (mean / np.linalg.norm(mean) * (np.linalg.norm(a) + np.linalg.norm(b)) / 2).astype(np.float32)
+    return out

@@ -110,7 +110,7 @@ def test_every_endpoint_needs_a_known_token(env, method: str, path: str) -> None
     assert r.status_code == 401 and r.json() == {"detail": "unknown token"}
     r = env.http.request(method, path, headers={"X-API-Key": "not-a-token-of-anyone"})
     assert r.status_code == 401
-    assert env.actions() == []
+    assert env.actions() == ["access.unauthenticated"] * 3  # audited (at a bounded rate), nothing else
 
 
 @pytest.mark.parametrize(("method", "path", "who"), WRONG_ROLES)
@@ -445,19 +445,20 @@ def test_image_type_size_and_provenance_limits(env, image_bytes) -> None:
     assert env.store.count() == 0
 
 
-def test_image_delete_removes_its_vector_and_keeps_the_others(env, image_bytes, vectors) -> None:
+def test_image_delete_removes_its_vector_and_keeps_the_others(env, image_bytes, enrolled) -> None:
     make_watchlist(env)
     make_subject(env)
     first = upload(env, "s-1", image_bytes["obama"]).json()["id"]
+    assert env.store.count() == 1
     env.clock.advance(5)
     second = upload(env, "s-1", image_bytes["obama2"]).json()["id"]
-    assert env.store.count() == 2
+    assert env.store.count() == 3  # two references and, with two, the subject's template
     assert env.call("alice", "DELETE", f"/v1/subjects/s-1/images/{first}").status_code == 204
-    assert env.store.count() == 1
-    hit = env.store.search(vectors["obama"], limit=1)[0]
+    assert env.store.count() == 1  # one reference: no template
+    hit = env.store.search(enrolled["obama"], limit=1)[0]
     assert hit.reference_image_id == second
     # the vector rebuilt from the kept chip is the enrolled one
-    assert env.store.search(vectors["obama2"], limit=1)[0].distance < 1e-3
+    assert env.store.search(enrolled["obama2"], limit=1)[0].distance < 1e-3
     assert env.call("vera", "GET", f"/v1/subjects/s-1/images/{first}").status_code == 404
     assert env.registry.reference_chip("s-1", first) is None
     record = list(env.audit.records())[-1]
@@ -549,6 +550,23 @@ def test_deployment_lifecycle_and_the_audit_chain(env, image_bytes) -> None:
     assert records[-2].details["snapshot"]["fingerprint"] == dep["snapshot"]["fingerprint"]
     verified = env.audit.verify()
     assert verified.ok and verified.records == len(records)
+
+
+def test_a_deployment_cannot_run_longer_than_the_maximum(env) -> None:
+    """An authorisation is bounded (OPENLFR_REGISTRY_MAX_DEPLOYMENT_DAYS, default 31): neither a
+    create nor a later extension can make a deployment run until year 9999."""
+    make_watchlist(env)
+    for end in (env.clock.iso(days=32), "9999-12-31T23:59:59+00:00"):
+        r = env.call("dave", "POST", "/v1/deployments", json=deployment_body(env, end_at=end))
+        assert r.status_code == 422, r.text
+        assert "OPENLFR_REGISTRY_MAX_DEPLOYMENT_DAYS" in r.text and "end_at" in r.text
+    assert env.call("vera", "GET", "/v1/deployments").json()["total"] == 0
+    r = env.call("dave", "POST", "/v1/deployments", json=deployment_body(env, end_at=env.clock.iso(days=31)))
+    assert r.status_code == 201, r.text
+    dep_id, end_at = r.json()["id"], r.json()["end_at"]
+    r = env.call("dave", "PATCH", f"/v1/deployments/{dep_id}", json={"end_at": env.clock.iso(days=40)})
+    assert r.status_code == 422 and "the most is 31" in r.text
+    assert env.call("vera", "GET", f"/v1/deployments/{dep_id}").json()["end_at"] == end_at
 
 
 def test_openapi_documents_every_route(env) -> None:

@@ -79,7 +79,7 @@ def test_bulk_from_a_folder(served, admin, tmp_path: Path, image_bytes, capsys) 
     assert obama.category == "wanted" and obama.reason == "warrant 7/27" and obama.added_by == "alice"
     assert {i.source for i in obama.images} == {"force custody system export 2027-05"}
     assert admin.get_subject("rose").category == "suspect"  # an existing subject is not changed
-    assert env.store.count() == 3
+    assert env.store.count() == 4  # three references and obama's template (two photos)
 
     again = bulk_enrol(admin, watchlist_id="wl-1", defaults=defaults(env), folder=root, progress=False)
     assert again.subjects_created == [] and again.images_enrolled == 0

@@ -113,6 +113,14 @@ def test_a_deployment_takes_a_global_threshold_from_a_calibration_file(served, m
               "--calibration", str(calibration)]
     rc = cli.main([*create, "--cameras", "c"])
     err = capsys.readouterr().err
+    # Another model's calibration is refused: its scores mean something else.
+    assert rc == 1 and "HTTP 422" in err and "--calibration: the threshold was calibrated for model " \
+        f"another@000000000000; this registry matches with {env.registry.model_version}" in err, err
+    assert env.registry.list_deployments().total == 0
+    calibration.write_text(json.dumps({"threshold": 0.7732, "gallery_size": 1, "target_fpir": 1 / 6000,
+                                       "model_version": env.registry.model_version}))
+    rc = cli.main([*create, "--cameras", "c"])
+    err = capsys.readouterr().err
     # The test cohort's strangers reach 0.7732 far more often than 1 in 6,000 on a list of two.
     assert rc == 1 and "HTTP 422" in err and "--calibration: threshold 0.7732" in err, err
     assert "on a watchlist of 2" in err and "--accept-fpir >=" in err and "above --target-fpir 0.000167" in err
@@ -128,7 +136,6 @@ def test_a_deployment_takes_a_global_threshold_from_a_calibration_file(served, m
     assert point["normalised_threshold"] is None and point["accept_fpir"] == pytest.approx(expected)
     assert 1 / 6000 < point["expected_fpir"] <= expected and point["watchlist_size"] == 2
     assert f"one threshold 0.7732 for everyone on 2 subject(s), {env.registry.cohort_id}" in out.err
-    assert "calibrated for model another@000000000000" in out.err
     assert "calibrated for a watchlist of 1; this deployment searches 2 subjects" in out.err
     calibration.write_text("{}")
     rc = cli.main([*create, "--cameras", "c2"])

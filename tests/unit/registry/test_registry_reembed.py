@@ -103,8 +103,14 @@ def _probe(analyzer, faces_dir: Path, name: str):  # noqa: ANN202 - np.ndarray
 def test_a_new_embedder_withholds_deployments_until_reembedding_moves_every_subject(
     moved, faceres_analyzer, analyzer, faces_dir: Path
 ) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from openlfr.registry.metrics import register_registry_metrics
+
     old, new = moved
     reg, now = new.registry, new.clock.now + 1
+    scraped = CollectorRegistry()
+    register_registry_metrics(reg, collectors=scraped)
     # Before: the references are dlib's; the new store is empty, and nothing silently runs on it.
     assert new.store.count() == 0
     wl = new.call("vera", "GET", "/v1/watchlists/wl-1").json()
@@ -113,6 +119,9 @@ def test_a_new_embedder_withholds_deployments_until_reembedding_moves_every_subj
     assert ready.status_code == 200 and "reembedding_needed" in ready.text and "wl-1 (3 subjects)" in ready.text
     assert reg.active_for("cam-1", now) is None
     assert reg.withheld_lookups == {"dep-1": 1}
+    assert scraped.get_sample_value("openlfr_registry_withheld_lookups_total", {"deployment": "dep-1"}) == 1
+    assert scraped.get_sample_value("openlfr_registry_deployments_withheld") == 1
+    assert scraped.get_sample_value("openlfr_registry_subjects_to_reembed") == 3
     dep = new.call("vera", "GET", "/v1/deployments/dep-1").json()
     assert dep["matching"] is False and "wl-1" in dep["not_matching_reason"]
     assert new.call("vera", "GET", "/v1/reembed").json()["state"] == "idle"
@@ -134,6 +143,8 @@ def test_a_new_embedder_withholds_deployments_until_reembedding_moves_every_subj
                       "GROUP BY model_version, norm_cohort")
     assert [(r["model_version"], r["norm_cohort"], r["n"]) for r in rows] == [(FACERES, reg.cohort_id, 4)]
 
+    # Obama's two references and their template, rose's and kit's one each (the enrolment rules).
+    assert new.store.count() == 5 and old.store.count() == 5
     # A FaceRes probe finds the right subject in the new store; each store holds its own model only.
     hits = new.store.search(_probe(faceres_analyzer, faces_dir, "obama_probe"), limit=3)
     assert hits[0].subject_id == "obama"
@@ -144,6 +155,8 @@ def test_a_new_embedder_withholds_deployments_until_reembedding_moves_every_subj
 
     # The deployment matches again; the watchlist is ready; the audit log has who and how many.
     assert reg.active_for("cam-1", now).deployment_id == "dep-1"
+    assert scraped.get_sample_value("openlfr_registry_deployments_withheld") == 0
+    assert scraped.get_sample_value("openlfr_registry_subjects_to_reembed") == 0
     assert new.call("vera", "GET", "/v1/deployments/dep-1").json()["matching"] is True
     assert new.call("vera", "GET", "/v1/watchlists/wl-1").json()["status"] == "ready"
     records = [r for r in new.audit.records() if r.action == "watchlist.reembed"]
@@ -155,6 +168,67 @@ def test_a_new_embedder_withholds_deployments_until_reembedding_moves_every_subj
     image = reg.get_subject("obama").images[0].id
     reg.delete_image("obama", image, actor="alice")
     assert new.store.search(_probe(faceres_analyzer, faces_dir, "obama_probe"), limit=1)[0].subject_id == "obama"
+
+
+def test_a_second_start_while_one_runs_is_a_409(moved, monkeypatch) -> None:
+    import threading
+
+    _, new = moved
+    reg = new.registry
+    go = threading.Event()
+    real = reg._reembed_subject
+
+    def held(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the job waits before its first subject
+        go.wait(timeout=600)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reg, "_reembed_subject", held)
+    try:
+        assert new.call("alice", "POST", "/v1/reembed").status_code == 202
+        again = new.call("alice", "POST", "/v1/reembed")
+        assert again.status_code == 409, again.text
+        assert "already running (started by alice, 0 of 4 references done)" in again.text
+    finally:
+        go.set()
+    assert reg.wait_reembed(timeout=600)
+    assert new.call("vera", "GET", "/v1/reembed").json()["state"] == "completed"
+    started = [r for r in new.audit.records() if r.details.get("event") == "started"]
+    assert len(started) == 1  # the refused start changed nothing
+
+
+def test_references_enrolled_under_faceres_keep_dlibs_chip_and_move_back(
+    moved, make_env, image_bytes, analyzer, cohorts, faces_dir: Path
+) -> None:
+    """Under another embedder the registry still keeps dlib's 150x150 chip (the whole face), so a
+    subject enrolled under FaceRes moves back to dlib's ResNet with nothing lost."""
+    import cv2
+    import numpy as np
+
+    _, new = moved
+    reg = new.registry
+    reg.start_reembed(actor="alice")
+    assert reg.wait_reembed(timeout=600)
+    reg.create_subject("wl-1", SubjectCreate(id="obama-2", display_name="obama again", category="wanted",
+                                             reason="warrant", legal_basis="PACE s.1",
+                                             expires_at=new.clock.at(days=30)), actor="alice")
+    reg.enrol_image("obama-2", image_bytes["obama_probe"], source="case file", actor="alice")
+    for row in new.db.all("SELECT chip_png FROM reference_images"):
+        chip = cv2.imdecode(np.frombuffer(bytes(row["chip_png"]), np.uint8), cv2.IMREAD_COLOR)
+        assert chip.shape == (150, 150, 3)
+    reg.close()
+    new.db.close()
+
+    back = make_env(db_path=new.db.path, clock=new.clock, cohort=cohorts[DLIB], model_version=DLIB,
+                    store=QdrantStore(location=":memory:", dim=128, model_version=DLIB, clock=new.clock))
+    assert back.call("vera", "GET", "/v1/watchlists/wl-1").json()["subjects_to_reembed"] == 4
+    assert back.call("alice", "POST", "/v1/reembed").status_code == 202
+    assert back.registry.wait_reembed(timeout=600)
+    status = back.call("vera", "GET", "/v1/reembed").json()
+    assert status["state"] == "completed" and status["failed"] == [] and status["lost_subjects"] == []
+    assert sorted(status["subjects_moved"]) == ["kit", "obama", "obama-2", "rose"]
+    hits = back.store.search(_probe(analyzer, faces_dir, "obama2"), limit=2)
+    assert {h.subject_id for h in hits} == {"obama", "obama-2"}
+    assert back.registry.active_for("cam-1", back.clock.now + 1).deployment_id == "dep-1"
 
 
 def test_the_cli_starts_and_follows_the_reembedding(moved, monkeypatch, capsys) -> None:

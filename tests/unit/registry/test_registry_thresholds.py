@@ -69,23 +69,24 @@ def test_a_cohort_of_another_model_is_refused_naming_the_setting(make_env, share
 # -- statistics at enrolment ---------------------------------------------------------------
 
 
-def test_every_reference_is_stored_with_its_cohort_statistics(env, image_bytes, vectors, cohort: Cohort) -> None:
+def test_every_reference_is_stored_with_its_cohort_statistics(env, image_bytes, enrolled, cohort: Cohort) -> None:
     add_subjects(env, "wl", ["obama", "rose"], image_bytes)
     env.registry.enrol_image("obama", image_bytes["obama2"], source="case file", actor="alice")
     norm = cohort.norm()
     assert env.registry.cohort_id == cohort.short_id == norm.cohort_id
     rows = env.db.all("SELECT subject_id, norm_mu, norm_sd, norm_cohort FROM reference_images ORDER BY subject_id")
     assert len(rows) == 3 and {r["norm_cohort"] for r in rows} == {cohort.short_id}
-    hit = env.store.search(vectors["rose"], limit=1)[0]
+    hit = env.store.search(enrolled["rose"], limit=1)[0]
     assert hit.subject_id == "rose" and hit.norm_cohort == cohort.short_id
-    expected = norm.stats(vectors["rose"])  # the probe image is the enrolment image: the same vector
+    assert hit.distance < 1e-3  # the enrolment rule: the chip's and its mirror's descriptors averaged
+    expected = norm.stats(enrolled["rose"])
     assert hit.norm.mu == pytest.approx(expected.mu, abs=1e-5) and hit.norm.sd == pytest.approx(expected.sd, abs=1e-5)
     rose = next(r for r in rows if r["subject_id"] == "rose")
     assert (rose["norm_mu"], rose["norm_sd"]) == pytest.approx((hit.norm.mu, hit.norm.sd), abs=1e-6)
     # A rebuild from the chips (here: removing obama's second image) keeps the statistics.
     second = [i.id for i in env.registry.get_subject("obama").images][1]
     env.registry.delete_image("obama", second, actor="alice")
-    hit = env.store.search(vectors["obama"], limit=1)[0]
+    hit = env.store.search(enrolled["obama"], limit=1)[0]
     assert hit.subject_id == "obama" and hit.norm_cohort == cohort.short_id and hit.norm is not None
     record = [r for r in env.audit.records() if r.details.get("event") == "image_added"][0]
     assert record.details["cohort"] == cohort.short_id
@@ -221,7 +222,7 @@ def test_a_looser_global_threshold_needs_an_accepted_rate(env, image_bytes, coho
 
 
 def test_a_new_cohort_rescores_references_and_recalibrates_running_deployments(
-    make_env, tmp_path: Path, clock, image_bytes, vectors, cohort: Cohort, other_cohort: Cohort
+    make_env, tmp_path: Path, clock, image_bytes, enrolled, cohort: Cohort, other_cohort: Cohort
 ) -> None:
     assert other_cohort.short_id != cohort.short_id
     db_path = tmp_path / "registry.sqlite3"
@@ -239,12 +240,12 @@ def test_a_new_cohort_rescores_references_and_recalibrates_running_deployments(
     assert (report.subjects, report.images, report.failed) == (2, 3, [])
     assert report.previous == {cohort.short_id: 3} and report.cohort == other_cohort.short_id
     norm = other_cohort.norm()
-    hit = store.search(vectors["rose"], limit=1)[0]
+    hit = store.search(enrolled["rose"], limit=1)[0]
     assert hit.subject_id == "rose" and hit.norm_cohort == other_cohort.short_id
-    assert hit.norm.mu == pytest.approx(norm.stats(vectors["rose"]).mu, abs=1e-5)
+    assert hit.norm.mu == pytest.approx(norm.stats(enrolled["rose"]).mu, abs=1e-5)
     assert {r["norm_cohort"] for r in second.db.all("SELECT norm_cohort FROM reference_images")} == {
         other_cohort.short_id}
-    assert store.count() == 3
+    assert store.count() == 4  # obama's two references and their template, rose's one
     # The snapshot still holds them: rebuilt with their enrolment times.
     assert store.count_subjects(watchlist_ids=["wl"], enrolled_before=dep.snapshot.snapshot_ts) == 2
     rescored = [r for r in second.audit.records() if r.details.get("event") == "references_rescored"]
@@ -299,7 +300,7 @@ def _as_v1(source: Path, target: Path) -> None:
 
 
 def test_a_version_1_database_is_migrated_and_its_deployments_work_as_before(
-    make_env, tmp_path: Path, clock, image_bytes, vectors, cohort: Cohort
+    make_env, tmp_path: Path, clock, image_bytes, enrolled, cohort: Cohort
 ) -> None:
     made = tmp_path / "made.sqlite3"
     env = make_env(db_path=made, clock=clock)
@@ -323,7 +324,7 @@ def test_a_version_1_database_is_migrated_and_its_deployments_work_as_before(
     assert active.threshold == 0.72 and active.norm_threshold is None  # decided as before: one raw threshold
     # Its references had no statistics: scored against the cohort at start, from their chips.
     assert legacy.registry.rescored.previous == {"none": 1}
-    hit = store.search(vectors["obama"], limit=1)[0]
+    hit = store.search(enrolled["obama"], limit=1)[0]
     assert hit.subject_id == "obama" and hit.norm_cohort == cohort.short_id
     assert math.isclose(hit.distance, 0.0, abs_tol=1e-3)  # the enrolled vector, rebuilt exactly
     # A threshold change is a decision under today's policy: checked against the cohort.
