@@ -37,9 +37,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from openlfr.kafka.clients import (
@@ -59,6 +58,7 @@ from openlfr.kafka.deadletter import (
 from openlfr.kafka.delivery import Deliveries, Record, deliver
 from openlfr.kafka.metrics import PublisherMetrics, StageMetrics, capture_ts_of, metrics_for
 from openlfr.kafka.offsets import Backoff, commit_targets, next_offsets
+from openlfr.kafka.probes import BrokerProbe, read_lag
 from openlfr.kafka.progress import Progress
 from openlfr.kafka.publisher import Publisher
 from openlfr.messages.codec import DecodeError, decode, encode, headers_for
@@ -203,7 +203,7 @@ class StageRunner:
         # interrupts the loop's own thread cannot deadlock on it.
         self._stop_requested = False
         self._lock = threading.Lock()
-        self._probe: AdminClient | None = None
+        self._probe = BrokerProbe(bootstrap, self.input_topic)
         self._assigned: frozenset[int] = frozenset()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -220,7 +220,6 @@ class StageRunner:
         self._permanent: tuple[int, int, int] | None = None
         self._lag_due = 0.0
         self._lag_partitions: set[int] = set()
-        self._broker_check: tuple[float, bool, str] = (0.0, False, "not checked yet")
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -248,31 +247,10 @@ class StageRunner:
             return dict(self._committed)
 
     def broker_reachable(self, *, timeout_s: float = 1.0, cache_s: float = 2.0) -> tuple[bool, str]:
-        """Whether the broker answers a metadata request for the input topic (cached briefly,
-        so readiness probes do not flood the broker)."""
-        checked, ok, reason = self._broker_check
-        if time.monotonic() - checked < cache_s:
-            return ok, reason
+        """Whether the broker answers a metadata request for the input topic (cached briefly)."""
         if self._consumer is None:
             return False, "consumer not started"
-        if self._probe is None:
-            # A client of its own: a metadata request on the consumer's handle from this
-            # (HTTP) thread waits behind the consumer's own calls, for tens of seconds.
-            self._probe = AdminClient({"bootstrap.servers": self.bootstrap})
-        try:
-            metadata = self._probe.list_topics(topic=self.input_topic, timeout=timeout_s)
-            topic = metadata.topics.get(self.input_topic)
-            if not metadata.brokers:
-                ok, reason = False, "no broker in metadata"
-            elif topic is None or topic.error is not None:
-                error = topic.error if topic is not None else "not in metadata"
-                ok, reason = False, f'topic="{self.input_topic}" unavailable: {error}'
-            else:
-                ok, reason = True, "ok"
-        except (KafkaException, RuntimeError) as exc:
-            ok, reason = False, f"no answer from {self.bootstrap}: {exc}"
-        self._broker_check = (time.monotonic(), ok, reason)
-        return ok, reason
+        return self._probe.check(timeout_s=timeout_s, cache_s=cache_s)
 
     def progress_check(self) -> tuple[bool, str]:
         """For ``/readyz``: whether the stage makes progress (see :mod:`openlfr.kafka.progress`)."""
@@ -639,40 +617,15 @@ class StageRunner:
             return
         # Until a first value is known (no assignment or nothing fetched yet), look again soon.
         self._lag_due = now + min(self.lag_interval_s, 0.5)
-        partitions = [
-            TopicPartition(self.input_topic, p) for p in sorted(self.assigned_partitions())
-        ]
-        if not partitions:
-            return
-        try:
-            positions = consumer.position(partitions)
-        except KafkaException as exc:
-            logger.debug('stage="%s" position failed error="%s"', self.stage.name, exc)
-            return
-        known = 0
-        total = 0
-        for tp in positions:
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                if high < 0:
-                    _, high = consumer.get_watermark_offsets(tp, timeout=0.5, cached=False)
-            except KafkaException as exc:
-                logger.debug('stage="%s" watermarks failed error="%s"', self.stage.name, exc)
-                continue
-            position = tp.offset
-            if position == OFFSET_INVALID or position < 0:
-                with self._lock:
-                    position = self._committed.get(tp.partition, -1)
-            if high < 0 or position < 0:
-                continue
-            lag = max(high - position, 0)
-            self.metrics.lag.labels(self.stage.name, self.input_topic, str(tp.partition)).set(lag)
-            self._lag_partitions.add(tp.partition)
-            known += 1
-            total += lag
-        if known:
-            self.progress.lag(total)
-        if known or self._lag_partitions:
+        with self._lock:
+            committed = dict(self._committed)
+        lags = read_lag(consumer, self.input_topic, sorted(self.assigned_partitions()), committed)
+        for partition, lag in lags.items():
+            self.metrics.lag.labels(self.stage.name, self.input_topic, str(partition)).set(lag)
+            self._lag_partitions.add(partition)
+        if lags:
+            self.progress.lag(sum(lags.values()))
+        if lags or self._lag_partitions:
             self._lag_due = now + self.lag_interval_s
 
     # -- shutdown ------------------------------------------------------------------------------
