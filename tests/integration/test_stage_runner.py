@@ -36,7 +36,7 @@ from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.runner import Backoff, Publisher, StageRunner
 from openlfr.messages.codec import decode, encode
 from openlfr.messages.models import DeadLetter, Frame
-from openlfr.messages.topics import DEADLETTER, FRAMES, TopicSpec
+from openlfr.messages.topics import DEADLETTER, FACES, FRAMES, TopicSpec
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing
 from openlfr.service.http import make_health_app, run_http_in_thread
 from openlfr.testing.echo_stage import ECHO_OUT, EchoStage
@@ -488,10 +488,17 @@ class _PlainEcho(EchoStage):
     input_topic = PLAIN_IN
 
 
+class _FacesEcho(EchoStage):
+    """The echo stage in embed's place: its input is the faces topic (chips)."""
+
+    input_topic = FACES
+
+
 @pytest.mark.parametrize(
     ("stage_cls", "payload", "kept"),
     [
         pytest.param(EchoStage, "omitted", 0, id="frames-metadata-only"),
+        pytest.param(_FacesEcho, "omitted", 0, id="faces-metadata-only"),
         pytest.param(_PlainEcho, "truncated", 4096, id="plain-truncated"),
     ],
 )
