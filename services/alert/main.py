@@ -22,6 +22,8 @@ import logging
 import sys
 import time
 
+from pydantic import AnyHttpUrl
+
 from openlfr.api.settings import ApiSettings
 from openlfr.audit.service import ServiceAudit, open_service_audit
 from openlfr.audit.settings import AuditSettings
@@ -40,9 +42,17 @@ from openlfr.review.service import ReviewService
 from openlfr.review.settings import ReviewSettings
 from openlfr.review.store import RetentionWorker, ReviewStore
 from openlfr.service.main import HttpApi, run_stage_service
-from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings
+from openlfr.service.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger("openlfr.services.alert")
+
+
+class AlertReviewSettings(ReviewSettings):
+    """Review settings where the registry is required: every match is checked against it before it
+    can alert (``openlfr.pipeline.match_trust``), so the service does not start without its URL."""
+
+    #: The registry API's root (the match service's URL).
+    registry_url: AnyHttpUrl
 
 
 class ReviewedAlertStage(AlertStage):
@@ -62,10 +72,8 @@ class ReviewedAlertStage(AlertStage):
         self.api_settings = api_settings
         client = review_settings.registry_client()
         if client is None:
-            # Every match is checked against the registry before it can alert: no registry, no alerts.
-            logger.error("bad setting OPENLFR_REVIEW_REGISTRY_URL: required, the alert stage checks every match's "
-                         "deployment and subject against the registry (the match service's URL)")
-            raise SystemExit(EXIT_BAD_SETTINGS)
+            raise ValueError("ReviewedAlertStage: the alert stage checks every match against the registry: "
+                             "OPENLFR_REVIEW_REGISTRY_URL is required (AlertReviewSettings)")
         self.service_audit = audit
         self.audit = audit.log
         self.store = ReviewStore(
@@ -104,7 +112,7 @@ def build(settings: ServiceSettings) -> ReviewedAlertStage:
     audit = open_service_audit(api_settings.audit_log, settings, load_settings(AuditSettings))
     stage = ReviewedAlertStage(
         load_settings(AlertSettings),
-        review_settings=load_settings(ReviewSettings),
+        review_settings=load_settings(AlertReviewSettings),
         api_settings=api_settings,
         audit=audit,
         signing=load_settings(SigningSettings),
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the service until SIGTERM."""
     return run_stage_service(
         build, ServiceSettings, argv,
-        also_validate=(AlertSettings, ReviewSettings, ApiSettings, SigningSettings, AuditSettings), api=api,
+        also_validate=(AlertSettings, AlertReviewSettings, ApiSettings, SigningSettings, AuditSettings), api=api,
     )
 
 

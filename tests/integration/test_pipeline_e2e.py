@@ -222,6 +222,11 @@ def test_two_detect_replicas_share_partitions_and_process_each_frame_once(
         ("match", {"OPENLFR_API_TOKENS": "[]"}, "OPENLFR_API_TOKENS"),
         ("alert", {"OPENLFR_REVIEW_CROP_RETENTION_S": "0"}, "OPENLFR_REVIEW_CROP_RETENTION_S"),
         ("alert", {"OPENLFR_ALERT_COOLDOWN_S": "-1"}, "OPENLFR_ALERT_COOLDOWN_S"),
+        ("alert", {"OPENLFR_MATCH_SIGNING_KEY": "too-short", "OPENLFR_REVIEW_REGISTRY_URL": "http://127.0.0.1:9"},
+         "OPENLFR_MATCH_SIGNING_KEY"),
+        ("match", {"OPENLFR_MATCH_SIGNING_KEY": "CHANGE-ME-8"}, "OPENLFR_MATCH_SIGNING_KEY"),
+        ("alert", {"OPENLFR_MAX_CLOCK_SKEW_S": "0"}, "OPENLFR_MAX_CLOCK_SKEW_S"),
+        ("alert", {}, "OPENLFR_REVIEW_REGISTRY_URL"),  # the stack names it only when it starts alert
         ("ingest", {"OPENLFR_CAMERAS": "cam-1"}, "OPENLFR_CAMERAS"),
     ],
 )
