@@ -120,10 +120,11 @@ def build(settings: ServiceSettings) -> ReviewedAlertStage:
     )
     try:
         topic = settings.topic_name(ALERTS)
+        kafka = settings.kafka_connection()
         if settings.create_topics:
-            ensure_topics(settings.bootstrap, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms,
+            ensure_topics(kafka, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms,
                           timeout_s=settings.startup_timeout_s)
-        published = read_topic(settings.bootstrap, topic, Alert, timeout_s=settings.startup_timeout_s)
+        published = read_topic(kafka, topic, Alert, timeout_s=settings.startup_timeout_s)
         restored = stage.restore(published, now=time.time())
         backfilled = stage.review.on_alerts(published)
     except BaseException:

@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_logging(settings.log_level)
     stop = threading.Event()
+    kafka = settings.kafka_connection()
 
     def broker() -> tuple[bool, str]:
         try:
-            wait_for_broker(settings.bootstrap, 2.0)
+            wait_for_broker(kafka, 2.0)
             return True, "ok"
         except KafkaAdminError as exc:
             return False, str(exc)

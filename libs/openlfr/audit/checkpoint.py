@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from openlfr.audit import metrics
 from openlfr.audit.log import AuditLog, AuditRecord, Head
 from openlfr.kafka.replay import read_topic
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.codec import encode
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class AuditCheckpoint(BaseModel):
         return Head(count=self.count, hash=self.hash)
 
 
-def read_checkpoints(bootstrap: str, topic: str, log_id: str, *, timeout_s: float = 30.0) -> list[AuditCheckpoint]:
+def read_checkpoints(bootstrap: Bootstrap, topic: str, log_id: str, *, timeout_s: float = 30.0) -> list[AuditCheckpoint]:
     """Every checkpoint of ``log_id`` on ``topic``, in publication order.
 
     Raises:
@@ -79,7 +80,7 @@ class CheckpointPublisher:
         self,
         log: AuditLog,
         *,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         topic: str,
         log_id: str,
         every_records: int,
@@ -96,7 +97,7 @@ class CheckpointPublisher:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._writer = f"{socket.gethostname()}:{os.getpid()}"[:255]
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+        self._producer = Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True,
                                    "linger.ms": 0})
         self._cond = threading.Condition()
         self._latest: Head | None = log.head()

@@ -50,11 +50,12 @@ def open_service_audit(path: Path, settings: ServiceSettings, audit_settings: Au
         logger.error("bad setting %s", exc)
         raise SystemExit(EXIT_BAD_SETTINGS) from exc
     topic = settings.topic_name(AUDIT_CHECKPOINTS)
+    kafka = settings.kafka_connection()
     if settings.create_topics:
-        ensure_topics(settings.bootstrap, {topic: AUDIT_CHECKPOINTS.partitions},
+        ensure_topics(kafka, {topic: AUDIT_CHECKPOINTS.partitions},
                       retention_ms=audit_settings.checkpoint_retention_ms,
                       replication_factor=settings.replication_factor, timeout_s=settings.startup_timeout_s)
-    checkpoints = read_checkpoints(settings.bootstrap, topic, log_id, timeout_s=settings.startup_timeout_s)
+    checkpoints = read_checkpoints(kafka, topic, log_id, timeout_s=settings.startup_timeout_s)
     heads = [cp.head() for cp in checkpoints]
     log = AuditLog(path, key=audit_settings.key())
     published: Head | None = max(heads, key=lambda h: h.count) if heads else None
@@ -74,7 +75,7 @@ def open_service_audit(path: Path, settings: ServiceSettings, audit_settings: Au
         logger.info('audit log checked log_id="%s" path="%s" records="%d" checkpoints="%d" anchored_at="%s"',
                     log_id, path, head.count, len(heads), published.count if published else 0)
     publisher = CheckpointPublisher(
-        log, bootstrap=settings.bootstrap, topic=topic, log_id=log_id,
+        log, bootstrap=kafka, topic=topic, log_id=log_id,
         every_records=audit_settings.checkpoint_every_records, interval_s=audit_settings.checkpoint_interval_s,
         published=published, timeout_s=audit_settings.checkpoint_timeout_s,
     )

@@ -20,6 +20,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
 
+from openlfr.kafka.security import Bootstrap, client_config
+
 logger = logging.getLogger(__name__)
 
 #: Kafka's rule for topic names (``org.apache.kafka.common.internals.Topic``).
@@ -53,8 +55,8 @@ class _LibrdkafkaLog:
         logger.debug("librdkafka syslog_level=%d " + msg, level, *args)
 
 
-def _admin_client(bootstrap: str, **extra: Any) -> AdminClient:
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _LibrdkafkaLog()}
+def _admin_client(bootstrap: Bootstrap, **extra: Any) -> AdminClient:
+    config: dict[str, Any] = {**client_config(bootstrap), "logger": _LibrdkafkaLog()}
     config.update(extra)
     return AdminClient(config)
 
@@ -66,11 +68,12 @@ def _metadata(client: AdminClient, timeout_s: float) -> ClusterMetadata:
         client.poll(0)  # hands the queued librdkafka log lines to _LibrdkafkaLog
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 30.0) -> ClusterMetadata:
+def wait_for_broker(bootstrap: Bootstrap, timeout_s: float = 30.0) -> ClusterMetadata:
     """Wait until a broker at ``bootstrap`` answers a metadata request.
 
     Args:
-        bootstrap: ``host:port[,host:port...]`` of one or more brokers.
+        bootstrap: ``host:port[,host:port...]`` of one or more brokers, or a
+            :class:`~openlfr.kafka.security.KafkaConnection` (TLS, SASL).
         timeout_s: The longest this call takes.
 
     Returns:
@@ -176,7 +179,7 @@ def _ready_partitions(metadata: ClusterMetadata, topic: str) -> int | None:
 
 
 def ensure_topics(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topics: Mapping[str, int],
     *,
     retention_ms: int | None = None,
@@ -192,7 +195,8 @@ def ensure_topics(
     create the same topic both succeed.
 
     Args:
-        bootstrap: ``host:port[,host:port...]`` of one or more brokers.
+        bootstrap: ``host:port[,host:port...]`` of one or more brokers, or a
+            :class:`~openlfr.kafka.security.KafkaConnection`.
         topics: Partition count by topic name.
         retention_ms: ``retention.ms`` of the created topics (-1: keep for ever), with the
             ``segment.ms`` and ``segment.bytes`` that make it hold (:func:`retention_config`);

@@ -10,6 +10,9 @@ from collections.abc import Mapping, Sequence
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from openlfr.kafka.clients import LIBRDKAFKA_LOGGER
+from openlfr.kafka.security import Bootstrap, client_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,7 +50,7 @@ class BrokerProbe:
     probes do not flood the broker. A client of its own: a metadata request on the consumer's
     handle from the HTTP thread waits behind the consumer's own calls, for tens of seconds."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: Bootstrap, topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self._client: AdminClient | None = None
@@ -59,7 +62,7 @@ class BrokerProbe:
         if time.monotonic() - checked < cache_s:
             return ok, reason
         if self._client is None:
-            self._client = AdminClient({"bootstrap.servers": self.bootstrap})
+            self._client = AdminClient({**client_config(self.bootstrap), "logger": LIBRDKAFKA_LOGGER})
         try:
             metadata = self._client.list_topics(topic=self.topic, timeout=timeout_s)
             found = metadata.topics.get(self.topic)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from openlfr.kafka.clients import LIBRDKAFKA_LOGGER, PRODUCER_DEFAULTS, err_name
 from openlfr.kafka.metrics import PublisherMetrics, capture_ts_of, metrics_for
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.codec import encode, headers_for
 from openlfr.messages.topics import TopicSpec
 from openlfr.pipeline.stage import Outgoing
@@ -30,7 +31,7 @@ class Publisher:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         topic_names: Mapping[TopicSpec, str] | None = None,
         max_queued_messages: int = 1000,
         max_queued_kbytes: int = 65536,
@@ -42,7 +43,8 @@ class Publisher:
         """Make the producer.
 
         Args:
-            bootstrap: ``host:port[,host:port...]`` of the brokers.
+            bootstrap: ``host:port[,host:port...]`` of the brokers, or a
+                :class:`~openlfr.kafka.security.KafkaConnection` (TLS, SASL).
             topic_names: The actual name of a topic, by spec (``spec.name`` when absent).
             max_queued_messages: librdkafka's queue bound in messages.
             max_queued_kbytes: librdkafka's queue bound in KiB.
@@ -60,7 +62,7 @@ class Publisher:
         self._topic_names = dict(topic_names or {})
         self.metrics: PublisherMetrics = metrics_for(PublisherMetrics, registry)
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             **PRODUCER_DEFAULTS,
             "queue.buffering.max.messages": max_queued_messages,
             "queue.buffering.max.kbytes": max_queued_kbytes,

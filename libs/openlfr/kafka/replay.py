@@ -11,14 +11,20 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
 from openlfr.kafka.admin import BrokerUnavailableError
+from openlfr.kafka.clients import LIBRDKAFKA_LOGGER
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.codec import DecodeError, decode
 
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
+#: Replays read partitions they assign themselves and commit nothing; the group id is only a name
+#: (librdkafka wants one), unique per replay (``openlfr.kafka.acls`` grants the prefix).
+REPLAY_GROUP_PREFIX = "openlfr-replay-"
 
-def read_topic(bootstrap: str, topic: str, model: type[M], *, timeout_s: float = 60.0) -> list[M]:
+
+def read_topic(bootstrap: Bootstrap, topic: str, model: type[M], *, timeout_s: float = 60.0) -> list[M]:
     """Every valid ``model`` on ``topic`` up to the end it had when called (invalid ones are
     logged and skipped: they were dead-lettered when first published, if ever).
 
@@ -26,10 +32,11 @@ def read_topic(bootstrap: str, topic: str, model: type[M], *, timeout_s: float =
         BrokerUnavailableError: the topic's metadata or its end offsets cannot be had in time.
     """
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"openlfr-replay-{uuid.uuid4().hex[:12]}",
+        **client_config(bootstrap),
+        "group.id": f"{REPLAY_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        "logger": LIBRDKAFKA_LOGGER,
     })
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s)

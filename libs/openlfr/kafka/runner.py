@@ -61,6 +61,7 @@ from openlfr.kafka.offsets import Backoff, commit_targets, next_offsets
 from openlfr.kafka.probes import BrokerProbe, read_lag
 from openlfr.kafka.progress import Progress
 from openlfr.kafka.publisher import Publisher
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.codec import DecodeError, decode, encode, headers_for
 from openlfr.messages.models import DeadLetter
 from openlfr.messages.topics import DEADLETTER, TopicSpec
@@ -94,7 +95,7 @@ class StageRunner:
         self,
         stage: Stage,
         *,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         group_id: str,
         topic_names: Mapping[TopicSpec, str] | None = None,
         batch_size: int = 16,
@@ -115,7 +116,8 @@ class StageRunner:
 
         Args:
             stage: The stage to run.
-            bootstrap: ``host:port[,host:port...]`` of the brokers.
+            bootstrap: ``host:port[,host:port...]`` of the brokers, or a
+                :class:`~openlfr.kafka.security.KafkaConnection` (TLS, SASL).
             group_id: The consumer group.
             topic_names: The actual name of a topic, by spec (``spec.name`` when absent).
             batch_size: Most messages per batch (1..1024).
@@ -179,7 +181,7 @@ class StageRunner:
         )
 
         self._consumer_config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -190,7 +192,7 @@ class StageRunner:
         }
         self._consumer_config.update(consumer_config or {})
         self._producer_config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             **PRODUCER_DEFAULTS,
             "delivery.timeout.ms": int(flush_timeout_s * 1000),
             "message.max.bytes": max_message_bytes,

@@ -19,6 +19,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from openlfr.kafka.admin import ensure_topics
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.codec import DecodeError, decode
 from openlfr.messages.models import Alert
 from openlfr.messages.topics import ALERTS
@@ -26,11 +27,11 @@ from openlfr.pipeline.ingest_service import IngestServiceSettings, run_ingest
 from openlfr.service.settings import load_settings
 
 
-def _alerts_consumer(bootstrap: str, topic: str) -> Consumer:
+def _alerts_consumer(bootstrap: Bootstrap, topic: str) -> Consumer:
     """A consumer placed at the alerts topic's current end, so only new alerts are read."""
     ensure_topics(bootstrap, {topic: ALERTS.partitions}, retention_ms=ALERTS.retention_ms)
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": f"openlfr-run-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
     })
@@ -55,7 +56,7 @@ def drive_kafka(args: argparse.Namespace) -> int:
         sample_fps=args.sample_fps, file_mode="realtime" if args.realtime else "batch",
     )
     topic = settings.topic_name(ALERTS)
-    consumer = _alerts_consumer(settings.bootstrap, topic)
+    consumer = _alerts_consumer(settings.kafka_connection(), topic)
     stop = threading.Event()
     published = [0]
     counters: dict = {}

@@ -73,11 +73,12 @@ def run_ingest(
     """Publish every camera's sampled frames until ``stop`` is set or every source has ended."""
     registry = REGISTRY if registry is None else registry
     topic = settings.topic_name(FRAMES)
+    kafka = settings.kafka_connection()
     if settings.create_topics:
-        ensure_topics(settings.bootstrap, {topic: FRAMES.partitions}, retention_ms=FRAMES.retention_ms,
+        ensure_topics(kafka, {topic: FRAMES.partitions}, retention_ms=FRAMES.retention_ms,
                       timeout_s=settings.startup_timeout_s)
     publisher = Publisher(
-        bootstrap=settings.bootstrap, topic_names={FRAMES: topic}, registry=registry,
+        bootstrap=kafka, topic_names={FRAMES: topic}, registry=registry,
         delivery_timeout_s=settings.flush_timeout_s,
     )
     metrics = IngestMetrics(registry=registry)

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings
 
 from openlfr.kafka.admin import KafkaAdminError, ensure_topics, wait_for_broker
 from openlfr.kafka.runner import Backoff, StageRunner
+from openlfr.kafka.security import KafkaSecurityError
 from openlfr.messages.topics import DEADLETTER, TopicSpec
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import Stage
@@ -91,7 +92,7 @@ def ensure_stage_topics(settings: ServiceSettings, specs: Iterable[TopicSpec]) -
     created: list[str] = []
     for retention_ms, topics in sorted(by_retention.items()):
         created += ensure_topics(
-            settings.bootstrap,
+            settings.kafka_connection(),
             topics,
             retention_ms=retention_ms,
             replication_factor=settings.replication_factor,
@@ -149,16 +150,17 @@ def run_stage_service(
         logger.error('service could not build its stage error="%s"', exc)
         return 1
     try:
+        kafka = settings.kafka_connection()
         specs = stage_topics(stage)
         if settings.create_topics:
             created = ensure_stage_topics(settings, specs)
             if created:
                 logger.info('stage="%s" created topics="%s"', stage.name, ",".join(created))
         else:
-            wait_for_broker(settings.bootstrap, settings.startup_timeout_s)
+            wait_for_broker(kafka, settings.startup_timeout_s)
         runner = StageRunner(
             stage,
-            bootstrap=settings.bootstrap,
+            bootstrap=kafka,
             group_id=settings.consumer_group(stage.name),
             topic_names=settings.topic_names(specs),
             batch_size=settings.batch_size,
@@ -189,7 +191,7 @@ def run_stage_service(
             settings.http_host,
             settings.http_port,
         )
-    except (KafkaAdminError, OSError) as exc:
+    except (KafkaAdminError, KafkaSecurityError, OSError) as exc:
         logger.error('stage="%s" could not start error="%s"', stage.name, exc)
         stage.close()
         return 1

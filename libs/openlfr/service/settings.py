@@ -10,13 +10,23 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.kafka.clients import DEFAULT_MAX_MESSAGE_BYTES
 from openlfr.kafka.deadletter import DEFAULT_DEADLETTER_PAYLOAD_BYTES, payload_budget
+from openlfr.kafka.security import (
+    USERNAME,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+    check_pem_certificates,
+    check_readable,
+    read_password_file,
+)
 from openlfr.messages.topics import ALL_TOPICS, TopicSpec
 
 ENV_PREFIX = "OPENLFR_"
@@ -30,17 +40,130 @@ _HOST_PORT = re.compile(r"^[^\s,:]+:\d{1,5}$")
 S = TypeVar("S", bound="ServiceSettings")
 
 
-class ServiceSettings(BaseSettings):
-    """Kafka, HTTP, batching and logging settings of a service.
+class KafkaClientSettings(BaseSettings):
+    """Where the Kafka brokers are and how a client authenticates to them (every service, and
+    the command-line tools that read topics).
 
-    Every field can be set as ``OPENLFR_<NAME>`` (``OPENLFR_BOOTSTRAP=kafka:9092``);
-    ``OPENLFR_TOPICS`` is JSON (``{"openlfr.frames.v1": "site-a.frames"}``).
+    ``OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` needs ``OPENLFR_KAFKA_USERNAME`` and
+    ``OPENLFR_KAFKA_PASSWORD`` or ``OPENLFR_KAFKA_PASSWORD_FILE`` (its first line; a mounted
+    secret), and usually ``OPENLFR_KAFKA_CA_FILE`` (the PEM of the CA that signed the brokers'
+    certificates). Credentials given to a ``PLAINTEXT`` connection are refused rather than
+    ignored: a site that set them meant to be protected.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     #: ``host:port[,host:port...]`` of the Kafka brokers; no default, a service must be told.
     bootstrap: str
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    #: The SCRAM user (one per service; see ``openlfr.kafka.acls``).
+    kafka_username: str | None = Field(default=None, validate_default=True)
+    kafka_password: SecretStr | None = Field(default=None, validate_default=True)
+    #: A file whose first line is the password (read at start; wins over nothing, never both).
+    kafka_password_file: Path | None = Field(default=None, validate_default=True)
+    #: PEM of the CA(s) that signed the brokers' certificates; the system's CAs if not given.
+    kafka_ca_file: Path | None = Field(default=None, validate_default=True)
+    #: Client certificate and key (PEM), for brokers that ask for one.
+    kafka_cert_file: Path | None = Field(default=None, validate_default=True)
+    kafka_key_file: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",")]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not value.strip() or bad:
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator("kafka_username")
+    @classmethod
+    def _kafka_username(cls, value: str | None, info: ValidationInfo) -> str | None:
+        protocol = info.data.get("kafka_security_protocol")  # absent when it failed its own check
+        if protocol == "SASL_SSL" and not value:
+            raise ValueError("required with OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL")
+        if protocol not in (None, "SASL_SSL") and value is not None:
+            raise ValueError(f"used only with OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL, not {protocol}")
+        if value is not None and not USERNAME.fullmatch(value):
+            raise ValueError("may only hold 1 to 128 of a-z A-Z 0-9 . _ @ -")
+        return value
+
+    @field_validator("kafka_password")
+    @classmethod
+    def _kafka_password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if value is not None and protocol not in (None, "SASL_SSL"):
+            raise ValueError(f"used only with OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL, not {protocol}")
+        if value is not None and not value.get_secret_value():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("kafka_password_file")
+    @classmethod
+    def _kafka_password_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        protocol = info.data.get("kafka_security_protocol")
+        if value is not None:
+            if protocol not in (None, "SASL_SSL"):
+                raise ValueError(f"used only with OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL, not {protocol}")
+            if info.data.get("kafka_password") is not None:
+                raise ValueError("give OPENLFR_KAFKA_PASSWORD or OPENLFR_KAFKA_PASSWORD_FILE, not both")
+            read_password_file(value)  # KafkaSecurityError (a ValueError) naming the file
+        elif protocol == "SASL_SSL" and "kafka_password" in info.data and info.data["kafka_password"] is None:
+            raise ValueError(
+                "OPENLFR_KAFKA_PASSWORD or OPENLFR_KAFKA_PASSWORD_FILE is required with "
+                "OPENLFR_KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+            )
+        return value
+
+    @field_validator("kafka_ca_file", "kafka_cert_file")
+    @classmethod
+    def _kafka_certificates(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            _needs_tls(info)
+            check_pem_certificates(value)
+        return value
+
+    @field_validator("kafka_key_file")
+    @classmethod
+    def _kafka_key_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None:
+            _needs_tls(info)
+            check_readable(value)
+        if "kafka_cert_file" in info.data and (info.data["kafka_cert_file"] is None) != (value is None):
+            raise ValueError("OPENLFR_KAFKA_CERT_FILE and OPENLFR_KAFKA_KEY_FILE go together: give both or neither")
+        return value
+
+    def kafka_connection(self) -> KafkaConnection:
+        """The brokers and credentials for the clients (a password file is read now)."""
+        password = self.kafka_password
+        if self.kafka_password_file is not None:
+            password = read_password_file(self.kafka_password_file)
+        return KafkaConnection(
+            bootstrap=self.bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_username,
+            password=password,
+            ca_file=self.kafka_ca_file,
+            cert_file=self.kafka_cert_file,
+            key_file=self.kafka_key_file,
+        )
+
+
+def _needs_tls(info: ValidationInfo) -> None:
+    protocol = info.data.get("kafka_security_protocol")
+    if protocol == "PLAINTEXT":
+        raise ValueError("needs OPENLFR_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL, not PLAINTEXT")
+
+
+class ServiceSettings(KafkaClientSettings):
+    """Kafka, HTTP, batching and logging settings of a service.
+
+    Every field can be set as ``OPENLFR_<NAME>`` (``OPENLFR_BOOTSTRAP=kafka:9092``);
+    ``OPENLFR_TOPICS`` is JSON (``{"openlfr.frames.v1": "site-a.frames"}``).
+    """
+
     #: The consumer group; ``openlfr-<stage>`` if not given.
     group_id: str | None = None
     batch_size: int = Field(default=16, ge=1, le=1024)
@@ -79,15 +202,6 @@ class ServiceSettings(BaseSettings):
     #: event time. Above NTP drift and below a day; raise it for files fed faster than real time.
     max_clock_skew_s: float = Field(default=300.0, gt=0, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-    @field_validator("bootstrap")
-    @classmethod
-    def _bootstrap(cls, value: str) -> str:
-        servers = [s.strip() for s in value.split(",")]
-        bad = [s for s in servers if not _HOST_PORT.match(s)]
-        if not value.strip() or bad:
-            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
-        return ",".join(servers)
 
     @field_validator("group_id")
     @classmethod
