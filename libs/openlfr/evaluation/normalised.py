@@ -32,6 +32,9 @@ from openlfr.cohort.norm import normalise_arrays
 from openlfr.cohort.policy import operating_point
 from openlfr.evaluation import identification as ident
 from openlfr.evaluation.dataset import Dataset
+from openlfr.evaluation.run_common import point_json, rate_key
+from openlfr.evaluation.run_groups import group_figures
+from openlfr.evaluation.run_pairs import pair_scores, verification_figures
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ def normalised_figures(
     watchlist_size: int,
 ) -> dict[str, Any]:
     """The ``normalised`` section of ``metrics.json`` (see the module docstring)."""
-    from openlfr.evaluation.run import _groups, _pair_scores, _point_json, _verification, rate_key
-
     norm = cohort.norm()
     embeddings = np.stack([s.embedding for s in samples]).astype(np.float32)
     mu, sd = norm.stats_arrays(embeddings)
@@ -66,8 +67,8 @@ def normalised_figures(
         "score": "z = ((s - mu_ref) / sd_ref + (s - mu_probe) / sd_probe) / 2, statistics of each face's top-k "
                  "scores against the cohort's stats half",
     }
-    pairs = _pair_scores(samples, codes, seed=config.seed, stats=(mu, sd))
-    verification, summary = _verification(pairs, config)
+    pairs = pair_scores(samples, codes, seed=config.seed, stats=(mu, sd))
+    verification, summary = verification_figures(pairs, config)
     out["verification"] = verification
     result = None
     probes: list[Any] = []
@@ -88,7 +89,7 @@ def normalised_figures(
             "n_mated": result.n_mated,
             "n_nonmated": result.n_nonmated,
             "rank1": result.rank1,
-            "fnir_at_fpir": {rate_key(t): _point_json(result.fnir_at_fpir(t)) for t in config.fpir_targets},
+            "fnir_at_fpir": {rate_key(t): point_json(result.fnir_at_fpir(t)) for t in config.fpir_targets},
         }
     point = operating_point(cohort.calibration, watchlist_size=int(watchlist_size), target_fpir=config.target_fpir)
     operating: dict[str, Any] = {
@@ -108,8 +109,8 @@ def normalised_figures(
     out["operating_point"] = operating
     group_config = dataclasses.replace(config, group_threshold=None)
     open_set_for_groups = (result, probes, point.threshold) if result is not None else None
-    out["groups"] = _groups(dataset, by_identity, pairs, identity_names, summary, open_set_for_groups,
-                            group_config, {})
+    out["groups"] = group_figures(dataset, by_identity, pairs, identity_names, summary, open_set_for_groups,
+                                  group_config, {})
     logger.info('normalised figures cohort="%s" threshold="%.4f" expected_fpir="%.3g" measured_fpir="%s"',
                 cohort.short_id, point.threshold, point.expected_fpir, operating.get("measured_fpir"))
     return out

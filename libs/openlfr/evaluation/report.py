@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openlfr.evaluation.plots import data_uri
-from openlfr.evaluation.run import rate_key
+from openlfr.evaluation.run_common import rate_key
 
 logger = logging.getLogger(__name__)
 
