@@ -14,11 +14,15 @@ Operator, a test's admin client): no service is granted ``CREATE``, so services 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from openlfr.kafka.admin import KafkaAdminError
+from openlfr.kafka.clients import LIBRDKAFKA_LOGGER
 from openlfr.kafka.replay import REPLAY_GROUP_PREFIX
+from openlfr.kafka.security import Bootstrap, client_config
 from openlfr.messages.topics import (
     ALERTS,
     AUDIT_CHECKPOINTS,
@@ -29,6 +33,8 @@ from openlfr.messages.topics import (
     MATCHES,
     TopicSpec,
 )
+
+logger = logging.getLogger(__name__)
 
 Operation = Literal["READ", "WRITE", "DESCRIBE"]
 ResourceType = Literal["TOPIC", "GROUP"]
@@ -180,3 +186,27 @@ def strimzi_acls(service: str, *, topic_name: Callable[[TopicSpec], str] = lambd
         {"resource": {"type": kind, "name": name, "patternType": pattern}, "operations": sorted(ops), "host": "*"}
         for (kind, name, pattern), ops in sorted(by_resource.items())
     ]
+
+
+def apply(admin: Bootstrap, rules: Iterable[Grant], *, timeout_s: float = 30.0) -> int:
+    """Create ``rules`` on the broker as ``admin`` (a super user); creating an existing rule is
+    a no-op. The number of rules sent.
+
+    Raises:
+        KafkaAdminError: the broker refused one (not authorised, no authorizer) or did not answer.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    bindings = [rule.binding() for rule in rules]
+    if not bindings:
+        return 0
+    client = AdminClient({**client_config(admin), "logger": LIBRDKAFKA_LOGGER})
+    futures = client.create_acls(bindings, request_timeout=timeout_s)
+    for binding, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except (KafkaException, TimeoutError) as exc:
+            raise KafkaAdminError(f"creating ACL {binding} at {admin} failed: {exc}") from exc
+    logger.info('applied acls count="%d" broker="%s"', len(bindings), admin)
+    return len(bindings)

@@ -33,6 +33,9 @@ from types import FrameType, TracebackType
 
 from openlfr import paths
 from openlfr.kafka.admin import BrokerUnavailableError, wait_for_broker
+from openlfr.kafka.acls import ADMIN_USER, BROKER_USER
+from openlfr.kafka.credentials import BrokerCredentials, broker_security_properties
+from openlfr.kafka.security import Bootstrap, KafkaConnection
 from openlfr.subprocesses import ChildProcess, free_port
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ class KafkaBroker(ChildProcess):
         jvm_args: Sequence[str] = (),
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
+        credentials: BrokerCredentials | None = None,
     ) -> None:
         """Describe the broker; nothing starts until :meth:`start`.
 
@@ -120,6 +124,10 @@ class KafkaBroker(ChildProcess):
             jvm_args: Further JVM options, placed before the main class.
             startup_timeout_s: How long :meth:`start` waits for the broker to answer.
             stop_timeout_s: How long :meth:`stop` waits after SIGTERM before it kills.
+            credentials: Serve clients on SASL_SSL only (SCRAM-SHA-512 users of the ACL table made
+                at format time, the broker's certificate from these credentials), the controller
+                on mutual TLS, with ``StandardAuthorizer``: nothing is allowed that no ACL grants
+                (``openlfr.kafka.acls``), except to ``openlfr-admin`` (:meth:`connect_as`).
         """
         if num_partitions < 1:
             raise ValueError(f"num_partitions={num_partitions}, expected >= 1")
@@ -140,6 +148,7 @@ class KafkaBroker(ChildProcess):
         self.jvm_args = tuple(jvm_args)
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.credentials = credentials
         self._requested_ports = (port, controller_port)
         self._ports: tuple[int, int] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -165,6 +174,18 @@ class KafkaBroker(ChildProcess):
     def bootstrap(self) -> str:
         """``host:port`` for ``bootstrap.servers``."""
         return f"{self.host}:{self.port}"
+
+    def connect_as(self, user: str) -> KafkaConnection:
+        """A SASL_SSL connection as ``user`` (a broker started with ``credentials``)."""
+        if self.credentials is None:
+            raise KafkaBrokerError("the broker was started without credentials: it has no users")
+        return self.credentials.connection(self.bootstrap, user)
+
+    @property
+    def admin(self) -> Bootstrap:
+        """How the project's clients reach the broker with every right: ``bootstrap``, or a
+        connection as ``openlfr-admin`` when the broker has credentials."""
+        return self.bootstrap if self.credentials is None else self.connect_as(ADMIN_USER)
 
     @property
     def data_dir(self) -> Path:
@@ -220,6 +241,15 @@ class KafkaBroker(ChildProcess):
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if self.credentials is not None:
+            settings.update(broker_security_properties(
+                client_listener=f"{self.host}:{self.port}",
+                advertised=f"{self.host}:{self.port}",
+                controller_listener=f"{self.host}:{self.controller_port}",
+                keystore=str(self.credentials.keystore),
+                truststore=str(self.credentials.ca_file),
+                broker_password=self.credentials.password(BROKER_USER).get_secret_value(),
+            ))
         settings.update(self.extra_properties)
         return settings
 
@@ -279,6 +309,7 @@ class KafkaBroker(ChildProcess):
             "format",
             f"--cluster-id={_cluster_id()}",
             f"--config={self.config_file}",
+            *(self.credentials.scram_format_args() if self.credentials is not None else ()),
         ]
         try:
             result = subprocess.run(
@@ -375,7 +406,7 @@ class KafkaBroker(ChildProcess):
             # The port first: until it is open, librdkafka would only log refused connections.
             if self._port_open():
                 try:
-                    wait_for_broker(self.bootstrap, timeout_s=min(1.0, remaining))
+                    wait_for_broker(self.admin, timeout_s=min(1.0, remaining))
                     return
                 except BrokerUnavailableError as exc:
                     last_error = str(exc)

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from openlfr.kafka.acls import ADMIN_USER, username
+from openlfr.kafka.credentials import BrokerCredentials
 from openlfr.kafka.replay import read_topic
+from openlfr.kafka.security import Bootstrap
 from openlfr.messages.models import Alert
 from openlfr.subprocesses import free_port
 
@@ -130,6 +133,9 @@ class ServiceStack:
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+    #: A broker with SASL_SSL and ACLs: each service connects as its own user (``openlfr-NAME``)
+    #: and creates no topic (the test creates them as ``openlfr-admin``).
+    kafka_credentials: BrokerCredentials | None = None
 
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -156,6 +162,26 @@ class ServiceStack:
         } | self.env
 
     @property
+    def kafka_admin(self) -> Bootstrap:
+        """How the test reaches the broker with every right (the bootstrap, or ``openlfr-admin``)."""
+        if self.kafka_credentials is None:
+            return self.bootstrap
+        return self.kafka_credentials.connection(self.bootstrap, ADMIN_USER)
+
+    def kafka_env(self, name: str) -> dict[str, str]:
+        """The Kafka credentials of service ``name`` (none without ``kafka_credentials``)."""
+        if self.kafka_credentials is None:
+            return {}
+        user = username(name)
+        return {
+            "OPENLFR_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "OPENLFR_KAFKA_USERNAME": user,
+            "OPENLFR_KAFKA_PASSWORD_FILE": str(self.kafka_credentials.password_file(user)),
+            "OPENLFR_KAFKA_CA_FILE": str(self.kafka_credentials.ca_file),
+            "OPENLFR_CREATE_TOPICS": "false",
+        }
+
+    @property
     def audit_log(self) -> Path:
         return self.work / "audit.jsonl"
 
@@ -172,7 +198,7 @@ class ServiceStack:
         """
         port = free_port()
         log = self.work / f"{name}-{port}.log"
-        extra = dict(env)
+        extra = {**self.kafka_env(name), **env}
         if name == "alert":
             # The alert stage checks every match against the registry (the match service). A stack
             # without one gets an address where nothing answers: a match would wait, unchecked.
@@ -278,7 +304,7 @@ class ServiceStack:
 
     def alerts(self) -> list[Alert]:
         """Every alert on the stack's alerts topic."""
-        return read_topic(self.bootstrap, self.prefix + "openlfr.alerts.v1", Alert)
+        return read_topic(self.kafka_admin, self.prefix + "openlfr.alerts.v1", Alert)
 
     def stop_all(self, timeout_s: float = 30) -> dict[str, int | None]:
         """SIGTERM every service that runs; their exit codes (None: killed after ``timeout_s``)."""
