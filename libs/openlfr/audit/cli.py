@@ -7,6 +7,7 @@ rewritten, or no checkpoint to check against), 2 bad arguments, 3 the broker cou
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -41,8 +42,8 @@ def add_audit_parser(sub: Any) -> None:
                         help="a head recorded elsewhere (printed by an earlier verify); repeatable")
     verify.add_argument("--against-topic", action="store_true",
                         help="check every checkpoint of this log on the checkpoint topic")
-    verify.add_argument("--bootstrap", default=os.environ.get("OPENLFR_BOOTSTRAP"),
-                        help="the brokers (default: OPENLFR_BOOTSTRAP)")
+    verify.add_argument("--bootstrap", help="the brokers (default: OPENLFR_BOOTSTRAP; TLS and SASL from "
+                        "OPENLFR_KAFKA_*, as the services)")
     verify.add_argument("--topic", help="the checkpoint topic (default: OPENLFR_TOPIC_PREFIX + "
                         "openlfr.audit-checkpoints.v1)")
     verify.add_argument("--log-id", default=os.environ.get("OPENLFR_AUDIT_LOG_ID"),
@@ -99,10 +100,17 @@ def _checkpoints(args: argparse.Namespace) -> list[Any] | int:
     from openlfr.kafka.admin import KafkaAdminError
     from openlfr.messages.topics import AUDIT_CHECKPOINTS
 
-    if not args.bootstrap:
-        print("openlfr: --against-topic needs --bootstrap or OPENLFR_BOOTSTRAP", file=sys.stderr)
-        return 2
     import re
+
+    from confluent_kafka import KafkaException
+
+    from openlfr.service.settings import KafkaClientSettings
+
+    if not getattr(args, "verbose", False):  # librdkafka's retries of a down broker, once a millisecond
+        logging.getLogger("openlfr.kafka.librdkafka").setLevel(logging.CRITICAL)
+
+    # Brokers and credentials as the services take them (a ValidationError names the setting: exit 2).
+    kafka = KafkaClientSettings(**({"bootstrap": args.bootstrap} if args.bootstrap else {})).kafka_connection()
 
     log_id = args.log_id or Path(args.path).stem
     if not re.fullmatch(LOG_ID_PATTERN, log_id):
@@ -110,9 +118,9 @@ def _checkpoints(args: argparse.Namespace) -> list[Any] | int:
         return 2
     topic = args.topic or os.environ.get("OPENLFR_TOPIC_PREFIX", "") + AUDIT_CHECKPOINTS.name
     try:
-        checkpoints = read_checkpoints(args.bootstrap, topic, log_id, timeout_s=args.timeout_s)
-    except KafkaAdminError as exc:
-        print(f"audit log {args.path}: cannot read the checkpoints on {topic} at {args.bootstrap}: {exc}")
+        checkpoints = read_checkpoints(kafka, topic, log_id, timeout_s=args.timeout_s)
+    except (KafkaAdminError, KafkaException) as exc:
+        print(f"audit log {args.path}: cannot read the checkpoints on {topic} at {kafka}: {exc}")
         return EXIT_UNREACHABLE
     if not checkpoints:
         print(f"audit log {args.path}: NOT VERIFIED: no checkpoint of log id {log_id!r} on {topic}: nothing "
