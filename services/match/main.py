@@ -92,6 +92,13 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
     except CohortError as exc:
         logger.error('bad setting: %s', exc)  # the message names OPENLFR_REGISTRY_COHORT
         raise SystemExit(EXIT_BAD_SETTINGS) from exc
+    manifest = settings.embedder_manifest()
+    if registry_settings.near_duplicate_score is None and manifest.near_duplicate_score is None:
+        logger.error('bad setting: OPENLFR_REGISTRY_NEAR_DUPLICATE_SCORE: required with the embedder %s, whose '
+                     'manifest names no near_duplicate_score (measure it: benchmarks/near_duplicates.py)', embedder)
+        raise SystemExit(EXIT_BAD_SETTINGS)
+    if registry_settings.near_duplicate_score is None:
+        registry_settings = registry_settings.model_copy(update={"near_duplicate_score": manifest.near_duplicate_score})
     logger.info(
         'cohort loaded cohort="%s" path="%s" people="%s" faces="%d"',
         cohort.short_id, registry_settings.cohort, cohort.meta.get("people"), cohort.vectors.shape[0],

@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.api.auth import Access, ApiToken, Authenticator
+from openlfr.api.limits import DecodeSlots
 from openlfr.api.unauthenticated import UnauthenticatedAudit
 from openlfr.audit.log import AuditLog
 
@@ -26,6 +27,10 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=128 * 1024 * 1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000, le=200_000_000)
+    #: Uploaded images decoded and analysed at once (each up to ``max_image_pixels`` x 3 bytes
+    #: decoded); more wait up to ``decode_wait_s``, then get 503 with Retry-After.
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
+    decode_wait_s: float = Field(default=10.0, ge=0, le=300)
     #: 401s audited per source address per window; the rest are counted in one summary record.
     audit_401_per_source: int = Field(default=10, ge=0, le=10_000)
     #: 401s audited per window, all sources together (bounds the log's growth under a flood).
@@ -37,6 +42,10 @@ class ApiSettings(BaseSettings):
     def _distinct(cls, value: list[ApiToken]) -> list[ApiToken]:
         Authenticator(value)  # raises on repeated names or tokens
         return value
+
+    def decode_slots(self) -> DecodeSlots:
+        """The bound on concurrent image decoding these settings give."""
+        return DecodeSlots(self.max_concurrent_decodes, wait_s=self.decode_wait_s)
 
     def authenticator(self) -> Authenticator:
         """The token table."""

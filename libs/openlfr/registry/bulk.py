@@ -47,6 +47,7 @@ BULK_REASONS = (
     "subject_refused",  # the registry refused to create the subject
     "subject_on_other_watchlist",  # the subject id exists on another watchlist
     "duplicate",  # the same image is already a reference
+    "near_duplicate",  # a copy of a photo already enrolled on another subject
     "too_many_images",  # the subject has the most images allowed
     "refused",  # any other refusal by the registry (413, 422...)
     "unreachable",  # the registry did not answer

@@ -37,6 +37,7 @@ from pydantic import JsonValue
 from openlfr.audit.log import Action, AuditLog
 from openlfr.cohort.cohort import Cohort
 from openlfr.cohort.norm import NormStats
+from openlfr.models.manifest import builtin_manifest
 from openlfr.pipeline.deployments import ActiveDeployment
 from openlfr.registry.db import RegistryDb
 from openlfr.registry.exceptions import Invalid, NotFound
@@ -144,6 +145,16 @@ class RegistryCore:
         if not model_version:
             raise ValueError("Registry.model_version: must not be empty")
         cohort.check_model(model_version, setting=COHORT_SETTING)
+        builtin = builtin_manifest(model_version)
+        near = settings.near_duplicate_score or (builtin.near_duplicate_score if builtin is not None else None)
+        if near is None:
+            raise ValueError(
+                f"OPENLFR_REGISTRY_NEAR_DUPLICATE_SCORE: required with the embedder {model_version} (no built-in "
+                "value): the store score above which a new reference is a copy of another subject's photo; "
+                "measure it with benchmarks/near_duplicates.py --embedder MANIFEST"
+            )
+        #: The store score above which a new reference is refused as a copy of another subject's.
+        self.near_duplicate_score = near
         self.db = db
         self.store = store
         self.analyzer = analyzer

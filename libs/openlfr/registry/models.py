@@ -12,15 +12,29 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from openlfr.cohort.policy import DEFAULT_TARGET_FPIR, PASSERS_BY
+from openlfr.api.text import free_text, one_line
 from openlfr.messages.models import Id
 
 #: Ids of what the registry keeps (watchlists, subjects, deployments): the message contracts'
-#: ``Id`` without ``/``, so that every id is also one URL path segment.
-SLUG_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+#: ``Id`` without ``/``, so that every id is also one URL path segment, and starting with a
+#: letter or digit (no ``.``, ``..`` or ``:`` that a path or a log would read as something else).
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 Slug = Annotated[str, Field(min_length=1, max_length=128, pattern=SLUG_PATTERN)]
+#: Camera ids a deployment names: the message contracts' ``Id``, starting with a letter or digit.
+CAMERA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+CameraId = Annotated[str, Field(min_length=1, max_length=128, pattern=CAMERA_PATTERN)]
 
 #: Why a person may be on a watchlist; nothing else is accepted.
 Category = Literal["wanted", "suspect", "missing_person", "vulnerable_person", "risk_to_self_or_others"]
@@ -35,14 +49,23 @@ ThresholdMode = Literal["per_subject", "global"]
 #: A rate in (0, 1): false alerts per stranger passing a camera.
 Rate = Annotated[float, Field(gt=0, lt=1)]
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
-Justification = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-LegalBasis = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+#: Texts: bounded, stripped, no control characters (one line, or free text with line breaks).
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line)
+]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(free_text)]
+Justification = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000), AfterValidator(free_text)
+]
+LegalBasis = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(free_text)
+]
 #: A model version as ``openlfr evaluate`` and the services name it (``dlib_resnet@<hash>``).
 ModelVersion = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
 #: Where an enrolment image came from (custody record, case file, ...): required provenance.
-Provenance = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Provenance = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(one_line)
+]
 
 #: Most cameras and watchlists one deployment may name.
 MAX_CAMERAS = 256
@@ -55,7 +78,7 @@ def to_datetime(ts: float) -> datetime:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Patch(_Request):
@@ -225,7 +248,7 @@ class DeploymentCreate(_Request):
     id: Slug | None = Field(default=None, description="assigned when left out")
     purpose: Justification
     authorised_by: Name = Field(description="the person who authorised the deployment")
-    camera_ids: list[Id] = Field(min_length=1, max_length=MAX_CAMERAS)
+    camera_ids: list[CameraId] = Field(min_length=1, max_length=MAX_CAMERAS)
     start_at: AwareDatetime
     end_at: AwareDatetime
     watchlist_ids: list[Slug] = Field(min_length=1, max_length=MAX_WATCHLISTS)
@@ -298,7 +321,7 @@ class DeploymentUpdate(_Patch):
 
     purpose: Justification | None = None
     end_at: AwareDatetime | None = None
-    camera_ids: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_CAMERAS)
+    camera_ids: list[CameraId] | None = Field(default=None, min_length=1, max_length=MAX_CAMERAS)
     threshold: float | None = Field(
         default=None, ge=0, le=1, description="per_subject: the floor; global: the one threshold"
     )

@@ -119,6 +119,7 @@ class ReferencesMixin(RegistryCore):
         # The kept chip is dlib's 150x150 (padding 0.25) whatever the embedder: it holds the whole
         # face for reviewers and for re-embedding into any model (``_sync_subject_vectors``).
         chip = face_chips(image, located.landmarks[:1], size=QUALITY_CHIP_SIZE, padding=CHIP_PADDING)[0]
+        self._check_not_near_duplicate(subject_id, chip)
         chip_jpeg, chip_png = self._encode_chip(chip)
         q = located.quality.row(0)
         now = self._clock()
@@ -239,6 +240,22 @@ class ReferencesMixin(RegistryCore):
         return report
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _check_not_near_duplicate(self, subject_id: str, chip: np.ndarray) -> None:
+        """Refuse a photo whose reference would land within ``near_duplicate_score`` of another
+        subject's: a copy of a photo already enrolled (re-encoded, scaled, cropped, brightened)
+        shows that subject, not a second person (benchmarks/near_duplicates.py)."""
+        vector = self._chip_vectors([chip])[0]
+        if vector is None:
+            return  # the enrolment itself refuses it (no face in the chip)
+        for hit in self.store.search(vector, limit=2):
+            if hit.subject_id != subject_id and hit.score >= self.near_duplicate_score:
+                raise Conflict(
+                    f"this face is a near-duplicate of a reference of subject {hit.subject_id!r} (score "
+                    f"{hit.score:.3f} >= OPENLFR_REGISTRY_NEAR_DUPLICATE_SCORE {self.near_duplicate_score:g}): "
+                    "a copy of a photo already enrolled shows that subject; if it is the same person, enrol it there",
+                    reason="near_duplicate",
+                )
 
     def _check_new_image(self, one: Callable[[str, tuple[Any, ...]], Any], subject_id: str, image_id: str) -> None:
         holder = one("SELECT subject_id FROM reference_images WHERE id = ? ORDER BY subject_id = ? DESC LIMIT 1",

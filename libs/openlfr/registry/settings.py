@@ -43,6 +43,10 @@ class RegistrySettings(BaseSettings):
     max_deployment_days: float = Field(default=31.0, gt=0, le=366)
     #: A subject's expiry must lie within this many days of the time it is set.
     max_expiry_days: int = Field(default=365, ge=1, le=3650)
+    #: A new reference this close (store score, 0..1) to another subject's is refused as a copy of
+    #: a photo already enrolled (409 ``near_duplicate``). Unset: the built-in embedder's own
+    #: (dlib 0.93, FaceRes 0.85; benchmarks/near_duplicates.py); required for another embedder.
+    near_duplicate_score: float | None = Field(default=None, gt=0.5, le=1.0)
     #: Reference images one subject may have.
     max_images_per_subject: int = Field(default=20, ge=1, le=1000)
     #: The enrolment policy (the same floors as folder enrolment, ``openlfr.watchlist.loader``).

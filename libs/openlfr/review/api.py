@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0
 
 _ALERT_ID = r"^[0-9a-f]{32}$"
-_ID = r"^[A-Za-z0-9._:@/-]+$"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
+#: The latest time a query may name (year 3000): bounded so that no comparison overflows.
+MAX_EPOCH_S = 32_503_680_000.0
 
 AlertIdPath = Annotated[str, Path(pattern=_ALERT_ID, description="the alert's 32 hex digit id")]
 DeploymentIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=_ID)]
@@ -130,8 +132,10 @@ def make_review_router(
         status_: Annotated[Status | None, Query(alias="status", description="only alerts in this state")] = None,
         deployment_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=_ID)] = None,
         camera_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=_ID)] = None,
-        since: Annotated[float | None, Query(description="capture time from (inclusive), epoch seconds")] = None,
-        until: Annotated[float | None, Query(description="capture time before (exclusive), epoch seconds")] = None,
+        since: Annotated[float | None, Query(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False,
+                                             description="capture time from (inclusive), epoch seconds")] = None,
+        until: Annotated[float | None, Query(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False,
+                                             description="capture time before (exclusive), epoch seconds")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the page before")] = None,
         who: Principal = reader,

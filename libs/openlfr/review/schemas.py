@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from openlfr.api.text import free_text
 from openlfr.review.store import MAX_REASON_CHARS, AlertRecord, Decision, Status
 
 #: Where the API serves an alert's crops (relative to the API's root).
@@ -101,7 +102,7 @@ class ReviewCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["confirm", "reject"]
-    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    reason: Annotated[str, AfterValidator(free_text)] | None = Field(default=None, max_length=MAX_REASON_CHARS)
     step: Literal[1, 2] | None = Field(
         default=None,
         description="the step the reviewer believes they make; when given and the alert has moved on, 409",

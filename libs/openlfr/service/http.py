@@ -49,8 +49,10 @@ def make_health_app(
         app.include_router(router)
     if routers:
         from openlfr.api.auth import add_audit_error_handler
+        from openlfr.api.limits import StrictJson
 
         add_audit_error_handler(app)
+        app.add_middleware(StrictJson)  # inside the body size limit (added after: outermost)
     if max_body_bytes is not None:
         from openlfr.api.limits import BodySizeLimit
 

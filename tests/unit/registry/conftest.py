@@ -110,6 +110,8 @@ def _make_env(tmp_path: Path, analyzer, cohort: Cohort, *, db_path: str | Path =
               **settings) -> RegistryEnv:
     clock = clock or FakeClock()
     store = store or QdrantStore(location=":memory:", clock=clock)
+    if model_version == MODEL_VERSION:  # not a built-in model's version: its near-duplicate score is given
+        settings.setdefault("near_duplicate_score", 0.93)
     db = RegistryDb(db_path)
     audit = AuditLog(tmp_path / "audit.jsonl")
     registry = Registry(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,7 @@ from types import ModuleType
 import pytest
 
 from openlfr import paths
-from openlfr.cohort.cohort import Cohort, make_cohort
-from openlfr.config import ModelSettings
+from openlfr.cohort.cohort import make_cohort
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +42,9 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path
     monkeypatch.setenv("OPENLFR_QDRANT_PATH", ":memory:")
     monkeypatch.setenv("OPENLFR_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
     monkeypatch.setenv("OPENLFR_API_TOKENS", json.dumps([{"name": "a", "roles": ["viewer"], "token": "t" * 24}]))
+    monkeypatch.setenv("OPENLFR_MATCH_SIGNING_KEY", secrets.token_hex(32))  # required by the match service
     monkeypatch.delenv("OPENLFR_REGISTRY_COHORT", raising=False)
     yield tmp_path
-
-
-@pytest.fixture(scope="module")
-def embedder_cohort(shared_cohort_faces, model_dir: Path) -> Cohort:
-    """A cohort of the built embedding model (the one the service matches with)."""
-    return make_cohort(shared_cohort_faces, model_version=ModelSettings(model_dir=model_dir).embedder_version())
 
 
 def test_without_a_cohort_the_service_exits_2_naming_the_setting(match_main, service_env, capsys) -> None:
@@ -78,16 +73,5 @@ def test_an_unusable_cohort_stops_the_start(match_main, service_env: Path, monke
                 "other_model": "the cohort was embedded with dlib_resnet_v1@000000000000"}[problem]
     assert expected in message, message
 
-
-def test_the_registry_and_the_match_stage_share_the_cohort(match_main, service_env: Path, monkeypatch,
-                                                            embedder_cohort: Cohort) -> None:
-    path = service_env / "cohort.npz"
-    embedder_cohort.save(path)
-    monkeypatch.setenv("OPENLFR_REGISTRY_COHORT", str(path))
-    stage = match_main.build(match_main.MatchServiceSettings())
-    try:
-        assert stage.norm is stage.registry.norm
-        assert stage.norm.cohort_id == embedder_cohort.short_id == stage.registry.cohort_id
-        assert stage.gate is stage.registry
-    finally:
-        stage.close()
+# The registry and the match stage share the cohort: tests/integration/test_match_service_start.py
+# (the service reads its audit log's checkpoints from the broker at start).
