@@ -11,6 +11,9 @@ forge a match or read alerts.
 
 from __future__ import annotations
 
+import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +21,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
+from pydantic import SecretStr
 
-from openlfr.kafka import acls
+from openlfr.kafka import acls, provision
 from openlfr.kafka.admin import BrokerUnavailableError, ensure_topics, wait_for_broker
 from openlfr.kafka.credentials import BrokerCredentials
 from openlfr.kafka.replay import read_topic
@@ -36,8 +40,6 @@ VIDEO = "facenet_pytorch/examples/video.mp4"  # 4.2 s at 25 fps: 21 frames at 5 
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    import subprocess
-
     fetched = subprocess.run([str(fetch_script())], capture_output=True, text=True, timeout=600, check=False)
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     work = tmp_path_factory.mktemp("secure-kafka")
@@ -157,3 +159,28 @@ def test_strangers_are_refused_and_a_service_may_do_only_its_own_part(stack: Ser
     assert _delivery_error(detect, stack.prefix + FACES.name, b"{}") is None
     match_user = secure_broker.connect_as(acls.username("match"))
     assert _delivery_error(match_user, matches, b"{}") is None
+
+
+def test_provisioning_sets_the_users_and_a_rotated_password_replaces_the_old_one(secure_broker: KafkaBroker) -> None:
+    credentials = secure_broker.credentials
+    assert credentials is not None
+    # What compose's kafka-users job runs: every service's credential from its file, and the table.
+    done = subprocess.run(
+        [sys.executable, "-m", "openlfr.kafka.provision", "--bootstrap", secure_broker.bootstrap,
+         "--ca-file", str(credentials.ca_file), "--password-file", str(credentials.directory / "{user}.password")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0 and f"users={len(acls.SERVICES)} acls={len(acls.grants())}" in done.stdout, done.stderr
+    for name in acls.SERVICES:
+        assert credentials.password(acls.username(name)).get_secret_value() not in done.stdout + done.stderr
+
+    user = acls.username("embed")
+    old = secure_broker.connect_as(user)
+    new_password = secrets.token_urlsafe(32)
+    provision.upsert_users(secure_broker.admin, {user: SecretStr(new_password)})
+    try:
+        wait_for_broker(old.with_user(user, new_password), timeout_s=10)
+        with pytest.raises(BrokerUnavailableError):
+            wait_for_broker(old, timeout_s=3)
+    finally:
+        provision.upsert_users(secure_broker.admin, {user: credentials.password(user)})

@@ -179,9 +179,12 @@ class BrokerCredentials:
         )
 
     def scram_format_args(self, users: Iterable[str] | None = None) -> list[str]:
-        """``kafka-storage format`` arguments that create the SCRAM users with the metadata log."""
+        """``kafka-storage format`` arguments that create the SCRAM users with the metadata log
+        (``users``, or every user of the ACL table that has a password here)."""
+        if users is None:
+            users = [user for user in all_users() if self.password_file(user).is_file()]
         args: list[str] = []
-        for user in users if users is not None else all_users():
+        for user in users:
             secret = self.password(user).get_secret_value()
             args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={secret}]"]
         return args
