@@ -175,12 +175,15 @@ def table(rules: Iterable[Grant]) -> str:
     return "\n".join(lines)
 
 
+_STRIMZI_PATTERN: dict[str, str] = {"LITERAL": "literal", "PREFIXED": "prefix"}
+
+
 def strimzi_acls(service: str, *, topic_name: Callable[[TopicSpec], str] = lambda spec: spec.name) -> list[dict[str, Any]]:
     """``spec.authorization.acls`` of a Strimzi ``KafkaUser`` (type ``simple``), one entry per
     resource with its operations."""
     by_resource: dict[tuple[str, str, str], list[str]] = {}
     for rule in service_grants(service, topic_name=topic_name):
-        key = (rule.resource_type.lower(), rule.resource_name, rule.pattern_type.lower())
+        key = (rule.resource_type.lower(), rule.resource_name, _STRIMZI_PATTERN[rule.pattern_type])
         by_resource.setdefault(key, []).append(rule.operation.capitalize())
     return [
         {"resource": {"type": kind, "name": name, "patternType": pattern}, "operations": sorted(ops), "host": "*"}

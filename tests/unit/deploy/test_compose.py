@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 EXAMPLE_ENV = "deploy/compose/secrets.env.example"
+#: Jobs that run once per `up`: the Kafka users and ACLs, then the topics.
+ONE_SHOT = {"kafka-users", "topic-init"}
 
 
 def _config(kit: Any, *args: str | Path, env_file: str | None = EXAMPLE_ENV) -> Any:
@@ -65,12 +67,12 @@ def test_every_long_running_service_has_a_healthcheck_and_waits_on_health(kit: A
 
     services: dict[str, dict[str, Any]] = json.loads(proc.stdout)["services"]
     for name, svc in services.items():
-        if name == "topic-init":
+        if name in ONE_SHOT:
             assert svc["restart"] == "no"
             continue
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for dep, cond in svc.get("depends_on", {}).items():
-            expected = "service_completed_successfully" if dep == "topic-init" else "service_healthy"
+            expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
             assert cond["condition"] == expected, f"{name} -> {dep}"
 
 
@@ -90,3 +92,28 @@ def test_pipeline_services_run_locked_down(kit: Any) -> None:
 def test_the_real_secrets_file_is_ignored_by_git(kit: Any) -> None:
     proc = kit.run(["git", "check-ignore", "deploy/compose/secrets.env", "deploy/k8s/secrets/credentials.env"], check=False)
     assert proc.stdout.split() == ["deploy/compose/secrets.env", "deploy/k8s/secrets/credentials.env"]
+
+
+def test_kafka_takes_only_authenticated_tls_clients_and_each_service_is_its_own_user(kit: Any) -> None:
+    compose = yaml.safe_load((kit.repo / "docker-compose.yml").read_text())
+    properties = dict(
+        line.split("=", 1) for line in (kit.repo / "deploy/compose/kafka/server.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert properties["listeners"] == "SASL_SSL://:9092,CONTROLLER://:9093"
+    assert properties["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
+    assert properties["listener.name.controller.ssl.client.auth"] == "required"
+    assert properties["allow.everyone.if.no.acl.found"] == "false" and "StandardAuthorizer" in properties["authorizer.class.name"]
+    assert not any("password" in value for value in properties.values())  # added at start, from a secret
+    secrets = compose["secrets"]
+    assert all(spec["file"].startswith("./deploy/compose/kafka-credentials/") for spec in secrets.values())
+    for name in ("ingest", "detect", "embed", "match", "alert"):
+        svc = compose["services"][name]
+        env = svc["environment"]
+        assert env["OPENLFR_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["OPENLFR_KAFKA_USERNAME"] == f"openlfr-{name}"
+        # Its own password and the CA, nobody else's.
+        assert svc["secrets"] == ["kafka-ca", f"kafka-password-openlfr-{name}"], name
+        assert env["OPENLFR_KAFKA_PASSWORD_FILE"] == f"/run/secrets/kafka-password-openlfr-{name}"
+    assert compose["services"]["topic-init"]["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
+    proc = kit.run(["git", "check-ignore", "deploy/compose/kafka-credentials/openlfr-admin.password"], check=False)
+    assert proc.returncode == 0, "the compose Kafka credentials must be git-ignored"

@@ -66,6 +66,9 @@ def test_compose_and_k8s_carry_the_same_service(render: ModuleType) -> None:
                 assert compose_env[key].startswith("${"), f"{name} {key}: a secret or site value in both"
             elif value == platform["k8s"]["bootstrap"]:
                 assert compose_env[key] == platform["compose"]["bootstrap"]
+            elif key.startswith("OPENLFR_KAFKA_") and key.endswith("_FILE"):
+                # Mounted secrets: compose's /run/secrets, the pod's projected volume.
+                assert compose_env[key].startswith("/run/secrets/") and value.startswith("/etc/openlfr/kafka/"), key
             else:
                 assert compose_env[key] == value, f"{name} {key}"
         assert container["resources"] == source.services[name]["resources"]

@@ -44,7 +44,9 @@ def test_core_manifests_pass_strict_schemas(kit: Any, built: dict, overlay: str,
 @pytest.mark.parametrize("overlay", ["cpu", "gpu"])
 def test_custom_resources_pass_their_crd_schemas(kit: Any, built: dict, overlay: str, tmp_path: Path) -> None:
     crds = [doc for doc in built[overlay] if _is_crd(doc)]
-    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "KafkaTopic"} == {d["kind"] for d in crds}
+    assert {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule", "KafkaTopic", "KafkaUser"} == {
+        d["kind"] for d in crds
+    }
     proc = _validate_crds(kit, crds, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("\nok ") + proc.stdout.startswith("ok ") == len(crds)
