@@ -168,7 +168,7 @@ class RegistryCore:
         self._clock = clock
         self._lock = threading.RLock()  # one change at a time: database, store and audit in step
         self._analyze_lock = threading.Lock()  # one enrolment image analysed at a time (bounded memory)
-        # The deployment gate and the activity counts (``openlfr.registry.deployments``).
+        # The deployment gate and the activity counts (``openlfr.registry.deployment_gate``).
         self._gate: Mapping[str, tuple[GateWindow, ...]] = {}
         self._activity_lock = threading.Lock()
         self._pending: dict[str, list[int]] = {}
@@ -206,7 +206,7 @@ class RegistryCore:
                 self._refresh_gate()
 
     def _refresh_gate(self) -> None:
-        """Rebuild the deployment gate (``openlfr.registry.deployments`` does)."""
+        """Rebuild the deployment gate (``openlfr.registry.deployment_gate`` does)."""
 
     def _pending_reembedding(self) -> dict[str, int]:
         """Watchlist id -> subjects with references of another embedder than the running one

@@ -8,7 +8,9 @@ with the vector store and the audit log, and the deployment gate the match stage
 * ``openlfr.registry.references``: reference images (enrolment with each reference's cohort
   statistics, chips, removal, re-scoring against a new cohort);
 * ``openlfr.registry.deployments``: deployments (snapshot, per-subject thresholds calibrated
-  to a target false-alert rate, audited changes) and the deployment gate.
+  to a target false-alert rate, audited changes);
+* ``openlfr.registry.deployment_gate``: the deployment gate the match stage asks per frame, and
+  the deployments' activity counts.
 * ``openlfr.registry.reembedding``: which embedder each reference is of, the watchlists awaiting
   re-embedding after an embedder change (their deployments withheld by the gate), and the
   re-embedding job (``POST /v1/reembed``).
