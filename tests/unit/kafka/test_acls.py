@@ -79,3 +79,9 @@ def test_renderings() -> None:
     with pytest.raises(ValueError, match="unknown service"):
         acls.username("attacker")
     assert acls.all_users()[:2] == ["openlfr-broker", "openlfr-admin"]
+
+
+def test_the_operations_guide_shows_the_table_the_broker_gets() -> None:
+    from openlfr import paths
+
+    assert acls.table(grants()) in (paths.REPO_ROOT / "docs" / "operations.md").read_text()
