@@ -60,10 +60,12 @@ def stack(secure_broker: KafkaBroker, tmp_path: Path) -> Iterator[ServiceStack]:
     s.kill_all()
 
 
-def _delivery_error(connection: KafkaConnection | str, topic: str, value: bytes) -> KafkaError | None:
+def _delivery_error(
+    connection: KafkaConnection | str, topic: str, value: bytes, *, timeout_ms: int = 15000
+) -> KafkaError | None:
     """What the broker answered to one record sent as ``connection`` (None: accepted)."""
     reports: list[KafkaError | None] = []
-    producer = Producer({**client_config(connection), "message.timeout.ms": 15000})
+    producer = Producer({**client_config(connection), "message.timeout.ms": timeout_ms})
     producer.produce(topic, key=b"cam-x", value=value, on_delivery=lambda err, msg: reports.append(err))
     producer.flush(20)
     assert len(reports) == 1
@@ -137,7 +139,7 @@ def test_strangers_are_refused_and_a_service_may_do_only_its_own_part(stack: Ser
         with pytest.raises(BrokerUnavailableError):
             wait_for_broker(connection, timeout_s=3)
             pytest.fail(f"{what}: the broker answered")
-    assert _delivery_error(bootstrap, stack.prefix + FRAMES.name, b"x") is not None
+    assert _delivery_error(bootstrap, stack.prefix + FRAMES.name, b"x", timeout_ms=3000) is not None
 
     detect = secure_broker.connect_as(acls.username("detect"))
     matches = stack.prefix + MATCHES.name
