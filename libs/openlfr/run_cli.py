@@ -118,6 +118,8 @@ def _fail(message: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915 - one linear command
     """Run the whole pipeline in one process on a video or stream and a watchlist folder."""
     from openlfr.cli import _settings
+    from pydantic import ValidationError
+
     from openlfr.cohort.cli import default_cohort_path
     from openlfr.cohort.cohort import Cohort
     from openlfr.cohort.exceptions import CohortError, ThresholdRefused
@@ -129,12 +131,14 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
     from openlfr.pipeline.detect import DetectStage
     from openlfr.pipeline.embed import EmbedStage
+    from openlfr.pipeline.embed_skip import EmbedSkip, EmbedSkipSettings
     from openlfr.pipeline.embedded import EmbeddedPipeline
     from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S
     from openlfr.pipeline.ingest import open_source
     from openlfr.pipeline.match import MatchSettings, MatchStage
     from openlfr.pipeline.match_trust import StaticAuthority
     from openlfr.pipeline.samples import build_sample_cohort, build_samples
+    from openlfr.service.settings import settings_error_lines
     from openlfr.vision.factory import build_analyzer
     from openlfr.watchlist.loader import enroll_folder
     from openlfr.watchlist.qdrant_store import QdrantStore
@@ -217,6 +221,10 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     print(f"openlfr run: {cohort.short_id} ({cohort.meta.get('people')} people); " + point.describe()
           + (f"; floor {args.floor:g}" if threshold is None else ""), file=sys.stderr)
     match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
+    try:  # OPENLFR_EMBED_SKIP_*: embed only the faces that can change a track's decision
+        skip = EmbedSkip.from_settings(EmbedSkipSettings.for_match(match_settings))
+    except ValidationError as exc:
+        return _fail("; ".join(settings_error_lines(exc, prefix="OPENLFR_EMBED_SKIP_")))
     detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     is_file = Path(source).exists()
     # The stages share this process: a key of its own signs and verifies its matches, and the
@@ -231,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
                            max_frame_age_s=None if is_file else args.max_frame_age_s),
         embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
-                         max_frame_age_s=None if is_file else args.max_frame_age_s),
+                         max_frame_age_s=None if is_file else args.max_frame_age_s, skip=skip),
         match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm, signer=signer,
                          max_clock_skew_s=skew),
         alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),

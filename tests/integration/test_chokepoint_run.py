@@ -9,6 +9,10 @@ of (0.52 apart): a stranger, then an enrolled person stepping into the stranger'
 The match stage's tracker is swapped for one that also records which track each face joined
 (same settings, same code), so the test can check tracks against the ground truth.
 
+The scene runs twice: embedding every face, and with the embed skip
+(``openlfr.pipeline.embed_skip``: only faces that can change a track's decision), which must
+embed fewer faces and give the same alerts, each enrolled pass still its own track.
+
 Integration tier for its run time only (84 frames through the CPU detector: ~45 s on two
 loaded cores); it needs no server.
 """
@@ -33,6 +37,7 @@ from openlfr.pipeline.alert import AlertSettings, AlertStage
 from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
 from openlfr.pipeline.detect import DetectStage
 from openlfr.pipeline.embed import EmbedStage
+from openlfr.pipeline.embed_skip import EmbedSkip, EmbedSkipSettings
 from openlfr.pipeline.embedded import EmbeddedPipeline
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.match_trust import StaticAuthority
@@ -90,10 +95,22 @@ class Run:
     joined: list[Joined]
     matches: int
     dead_letters: int
+    faces: int
+    skipped: dict[str, float]
 
 
 @pytest.fixture(scope="module")
 def run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(analyzer, model_dir, faces_dir, tmp_path_factory, skip=False)
+
+
+@pytest.fixture(scope="module")
+def run_skipping(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return _run(analyzer, model_dir, faces_dir, tmp_path_factory, skip=True)
+
+
+def _run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory, *,  # noqa: ANN001
+         skip: bool) -> Run:
     def locate(rgb: np.ndarray) -> np.ndarray | None:
         faces = analyzer.analyze(rgb)
         return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))] if len(faces) else None
@@ -116,11 +133,13 @@ def run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.Tem
                        max_clock_skew_s=None)
     tracker = RecordingTracker(**_settings_of(match.tracker))
     match.tracker = tracker
+    metrics = CollectorRegistry()
+    skipper = EmbedSkip(EmbedSkipSettings.for_match(match.settings), registry=metrics) if skip else None
     pipeline = EmbeddedPipeline(
         detect=DetectStage(analyzer, detector_model=model_version(model_dir, BLAZEFACE_FULL.name),
                            max_frame_age_s=None),
         embed=EmbedStage(analyzer.embedder, embedder_model=model_version(model_dir, EMBEDDER.name),
-                         max_frame_age_s=None),
+                         max_frame_age_s=None, skip=skipper),
         match=match,
         alert=AlertStage(AlertSettings(), signer=signer, registry=CollectorRegistry(), max_clock_skew_s=None,
                          authority=StaticAuthority.for_run(gate.deployment, camera_ids=[CAMERA],
@@ -131,7 +150,10 @@ def run(analyzer, model_dir: Path, faces_dir: Path, tmp_path_factory: pytest.Tem
     summary = pipeline.run([(CAMERA, scenario.source(start_ts))], sample_fps=2 * scenario.fps,
                            on_alert=alerts.append)
     assert summary.frames_published == summary.frames_processed == len(scenario.frames)
-    return Run(scenario, start_ts, alerts, tracker.joined, summary.matches, summary.dead_letters)
+    skipped = {sample.labels["reason"]: sample.value for family in metrics.collect() for sample in family.samples
+               if family.name == "openlfr_embed_faces_skipped" and sample.name.endswith("_total")}
+    return Run(scenario, start_ts, alerts, tracker.joined, summary.matches, summary.dead_letters, summary.faces,
+               skipped)
 
 
 def _pass_of(run: Run, joined: Joined) -> str | None:
@@ -196,3 +218,22 @@ def test_each_enrolled_person_alerts_once_and_nobody_else(run: Run) -> None:
     assert sorted(a.subject_id for a in run.alerts) == sorted(ENROLLED)
     assert run.matches == len(ENROLLED)  # one Match per enrolled pass, none for a stranger's track
     assert run.dead_letters == 0
+
+
+def test_the_embed_skip_embeds_fewer_faces_and_gives_the_same_alerts(run: Run, run_skipping: Run) -> None:
+    assert run_skipping.faces < run.faces, (run_skipping.faces, run.faces)
+    assert sum(run_skipping.skipped.values()) == run.faces - run_skipping.faces, run_skipping.skipped
+    # Here mostly the background's faces, below the match stage's quality gate: each pass is too
+    # short (8 frames, its face growing, so each better than the last) to leave a face out.
+    assert run_skipping.skipped.get("low_quality", 0) > 0, run_skipping.skipped
+
+    def alerted(r: Run) -> list[tuple[str, str | None]]:
+        passes = {j.track_id: _pass_of(r, j) for j in r.joined}
+        return sorted((a.subject_id, passes.get(a.track_id)) for a in r.alerts)
+
+    assert alerted(run_skipping) == alerted(run)  # the same people, on the same passes
+    test_each_enrolled_person_alerts_once_and_nobody_else(run_skipping)
+    tracks = _tracks_per_pass(run_skipping, run_skipping.joined)
+    assert all(len(ids) == 1 for ids in tracks.values()), tracks  # no pass split by the sparser faces
+    owners = [next(iter(ids)) for ids in tracks.values()]
+    assert len(set(owners)) == len(owners), tracks

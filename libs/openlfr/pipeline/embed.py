@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from openlfr.inference.exceptions import InferenceError
-from openlfr.messages.models import EmbeddedFace, Embeddings, Faces
+from openlfr.messages.models import DetectedFace, EmbeddedFace, Embeddings, Faces
 from openlfr.messages.topics import EMBEDDINGS, FACES
 from openlfr.pipeline.detect import DEFAULT_MAX_FRAME_AGE_S, check_max_age, fresh_and_decoded
+from openlfr.pipeline.embed_skip import EmbedSkip, SkipPlan, SkipState
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.freshness import DEFAULT_CATCHUP_LATENESS_S, Freshness
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
@@ -35,7 +36,9 @@ class EmbedStage(Stage[Faces]):
     Per input: stale -> ``dropped["stale"]`` (or ``catchup_sampled`` in catch-up
     after an outage; a part detect took up in catch-up gets the same allowance); any chip that does not decode to a
     ``chip_size`` x ``chip_size`` RGB image, or a descriptor that is not finite -> ``rejected``
-    (the whole message: a frame's faces travel together); else one message keyed by camera id.
+    (the whole message: a frame's faces travel together); with a ``skip``
+    (``openlfr.pipeline.embed_skip``), the faces that cannot change a decision are left out, and a
+    frame left with none -> ``dropped["skipped"]``; else one message keyed by camera id.
     """
 
     name = "embed"
@@ -53,6 +56,7 @@ class EmbedStage(Stage[Faces]):
         max_batch: int | None = None,
         catchup_lateness_s: float = DEFAULT_CATCHUP_LATENESS_S,
         catchup_keep_every: int = 1,
+        skip: EmbedSkip | None = None,
     ) -> None:
         """Set up the stage.
 
@@ -66,6 +70,8 @@ class EmbedStage(Stage[Faces]):
             catchup_lateness_s: after an outage, messages up to this old are processed instead
                 of shed (``openlfr.pipeline.freshness``); 0 turns catch-up off.
             catchup_keep_every: in catch-up, every this-many-th frame of a camera is processed.
+            skip: embeds only the faces that can change a track's decision
+                (``openlfr.pipeline.embed_skip``); ``None`` embeds every face.
 
         Raises:
             ValueError: an argument out of range, naming it.
@@ -81,6 +87,7 @@ class EmbedStage(Stage[Faces]):
         self.freshness = Freshness(max_age_s=max_frame_age_s, lateness_s=catchup_lateness_s,
                                    keep_every=catchup_keep_every)
         self.max_batch = max_batch
+        self.skip = skip
 
     def ready(self) -> tuple[bool, str]:
         """The embedder's model answers on its backend."""
@@ -93,18 +100,40 @@ class EmbedStage(Stage[Faces]):
             BackendUnavailable: the embedder's backend failed; retry the same batch.
         """
         result = BatchResult()
-        kept, chips = fresh_and_decoded(
-            batch, now=now, freshness=self.freshness, decode=self._decode_chips, result=result
-        )
-        if not kept:
-            self.freshness.done()
-            return result
-        vectors = self._embed(np.concatenate(chips, axis=0))
-        start = 0
-        for taken, own in zip(kept, chips):
-            item, n = taken.item, own.shape[0]
+        state = self.skip.begin() if self.skip is not None else None
+        plans: list[SkipPlan] = []
+
+        def decode(message: Faces) -> np.ndarray:
+            if self.skip is None or state is None:
+                return self._decode_chips(message)
+            saved = state.save(message.camera_id)
+            plan = self.skip.plan(state, message)
             try:
-                message = self._message(item.message, vectors[start : start + n], lateness_s=taken.lateness_s)
+                chips = self._decode_chips(message, plan.keep)
+            except ImageError:
+                state.restore(message.camera_id, saved)  # refused: as if never seen
+                raise
+            plans.append(plan)
+            return chips
+
+        kept, chips = fresh_and_decoded(batch, now=now, freshness=self.freshness, decode=decode, result=result)
+        todo = [chip for chip in chips if chip.shape[0]]
+        vectors = self._embed(np.concatenate(todo, axis=0)) if todo else np.zeros((0, 0), np.float32)
+        if self.skip is not None and state is not None:
+            at = 0
+            for plan in plans:
+                self.skip.observe(plan, vectors[at : at + len(plan.keep)])
+                at += len(plan.keep)
+            self.skip.commit(state, plans)  # only now: a failed backend leaves the state as it was
+        start = 0
+        for taken, own, plan in zip(kept, chips, plans if self.skip is not None else [None] * len(kept)):
+            item, n = taken.item, own.shape[0]
+            if n == 0:
+                result.dropped["skipped"] = result.dropped.get("skipped", 0) + 1
+                continue
+            faces = item.message.faces if plan is None else tuple(item.message.faces[i] for i in plan.keep)
+            try:
+                message = self._message(item.message, faces, vectors[start : start + n], lateness_s=taken.lateness_s)
             except ValueError as exc:
                 result.rejected.append((item, str(exc)))
             else:
@@ -113,10 +142,11 @@ class EmbedStage(Stage[Faces]):
         self.freshness.done()
         return result
 
-    def _decode_chips(self, message: Faces) -> np.ndarray:
+    def _decode_chips(self, message: Faces, keep: Sequence[int] | None = None) -> np.ndarray:
+        """The chips of the message's faces (of those at positions ``keep``), ``(n, size, size, 3)``."""
         size = self.embedder.chip_size
         chips = []
-        for face in message.faces:
+        for face in message.faces if keep is None else [message.faces[i] for i in keep]:
             chip = decode_image(face.chip_png, name=f"frame {message.frame_id} face {face.index} chip")
             if chip.shape != (size, size, 3):
                 raise ImageError(
@@ -124,7 +154,7 @@ class EmbedStage(Stage[Faces]):
                     f"expected {size}x{size} RGB, got shape {chip.shape}"
                 )
             chips.append(chip)
-        return np.stack(chips)
+        return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
 
     def _embed(self, chips: np.ndarray) -> np.ndarray:
         parts = []
@@ -135,10 +165,12 @@ class EmbedStage(Stage[Faces]):
             raise BackendUnavailable(f"embed: embedder backend failed: {exc}") from exc
         return np.concatenate(parts, axis=0)
 
-    def _message(self, message: Faces, vectors: np.ndarray, *, lateness_s: float | None) -> Embeddings:
-        """The ``Embeddings`` message; ``ValueError`` if a descriptor is not finite."""
+    def _message(
+        self, message: Faces, chosen: Sequence[DetectedFace], vectors: np.ndarray, *, lateness_s: float | None
+    ) -> Embeddings:
+        """The ``Embeddings`` message of the ``chosen`` faces; ``ValueError`` if a descriptor is not finite."""
         faces = []
-        for face, vector in zip(message.faces, vectors):
+        for face, vector in zip(chosen, vectors, strict=True):
             try:
                 packed = EmbeddedFace.pack(vector)
             except ValueError as exc:
