@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -52,13 +52,17 @@ def samples_dir() -> Path:
     return Path(os.environ.get("OPENLFR_SAMPLES_DIR", paths.REPO_ROOT.parent / "shared" / "data" / "faces"))
 
 
-def _settings(args: argparse.Namespace) -> ModelSettings:
+M = TypeVar("M", bound=ModelSettings)
+
+
+def _settings(args: argparse.Namespace, settings_cls: type[M] = ModelSettings, **values: Any) -> M:
+    """``settings_cls`` from the environment, the backend flags given and ``values``."""
     overrides: dict[str, Any] = {}
     for key in ("backend", "detector", "triton_url", "triton_protocol", "threads", "model_dir"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
-    return ModelSettings(**overrides)
+    return settings_cls(**overrides, **values)
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:

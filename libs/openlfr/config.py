@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr import paths
+
+if TYPE_CHECKING:
+    from openlfr.inference.session_options import OrtThreading
+
+#: The stages that run models, each with thread settings of its own.
+ModelStage = Literal["detect", "embed"]
 
 
 class ModelSettings(BaseSettings):
@@ -22,8 +28,22 @@ class ModelSettings(BaseSettings):
     backend: Literal["local", "triton"] = "local"
     model_dir: Path = Field(default_factory=paths.model_dir)
     detector: Literal["full", "short"] = "full"
-    #: onnxruntime intra-op threads for the local backend; 0 lets onnxruntime decide.
+    #: onnxruntime intra-op threads for the local backend; 0 lets onnxruntime decide. The
+    #: default of every stage whose own ``*_INTRA_OP_THREADS`` is not set.
     threads: int = Field(default=0, ge=0, le=256)
+    #: onnxruntime intra-op threads of the detector's sessions (unset: ``threads``).
+    detect_intra_op_threads: int | None = Field(default=None, ge=0, le=256)
+    #: onnxruntime inter-op threads of the detector's sessions; 0 lets onnxruntime decide
+    #: (the graph runs one operator at a time unless this is above 1).
+    detect_inter_op_threads: int = Field(default=0, ge=0, le=256)
+    #: onnxruntime intra-op threads of the embedder's sessions (unset: ``threads``).
+    embed_intra_op_threads: int | None = Field(default=None, ge=0, le=256)
+    #: onnxruntime inter-op threads of the embedder's sessions (as ``detect_inter_op_threads``).
+    embed_inter_op_threads: int = Field(default=0, ge=0, le=256)
+    #: Let onnxruntime's idle pool threads spin-wait for the next operator (its own default).
+    #: Off: they sleep at once and leave the cores to the other stages (``openlfr run``, or
+    #: services sharing a few cores). Turn on only for a service with cores of its own.
+    ort_allow_spinning: bool = False
     triton_url: str = "localhost:8001"
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(default=10.0, gt=0, le=600)
@@ -43,6 +63,17 @@ class ModelSettings(BaseSettings):
 
         load_manifest(value)  # raises with the field at fault
         return value
+
+    def ort_threading(self, stage: ModelStage) -> OrtThreading:
+        """The onnxruntime thread pools of ``stage``'s sessions (local backend)."""
+        from openlfr.inference.session_options import OrtThreading
+
+        if stage not in ("detect", "embed"):
+            raise ValueError(f"stage={stage!r}, expected 'detect' or 'embed'")
+        intra = getattr(self, f"{stage}_intra_op_threads")
+        return OrtThreading(intra_op_threads=self.threads if intra is None else intra,
+                            inter_op_threads=getattr(self, f"{stage}_inter_op_threads"),
+                            allow_spinning=self.ort_allow_spinning)
 
     def embedder_manifest(self):  # noqa: ANN201 - EmbedderManifest, imported lazily
         """The embedder's manifest (``openlfr.models.manifest.EmbedderManifest``)."""

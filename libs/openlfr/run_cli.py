@@ -18,9 +18,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openlfr import paths
+
+if TYPE_CHECKING:
+    from openlfr.pipeline.detect_settings import DetectSettings
+
+#: ``openlfr run``'s frame-age limit of the later stages on live sources (the embed service's default).
+EMBED_MAX_FRAME_AGE_S = 5.0
 
 #: The floor no subject's threshold goes below, as the registry's (``OPENLFR_REGISTRY_THRESHOLD_FLOOR``).
 DEFAULT_FLOOR = 0.70
@@ -54,8 +60,9 @@ def add_run_parser(sub: argparse._SubParsersAction, backend_args) -> None:  # no
     run.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
                      help=f"raw score no subject's own threshold goes below (default {DEFAULT_FLOOR})")
     run.add_argument("--min-votes", dest="min_votes", type=int, help="frames of a track that must agree (default 3)")
-    run.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=5.0,
-                     help="live sources: frames older than this are dropped (default 5)")
+    run.add_argument("--max-frame-age-s", dest="max_frame_age_s", type=float, default=None,
+                     help="live sources: frames older than this are dropped (default: detect as the detect "
+                          f"service, OPENLFR_MAX_FRAME_AGE_S or 1 s; embed {EMBED_MAX_FRAME_AGE_S:g} s)")
     run.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
     run.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0,
                      help="with --bus kafka: stop waiting for alerts after this long")
@@ -110,6 +117,21 @@ def largest_face(analyzer: Any) -> Any:
     return locate
 
 
+def run_settings(args: argparse.Namespace) -> DetectSettings:
+    """The settings ``openlfr run`` builds its models and detect stage from: the detect service's
+    (:class:`~openlfr.pipeline.detect_settings.DetectSettings`, from ``OPENLFR_*``) with the
+    command's backend flags and ``--max-frame-age-s`` over them.
+
+    Raises:
+        pydantic.ValidationError: a bad setting.
+    """
+    from openlfr.cli import _settings
+    from openlfr.pipeline.detect_settings import DetectSettings
+
+    values = {"max_frame_age_s": args.max_frame_age_s} if args.max_frame_age_s is not None else {}
+    return _settings(args, DetectSettings, **values)
+
+
 def _fail(message: str) -> int:
     print(f"openlfr run: {message}", file=sys.stderr)
     return 2
@@ -117,19 +139,16 @@ def _fail(message: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915 - one linear command
     """Run the whole pipeline in one process on a video or stream and a watchlist folder."""
-    from openlfr.cli import _settings
     from pydantic import ValidationError
 
     from openlfr.cohort.cli import default_cohort_path
     from openlfr.cohort.cohort import Cohort
     from openlfr.cohort.exceptions import CohortError, ThresholdRefused
     from openlfr.cohort.policy import check_threshold, global_threshold_point, operating_point, parse_rate
-    from openlfr.models.build import model_version
-    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
     from openlfr.messages.signing import MatchSigner
     from openlfr.pipeline.alert import AlertSettings, AlertStage
     from openlfr.pipeline.deployments import ActiveDeployment, StaticGate
-    from openlfr.pipeline.detect import DetectStage
+    from openlfr.pipeline.detect_settings import build_detect_stage
     from openlfr.pipeline.embed import EmbedStage
     from openlfr.pipeline.embed_skip import EmbedSkip, EmbedSkipSettings
     from openlfr.pipeline.embedded import EmbeddedPipeline
@@ -173,7 +192,12 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     if watchlist is not None and not Path(watchlist).is_dir():
         return _fail(f"--watchlist {watchlist}: not a folder")
 
-    settings = _settings(args)
+    try:
+        settings = run_settings(args)
+    except ValidationError as exc:
+        for line in settings_error_lines(exc):
+            print(f"openlfr run: {line}", file=sys.stderr)
+        return 2
     analyzer = build_analyzer(settings)
     embedder = settings.embedder_version()
     cohort_path = args.cohort
@@ -225,8 +249,8 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         skip = EmbedSkip.from_settings(EmbedSkipSettings.for_match(match_settings))
     except ValidationError as exc:
         return _fail("; ".join(settings_error_lines(exc, prefix="OPENLFR_EMBED_SKIP_")))
-    detector_spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     is_file = Path(source).exists()
+    embed_max_age = args.max_frame_age_s if args.max_frame_age_s is not None else EMBED_MAX_FRAME_AGE_S
     # The stages share this process: a key of its own signs and verifies its matches, and the
     # alert stage checks them against the one deployment and the subjects just enrolled.
     signer = MatchSigner.ephemeral()
@@ -235,11 +259,11 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     # Files are read faster than real time: their capture times run ahead of the clock.
     skew = None if is_file else DEFAULT_MAX_CLOCK_SKEW_S
     pipeline = EmbeddedPipeline(
-        # Files are read as fast as they can be processed, so their frames are never "stale".
-        detect=DetectStage(analyzer, detector_model=model_version(settings.model_dir, detector_spec.name),
-                           max_frame_age_s=None if is_file else args.max_frame_age_s),
+        # The detect service's stage, gate included, from the same settings. Files are read as
+        # fast as they can be processed, so their frames are never "stale".
+        detect=build_detect_stage(settings, analyzer=analyzer, live=not is_file),
         embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
-                         max_frame_age_s=None if is_file else args.max_frame_age_s, skip=skip),
+                         max_frame_age_s=None if is_file else embed_max_age, skip=skip),
         match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm, signer=signer,
                          max_clock_skew_s=skew),
         alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),

@@ -3,81 +3,24 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal
 
-from pydantic import Field, model_validator
-
-from openlfr.config import ModelSettings
-from openlfr.models.build import model_version
-from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
 from openlfr.pipeline.detect import DetectStage
-from openlfr.pipeline.frame_parts import BROKER_MESSAGE_MAX_BYTES, DEFAULT_MESSAGE_MAX_BYTES
-from openlfr.pipeline.freshness import CatchUpSettings
+from openlfr.pipeline.detect_settings import DETECT_MAX_FRAME_AGE_S, DetectSettings, build_detect_stage, make_gate
 from openlfr.service.main import run_stage_service
 from openlfr.service.settings import ServiceSettings
-from openlfr.vision.factory import build_analyzer
-from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, PyramidGate
+
+__all__ = ["DETECT_MAX_FRAME_AGE_S", "DetectServiceSettings", "build", "main", "make_gate"]
 
 
-#: The detect service's default frame-age limit (seconds); see ``max_frame_age_s``.
-DETECT_MAX_FRAME_AGE_S = 1.0
-
-
-class DetectServiceSettings(ServiceSettings, ModelSettings, CatchUpSettings):
-    """Kafka and model settings, catch-up after an outage, plus the stage's own."""
-
-    #: Frames that waited longer than this for detection are dropped and counted. Shorter than
-    #: the later stages' limit (5 s) on purpose: an overloaded detect sheds frames while the
-    #: ones it keeps are still fresh, instead of working at the edge of the freshness limit
-    #: and handing embed frames that go stale there. Needs the cameras' and services' clocks
-    #: in step (NTP) to well under a second.
-    max_frame_age_s: float = Field(default=DETECT_MAX_FRAME_AGE_S, gt=0, le=3600)
-    #: Faces below this quality score are not published (0 publishes every face).
-    min_quality: float = Field(default=0.0, ge=0, le=1)
-    #: ``pyramid`` runs the detector's fine tiles only where a camera's keyframes found faces
-    #: small enough to need them, plus a crop around each small face being followed;
-    #: ``motion`` runs them where the frame moved or held a face lately; both run every tile
-    #: on keyframes. ``off`` runs every tile of every frame.
-    detect_gating: Literal["off", "motion", "pyramid"] = "pyramid"
-    #: With gating on, every this-many frames of a camera run every tile.
-    detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
-    #: Budget of one faces message (and of the embeddings message it becomes): a crowd's faces go
-    #: out in as many parts as keep each under it. Below the broker's message limit.
-    faces_message_max_bytes: int = Field(default=DEFAULT_MESSAGE_MAX_BYTES, ge=131_072, le=BROKER_MESSAGE_MAX_BYTES)
-
-    @model_validator(mode="after")
-    def _faces_fit_the_broker(self) -> DetectServiceSettings:
-        limit = getattr(self, "max_message_bytes", None)  # the broker's limit, where one is set
-        if limit is not None and self.faces_message_max_bytes > limit - 4096:
-            raise ValueError(
-                f"OPENLFR_FACES_MESSAGE_MAX_BYTES={self.faces_message_max_bytes} leaves no room for the key "
-                f"and headers under OPENLFR_MAX_MESSAGE_BYTES={limit}: at most {limit - 4096}"
-            )
-        return self
+class DetectServiceSettings(ServiceSettings, DetectSettings):
+    """Kafka settings plus the detect stage's (:class:`~openlfr.pipeline.detect_settings.DetectSettings`:
+    model, catch-up, gating, frame-age limit, quality floor, message budget), which ``openlfr run``
+    builds its detect stage from too."""
 
 
 def build(settings: DetectServiceSettings) -> DetectStage:
     """The detect stage on the configured backend."""
-    spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
-    return DetectStage(
-        build_analyzer(settings),
-        detector_model=model_version(settings.model_dir, spec.name),
-        max_frame_age_s=settings.max_frame_age_s,
-        min_quality=settings.min_quality,
-        gate=make_gate(settings.detect_gating, keyframe_interval=settings.detect_keyframe_interval),
-        catchup_lateness_s=settings.catchup_lateness_s,
-        catchup_keep_every=settings.catchup_keep_every,
-        max_message_bytes=settings.faces_message_max_bytes,
-    )
-
-
-def make_gate(kind: str, *, keyframe_interval: int) -> MotionGate | PyramidGate | None:
-    """The detect gate named by ``OPENLFR_DETECT_GATING``."""
-    if kind == "motion":
-        return MotionGate(keyframe_interval=keyframe_interval)
-    if kind == "pyramid":
-        return PyramidGate(keyframe_interval=keyframe_interval)
-    return None
+    return build_detect_stage(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

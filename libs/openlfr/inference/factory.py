@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from openlfr.config import ModelSettings
+from openlfr.config import ModelSettings, ModelStage
 from openlfr.inference.base import InferenceBackend
 
 
-def make_backend(settings: ModelSettings) -> InferenceBackend:
-    """The backend ``settings.backend`` names, configured from ``settings``."""
+def make_backend(settings: ModelSettings, *, stage: ModelStage = "detect") -> InferenceBackend:
+    """The backend ``settings.backend`` names, configured from ``settings`` for ``stage`` (its
+    onnxruntime thread pools, for the local backend)."""
     if settings.backend == "local":
         from openlfr.inference.local import LocalBackend
 
-        return LocalBackend(settings.model_dir, intra_op_threads=settings.threads)
+        threading = settings.ort_threading(stage)
+        return LocalBackend(settings.model_dir, intra_op_threads=threading.intra_op_threads,
+                            inter_op_threads=threading.inter_op_threads,
+                            allow_spinning=threading.allow_spinning)
     if settings.backend == "triton":
         from openlfr.inference.triton import TritonBackend
 

@@ -13,6 +13,7 @@ import onnxruntime as ort
 from openlfr import paths
 from openlfr.inference.base import InferenceBackend
 from openlfr.inference.exceptions import InferenceError, ModelMismatchError, ModelNotBuiltError
+from openlfr.inference.session_options import OrtThreading
 from openlfr.inference.validation import (
     DYNAMIC,
     ServedTensor,
@@ -65,6 +66,7 @@ class LocalBackend(InferenceBackend):
         *,
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         """Create the backend; nothing is loaded yet.
 
@@ -73,11 +75,15 @@ class LocalBackend(InferenceBackend):
             intra_op_threads: Threads used inside one operator; 0 lets onnxruntime choose.
             inter_op_threads: Threads running independent operators in parallel; 0 lets
                 onnxruntime choose (graphs run sequentially unless this is above 1).
+            allow_spinning: Let idle pool threads spin-wait (onnxruntime's own default); off,
+                they sleep at once, which leaves the cores to whatever else runs on them
+                (:mod:`openlfr.inference.session_options`).
+
+        Raises:
+            ValueError: a thread count outside 0..256, naming it.
         """
-        threads = {"intra_op_threads": intra_op_threads, "inter_op_threads": inter_op_threads}
-        for name, value in threads.items():
-            if value < 0:
-                raise ValueError(f"{name}={value}, expected >= 0 (0 = onnxruntime's default)")
+        self.threading = OrtThreading(intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
+                                      allow_spinning=allow_spinning)
         self.model_dir = Path(model_dir) if model_dir is not None else paths.model_dir()
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
@@ -102,11 +108,7 @@ class LocalBackend(InferenceBackend):
                     f"model {spec.name!r} is not built: {path} is missing; "
                     "run `openlfr models build`"
                 )
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.intra_op_threads
-            options.inter_op_num_threads = self.inter_op_threads
-            if self.inter_op_threads > 1:
-                options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+            options = self.threading.session_options()
             try:
                 session = ort.InferenceSession(
                     str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -131,14 +133,7 @@ class LocalBackend(InferenceBackend):
                     + "; ".join(differences)
                 )
             self._sessions[spec] = session
-            logger.info(
-                'loaded model="%s" backend="local" path="%s" '
-                "intra_op_threads=%d inter_op_threads=%d",
-                spec.name,
-                path,
-                self.intra_op_threads,
-                self.inter_op_threads,
-            )
+            logger.info('loaded model="%s" backend="local" path="%s" %s', spec.name, path, self.threading.describe())
 
     def infer(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a batch of any size, in sub-batches of at most ``spec.max_batch_size`` rows.

@@ -16,8 +16,16 @@ from openlfr.vision.embedder import FaceEmbedder
 def build_analyzer(
     settings: ModelSettings, *, backend: InferenceBackend | None = None, keep_chips: bool = False
 ) -> FaceAnalyzer:
-    """A ready analyzer; models are loaded and checked against their specs here, at start."""
-    backend = backend or make_backend(settings)
+    """A ready analyzer; models are loaded and checked against their specs here, at start.
+
+    Without ``backend``, the detector and the embedder each get the backend ``settings`` give
+    their stage (on the local backend, their own onnxruntime thread pools); ``backend`` serves
+    both.
+    """
+    embed_backend = backend
+    if backend is None:
+        backend = make_backend(settings, stage="detect")
+        embed_backend = make_backend(settings, stage="embed") if settings.backend == "local" else backend
     spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
     detector = FaceDetector(
         backend=backend,
@@ -28,7 +36,7 @@ def build_analyzer(
     return FaceAnalyzer(
         detector=detector,
         predictor=ShapePredictor.load(sources.dlib_model_path("shape_predictor_5")),
-        embedder=FaceEmbedder(backend=backend, manifest=settings.embedder_manifest()),
+        embedder=FaceEmbedder(backend=embed_backend, manifest=settings.embedder_manifest()),
         min_face_px=settings.min_face_px,
         keep_chips=keep_chips,
     )
