@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openlfr.messages.models import Message
@@ -50,20 +50,12 @@ class CatchUpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENLFR_", frozen=True, extra="ignore")
 
     #: After an outage (a gap in the stage's work: restart, stop, backend down), frames up to
-    #: this old are processed instead of shed; 0 turns catch-up off. At least the frame-age limit.
+    #: this old are processed instead of shed; 0 turns catch-up off. At or below the frame-age
+    #: limit it adds nothing (every frame that young is processed anyway): a replay that raises
+    #: the age limit need not touch it.
     catchup_lateness_s: float = Field(default=DEFAULT_CATCHUP_LATENESS_S, ge=0, le=3600)
     #: During catch-up, process every this-many-th frame of a camera (1: every frame).
     catchup_keep_every: int = Field(default=1, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _lateness_covers_the_age_limit(self) -> CatchUpSettings:
-        max_age = getattr(self, "max_frame_age_s", None)
-        if self.catchup_lateness_s and max_age is not None and self.catchup_lateness_s < max_age:
-            raise ValueError(
-                f"OPENLFR_CATCHUP_LATENESS_S={self.catchup_lateness_s} is below OPENLFR_MAX_FRAME_AGE_S={max_age}: "
-                "give 0 (off) or at least the frame-age limit"
-            )
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +87,8 @@ class Freshness:
     ) -> None:
         """Args:
             max_age_s: the steady-state frame-age limit; None keeps everything (replays, files).
-            lateness_s: the catch-up bound; 0 turns catch-up off.
+            lateness_s: the catch-up bound; 0 turns catch-up off, and at or below ``max_age_s``
+                it takes nothing the age limit does not (no frame older than it is within it).
             keep_every: during catch-up, every this-many-th frame of a camera is processed.
             clock: wall clock (seconds since the epoch), read when a batch is done.
 
@@ -104,8 +97,8 @@ class Freshness:
         """
         if max_age_s is not None and not max_age_s > 0:
             raise ValueError(f"max_frame_age_s must be positive or None, got {max_age_s}")
-        if lateness_s < 0 or (lateness_s and max_age_s is not None and lateness_s < max_age_s):
-            raise ValueError(f"catchup_lateness_s must be 0 or at least max_frame_age_s={max_age_s}, got {lateness_s}")
+        if lateness_s < 0:
+            raise ValueError(f"catchup_lateness_s must be 0 or more, got {lateness_s}")
         if keep_every < 1:
             raise ValueError(f"catchup_keep_every must be at least 1, got {keep_every}")
         self.max_age_s = max_age_s

@@ -151,11 +151,18 @@ def test_catch_up_off_sheds_the_backlog_as_before(clock: Clock) -> None:
     assert taken == [] and dropped == {"stale": 1}
 
 
+def test_a_bound_below_the_age_limit_takes_nothing_more(clock) -> None:
+    """A replay raises the age limit (3600 s) and leaves the bound at its default (30 s): frames
+    within the age limit are taken, older ones are stale, catch-up or not."""
+    stage = Freshness(max_age_s=3600.0, lateness_s=30.0, clock=clock)
+    taken, dropped = _run(stage, clock, [_frame("cam-1", 0, T0 - 600), _frame("cam-1", 1, T0 - 4000)], now=T0)
+    assert taken == [("cam-1:0", None)] and dropped == {"stale": 1}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
         ({"max_age_s": 0.0}, "max_frame_age_s"),
-        ({"max_age_s": 5.0, "lateness_s": 2.0}, "catchup_lateness_s"),
         ({"max_age_s": 5.0, "lateness_s": -1.0}, "catchup_lateness_s"),
         ({"max_age_s": 5.0, "keep_every": 0}, "catchup_keep_every"),
     ],
@@ -175,7 +182,7 @@ class _Settings(CatchUpSettings):
         ({}, True),
         ({"OPENLFR_CATCHUP_LATENESS_S": "0"}, True),
         ({"OPENLFR_CATCHUP_LATENESS_S": "5"}, True),
-        ({"OPENLFR_CATCHUP_LATENESS_S": "4"}, False),
+        ({"OPENLFR_CATCHUP_LATENESS_S": "4"}, True),  # below the age limit: adds nothing, refuses nothing
         ({"OPENLFR_CATCHUP_LATENESS_S": "-1"}, False),
         ({"OPENLFR_CATCHUP_LATENESS_S": "7200"}, False),
         ({"OPENLFR_CATCHUP_KEEP_EVERY": "0"}, False),
