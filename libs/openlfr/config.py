@@ -12,6 +12,7 @@ from openlfr import paths
 
 if TYPE_CHECKING:
     from openlfr.inference.session_options import OrtThreading
+    from openlfr.models.specs import ModelSpec
 
 #: The stages that run models, each with thread settings of its own.
 ModelStage = Literal["detect", "embed"]
@@ -28,6 +29,10 @@ class ModelSettings(BaseSettings):
     backend: Literal["local", "triton"] = "local"
     model_dir: Path = Field(default_factory=paths.model_dir)
     detector: Literal["full", "short"] = "full"
+    #: The detector's weights: ``fp32``, or ``int8`` (static QDQ, made by ``openlfr models build``
+    #: from the fp32 file; recall on the shared set's boxes within a point of fp32, see
+    #: docs/models.md). ``detector_model`` in every message names the one that ran.
+    detector_precision: Literal["fp32", "int8"] = "fp32"
     #: onnxruntime intra-op threads for the local backend; 0 lets onnxruntime decide. The
     #: default of every stage whose own ``*_INTRA_OP_THREADS`` is not set.
     threads: int = Field(default=0, ge=0, le=256)
@@ -63,6 +68,12 @@ class ModelSettings(BaseSettings):
 
         load_manifest(value)  # raises with the field at fault
         return value
+
+    def detector_spec(self) -> ModelSpec:
+        """The BlazeFace model ``detector`` and ``detector_precision`` select."""
+        from openlfr.models.specs import DETECTORS
+
+        return DETECTORS[(self.detector, self.detector_precision)]
 
     def ort_threading(self, stage: ModelStage) -> OrtThreading:
         """The onnxruntime thread pools of ``stage``'s sessions (local backend)."""

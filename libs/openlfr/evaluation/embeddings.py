@@ -68,12 +68,11 @@ def analyzer_version(settings: object) -> AnalysisVersion:
     from openlfr.config import ModelSettings
     from openlfr.models import sources
     from openlfr.models.build import model_version, sha256_file
-    from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
     from openlfr.vision.analyzer import CHIP_PADDING, PREDICTOR_BOX_FIT
 
     if not isinstance(settings, ModelSettings):
         raise TypeError(f"analyzer_version: expected ModelSettings, got {type(settings).__name__}")
-    detector = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    detector = settings.detector_spec()
     return AnalysisVersion.of(
         {
             "embedder": settings.embedder_version(),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from openlfr.inference.exceptions import ModelNotBuiltError
 from openlfr.models import sources
-from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER, FACERES, ModelSpec
+from openlfr.models.exceptions import ModelError
+from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER, FACERES, ModelSpec, int8_of
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 CONVERTER_VERSION = "1"
 #: The same for the TFJS converter of the optional models (bumped without rebuilding the others).
 TFJS_CONVERTER_VERSION = "tfjs-1"
+#: The same for the int8 quantisation (openlfr.models.quantize).
+INT8_CONVERTER_VERSION = "int8-1"
 MANIFEST = "manifest.json"
 
 
@@ -97,7 +100,35 @@ def _targets() -> list[_Target]:
             lambda src, out: build_blazeface_onnx(src, out, BLAZEFACE_SHORT),
         ),
     ]
-    return [_Target(spec, src, convert) for spec, src, convert in required] + _optional_targets()
+    return [_Target(spec, src, convert) for spec, src, convert in required] + _int8_targets() + _optional_targets()
+
+
+def _int8_targets() -> list[_Target]:
+    """The int8 versions of the detectors and the embedder, from the fp32 files built before them.
+
+    Their source is the fp32 file plus the calibration images; without the shared face set
+    they are left out with a log line (the fp32 models serve as before).
+    """
+    from openlfr.models import quantize
+
+    try:
+        images = quantize.calibration_images()
+    except ModelError as exc:
+        logger.info('skipping int8 models reason="%s"', exc)
+        return []
+    recorded: dict[Path, dict[str, object]] = {}
+
+    def convert(fp32: Path, out: Path, spec: ModelSpec) -> None:
+        model_dir = fp32.parent
+        if model_dir not in recorded:  # one pass of the fp32 analyzer serves all three models
+            recorded[model_dir] = quantize.record_calibration_inputs(model_dir, images)
+        quantize.quantize_onnx(fp32, out, spec=int8_of(spec), rows=recorded[model_dir][spec.name])
+
+    return [
+        _Target(int8_of(spec), Path(spec.onnx_file), lambda src, out, spec=spec: convert(src, out, spec),
+                tuple(images), INT8_CONVERTER_VERSION)
+        for spec in (BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER)
+    ]
 
 
 def read_manifest(model_dir: Path) -> dict[str, dict[str, str]]:
@@ -124,7 +155,8 @@ def build_all(model_dir: Path, *, force: bool = False) -> list[BuildResult]:
     manifest = read_manifest(model_dir)
     results = []
     for target in _targets():
-        spec, source = target.spec, target.source
+        spec = target.spec
+        source = target.source if target.source.is_absolute() else model_dir / target.source
         out = model_dir / spec.onnx_file
         source_sha = source_sha256(source, target.extra_sources)
         entry = manifest.get(spec.name, {})

@@ -5,8 +5,8 @@ own: where the file is, the input tensor (name, size, channel order, scaling), h
 aligned for it (dlib's 150x150 face chip from the 5-point landmarks, or the ArcFace five-point
 template at any size and margin), the output (name, length) and how scores are made (vectors
 L2-normalised or not; the score is always ``1 - euclidean_distance / 2``). The project's own
-models are built in (``dlib_resnet_v1``, the default, and ``faceres_v1`` when set-up fetched its
-weights); an operator registers a network they licensed by writing a manifest JSON file and
+models are built in (``dlib_resnet_v1``, the default, its int8 quantisation ``dlib_resnet_v1_int8``,
+and ``faceres_v1`` when set-up fetched its weights); an operator registers a network they licensed by writing a manifest JSON file and
 setting ``OPENLFR_EMBEDDER`` to its path (``openlfr models check-embedder FILE`` tries it).
 
 The model version every vector, alert, cohort and calibration cites is the manifest's name and
@@ -24,11 +24,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from openlfr.models.exceptions import ModelError
-from openlfr.models.specs import FACERES, EMBEDDER, ModelSpec, TensorSpec
+from openlfr.models.specs import EMBEDDER, EMBEDDER_INT8, FACERES, ModelSpec, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("dlib_resnet_v1", "faceres_v1")
+BUILTIN = ("dlib_resnet_v1", "dlib_resnet_v1_int8", "faceres_v1")
 
 
 class Alignment(BaseModel):
@@ -159,7 +159,18 @@ FACERES_MANIFEST = EmbedderManifest(
     near_duplicate_score=0.85,
 )
 
-_BUILTINS = {m.name: m for m in (DLIB_RESNET, FACERES_MANIFEST)}
+#: dlib's ResNet quantised to int8 (static QDQ, openlfr.models.quantize): a model version of its
+#: own, so its vectors never share a store, cohort or calibration with the fp32 model's.
+DLIB_RESNET_INT8 = DLIB_RESNET.model_copy(
+    update={
+        "name": EMBEDDER_INT8.name,
+        "onnx_file": EMBEDDER_INT8.onnx_file,
+        "provenance": DLIB_RESNET.provenance + "; quantised to int8 (static QDQ, calibrated on the shared face set) "
+                      "by openlfr models build",
+    }
+)
+
+_BUILTINS = {m.name: m for m in (DLIB_RESNET, DLIB_RESNET_INT8, FACERES_MANIFEST)}
 
 
 def builtin_manifest(model_version: str) -> EmbedderManifest | None:

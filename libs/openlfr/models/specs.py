@@ -83,3 +83,32 @@ FACERES = ModelSpec(
 )
 
 ALL_MODELS: dict[str, ModelSpec] = {m.name: m for m in (EMBEDDER, BLAZEFACE_FULL, BLAZEFACE_SHORT)}
+
+
+def int8_of(spec: ModelSpec) -> ModelSpec:
+    """The int8 (static QDQ) version of a model: same tensors, ``<name>_int8.onnx``.
+
+    ``openlfr models build`` makes it from the fp32 file (``openlfr.models.quantize``); its
+    inputs and outputs stay float32, so every caller and both backends treat it as the fp32 one.
+    """
+    stem = spec.onnx_file.removesuffix(".onnx")
+    return ModelSpec(
+        name=f"{spec.name}_int8",
+        onnx_file=f"{stem}_int8.onnx",
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+        max_batch_size=spec.max_batch_size,
+    )
+
+
+BLAZEFACE_FULL_INT8 = int8_of(BLAZEFACE_FULL)
+BLAZEFACE_SHORT_INT8 = int8_of(BLAZEFACE_SHORT)
+EMBEDDER_INT8 = int8_of(EMBEDDER)
+#: The detector models by (range, precision), as ``OPENLFR_DETECTOR`` and
+#: ``OPENLFR_DETECTOR_PRECISION`` select them.
+DETECTORS: dict[tuple[str, str], ModelSpec] = {
+    ("full", "fp32"): BLAZEFACE_FULL,
+    ("short", "fp32"): BLAZEFACE_SHORT,
+    ("full", "int8"): BLAZEFACE_FULL_INT8,
+    ("short", "int8"): BLAZEFACE_SHORT_INT8,
+}

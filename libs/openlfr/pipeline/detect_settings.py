@@ -15,7 +15,6 @@ from pydantic import Field, model_validator
 
 from openlfr.config import ModelSettings
 from openlfr.models.build import model_version
-from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
 from openlfr.pipeline.detect import DetectStage
 from openlfr.pipeline.frame_parts import BROKER_MESSAGE_MAX_BYTES, DEFAULT_MESSAGE_MAX_BYTES
 from openlfr.pipeline.freshness import CatchUpSettings
@@ -95,7 +94,7 @@ def build_detect_stage(
             FILE``): their frames are never stale, so the frame-age limit is off.
         registry: where the stage's metrics are registered (the default registry if left out).
     """
-    spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    spec = settings.detector_spec()
     return DetectStage(
         analyzer if analyzer is not None else build_analyzer(settings),
         detector_model=model_version(settings.model_dir, spec.name),

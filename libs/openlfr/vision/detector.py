@@ -93,6 +93,8 @@ ANCHOR_OPTIONS: dict[str, AnchorOptions] = {
     BLAZEFACE_FULL.name: AnchorOptions(input_size=192, strides=(4,), interpolated_scale_aspect_ratio=0.0),
     BLAZEFACE_SHORT.name: AnchorOptions(input_size=128, strides=(8, 16, 16, 16)),
 }
+# The int8 models (openlfr.models.quantize) keep their fp32 model's anchors.
+ANCHOR_OPTIONS |= {f"{name}_int8": options for name, options in ANCHOR_OPTIONS.items()}
 
 
 def generate_anchors(options: AnchorOptions) -> np.ndarray:

@@ -7,7 +7,6 @@ from openlfr.inference.base import InferenceBackend
 from openlfr.inference.factory import make_backend
 from openlfr.models import sources
 from openlfr.models.shape_predictor import ShapePredictor
-from openlfr.models.specs import BLAZEFACE_FULL, BLAZEFACE_SHORT
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.detector import FaceDetector
 from openlfr.vision.embedder import FaceEmbedder
@@ -26,7 +25,7 @@ def build_analyzer(
     if backend is None:
         backend = make_backend(settings, stage="detect")
         embed_backend = make_backend(settings, stage="embed") if settings.backend == "local" else backend
-    spec = BLAZEFACE_FULL if settings.detector == "full" else BLAZEFACE_SHORT
+    spec = settings.detector_spec()
     detector = FaceDetector(
         backend=backend,
         spec=spec,

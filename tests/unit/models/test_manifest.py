@@ -47,12 +47,17 @@ def _operator_manifest(tmp_path: Path, onnx: Path, **overrides: object) -> Path:
 
 
 def test_the_built_in_embedders(model_dir: Path) -> None:
-    assert BUILTIN == ("dlib_resnet_v1", "faceres_v1")
+    assert BUILTIN == ("dlib_resnet_v1", "dlib_resnet_v1_int8", "faceres_v1")
     dlib = load_manifest("dlib_resnet_v1")
     assert dlib is DLIB_RESNET and dlib.spec().inputs[0].shape == (150, 150, 3)
     assert dlib.embedding_size == 128 and dlib.normalise == "none" and dlib.alignment.kind == "dlib_chip"
     assert dlib.version(model_dir) == model_version(model_dir, "dlib_resnet_v1")
     assert ModelSettings().embedder_manifest() is dlib
+    int8 = load_manifest("dlib_resnet_v1_int8")
+    assert int8.version(model_dir) == model_version(model_dir, "dlib_resnet_v1_int8") != dlib.version(model_dir)
+    assert int8.model_dump(exclude={"name", "onnx_file", "provenance"}) == dlib.model_dump(
+        exclude={"name", "onnx_file", "provenance"}
+    )
 
 
 @pytest.mark.parametrize(
