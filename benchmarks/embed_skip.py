@@ -115,7 +115,7 @@ def run_side(name: str, *, skip: bool, faces: Sequence[Any], analyzer: Any, stor
     alert = AlertStage(AlertSettings(), signer=signer, registry=CollectorRegistry(), max_clock_skew_s=None,
                        authority=StaticAuthority.for_run(gate.deployment, camera_ids=[camera], subjects=subjects))
     side = Side(name)
-    offset = 0
+    offset = alerted = 0
     alerts: list[Alert] = []
     for start in range(0, len(faces), BATCH):
         batch = [Incoming(m, 0, offset + i) for i, m in enumerate(faces[start:start + BATCH])]
@@ -130,8 +130,9 @@ def run_side(name: str, *, skip: bool, faces: Sequence[Any], analyzer: Any, stor
         matched = match.handle([Incoming(m, 0, start + i) for i, m in enumerate(out)], now=time.time())  # type: ignore[arg-type]
         side.match_cpu_s += time.thread_time() - t
         if matched.outputs:
-            result = alert.handle([Incoming(o.message, 0, i) for i, o in enumerate(matched.outputs)],  # type: ignore[arg-type]
-                                  now=time.time())
+            result = alert.handle([Incoming(o.message, 0, alerted + i)  # type: ignore[arg-type]
+                                   for i, o in enumerate(matched.outputs)], now=time.time())
+            alerted += len(matched.outputs)
             alerts.extend(o.message for o in result.outputs if isinstance(o.message, Alert))
     side.skipped = {s.labels["reason"]: s.value for f in metrics.collect() for s in f.samples
                     if f.name == "openlfr_embed_faces_skipped" and s.name.endswith("_total")}
