@@ -28,10 +28,11 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Request, Security, status
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from openlfr.api.unauthenticated import UnauthenticatedAudit
@@ -39,6 +40,13 @@ from openlfr.audit.exceptions import AuditLogError
 from openlfr.audit.log import AuditLog
 
 logger = logging.getLogger(__name__)
+
+#: The two ways to present a token, as the OpenAPI documents declare them (checked by
+#: ``Access.principal``, not by these: they never refuse on their own).
+BEARER = HTTPBearer(scheme_name="bearer", description="an API token: 'Authorization: Bearer <token>'",
+                    auto_error=False)
+API_KEY = APIKeyHeader(name="X-API-Key", scheme_name="apiKey", description="the same token in 'X-API-Key'",
+                       auto_error=False)
 
 Role = Literal["viewer", "reviewer", "watchlist_admin", "deployment_authoriser", "service"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -190,7 +198,13 @@ class Access:
             raise ValueError(f"require: unknown roles {unknown}")
         needed = frozenset(roles)
 
-        def dependency(request: Request) -> Principal:
+        def dependency(
+            request: Request,
+            _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+            _api_key: Annotated[str | None, Security(API_KEY)] = None,
+        ) -> Principal:
+            # The two Security parameters only declare the schemes in the OpenAPI document (so
+            # /docs has Authorize and generated clients send the token); ``principal`` checks.
             principal = self.principal(request)
             if not principal.has_any(needed):
                 target = f"{request.method} {request.url.path}"

@@ -41,10 +41,12 @@ def make_health_app(
     documented = bool(routers)
     app = FastAPI(
         title=title,
-        docs_url="/docs" if documented else None,
+        docs_url=None,  # served below from the installed Swagger UI, not a CDN
         redoc_url=None,
         openapi_url="/openapi.json" if documented else None,
     )
+    if documented:
+        _serve_docs(app, title)
     for router in routers:
         app.include_router(router)
     if routers:
@@ -81,6 +83,26 @@ def make_health_app(
 
     app.mount("/metrics", make_asgi_app(registry=registry))
     return app
+
+
+def _serve_docs(app: FastAPI, title: str) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files, served by the service
+    itself, so the page works where no CDN is reachable (a police network, this project's CI)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title=f"{title}: API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js", swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": False},
+        )
 
 
 class HttpServer:
