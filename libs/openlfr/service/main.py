@@ -36,7 +36,7 @@ from openlfr.messages.topics import DEADLETTER, TopicSpec
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import Stage
 from openlfr.service.http import make_health_app, run_http_in_thread
-from openlfr.service.settings import ServiceSettings, load_settings
+from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings, settings_problems
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +131,16 @@ def run_stage_service(
         start, 2 for bad settings.
     """
     args = _parse_args(argv)
-    try:
-        values: dict[str, Any] = {"_env_file": args.env_file} if args.env_file else {}
-        settings = load_settings(settings_cls, **values)
-        for extra in also_validate:  # the stage's own settings, read again by its factory
-            load_settings(extra)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    values: dict[str, Any] = {"_env_file": args.env_file} if args.env_file else {}
+    # Every settings class is checked before any is refused, so one run names every bad setting.
+    problems = settings_problems(settings_cls, **values)
+    for extra in also_validate:  # the stage's own settings, read again by its factory
+        problems += [line for line in settings_problems(extra) if line not in problems]
+    if problems:
+        # Logging is not configured yet (its level is a setting): stderr is the channel.
+        sys.stderr.write("".join(line + "\n" for line in problems))
+        return EXIT_BAD_SETTINGS
+    settings = load_settings(settings_cls, **values)
     if args.check_config:
         sys.stdout.write("settings ok\n")
         return 0

@@ -261,15 +261,35 @@ class ServiceSettings(KafkaClientSettings):
 
 
 def settings_error_lines(exc: ValidationError, *, prefix: str = ENV_PREFIX) -> list[str]:
-    """One ``bad setting OPENLFR_X: reason`` line per error, naming the variable to fix."""
+    """One ``bad setting OPENLFR_X: reason`` line per error, naming the variable to fix.
+
+    A field read under an alias (``OPENLFR_AUDIT_LOG`` of the API settings) is named by the
+    alias; an error of the settings as a whole (one setting against another) by its message,
+    which names them.
+    """
     lines = []
     for err in exc.errors():
         loc = err.get("loc") or ()
-        name = prefix + (str(loc[0]).upper() if loc else "<SETTINGS>")
+        first = str(loc[0]) if loc else ""
         detail = ".".join(str(p) for p in loc[1:])
         message = err.get("msg", "invalid")
+        if not first:
+            lines.append(f"bad settings: {message}")
+            continue
+        name = first.upper() if first.upper().startswith(ENV_PREFIX) else prefix + first.upper()
         lines.append(f"bad setting {name}: {detail + ': ' if detail else ''}{message}")
     return lines
+
+
+def settings_problems(settings_cls: type[BaseSettings], **values: object) -> list[str]:
+    """The ``settings_error_lines`` of building ``settings_cls`` from the environment (and
+    ``values``): empty when it builds."""
+    try:
+        settings_cls(**values)
+    except ValidationError as exc:
+        prefix = settings_cls.model_config.get("env_prefix") or ENV_PREFIX
+        return settings_error_lines(exc, prefix=prefix.upper())
+    return []
 
 
 def exit_bad_settings(exc: ValidationError, *, prefix: str = ENV_PREFIX) -> NoReturn:

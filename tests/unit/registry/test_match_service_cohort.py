@@ -75,3 +75,20 @@ def test_an_unusable_cohort_stops_the_start(match_main, service_env: Path, monke
 
 # The registry and the match stage share the cohort: tests/integration/test_match_service_start.py
 # (the service reads its audit log's checkpoints from the broker at start).
+
+
+def test_check_config_names_every_missing_setting_in_one_run(match_main, monkeypatch, capsys) -> None:
+    """One run lists every bad setting of every settings class the service reads, each by the
+    variable an operator sets (not OPENLFR_API_OPENLFR_AUDIT_LOG, not OPENLFR_<SETTINGS>)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("OPENLFR_"):
+            monkeypatch.delenv(name)
+    assert match_main.main(["--check-config"]) == 2
+    err = capsys.readouterr().err
+    for name in ("OPENLFR_BOOTSTRAP", "OPENLFR_MATCH_SIGNING_KEY", "OPENLFR_REGISTRY_DB_PATH",
+                 "OPENLFR_REGISTRY_COHORT", "OPENLFR_API_TOKENS", "OPENLFR_AUDIT_LOG"):
+        assert f"bad setting {name}: " in err, (name, err)
+    assert "OPENLFR_API_OPENLFR" not in err and "<SETTINGS>" not in err
+    assert "OPENLFR_VECTOR_STORE=edge needs OPENLFR_QDRANT_PATH" in err
