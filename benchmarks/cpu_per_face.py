@@ -5,7 +5,8 @@ One command, the same frames, whole processes (issue 12's Targets):
 * **The scene** (built once under ``build/benchmarks/cpu_per_face/``, kept for later runs): a
   26 s 1280x720 video at 10 fps (MJPG, every frame a JPEG as ingest would make it) of 16 people
   from ``../shared/data/faces`` crossing two lanes of a blurred street, one after another, 3 of
-  them enrolled (their first photo in ``watchlist/``, another photo walking), 13 strangers; face
+  them enrolled (their first photo, one face in it, in ``watchlist/``; their second photo walks),
+  13 strangers (people with any number of photos, their first photo walking); face
   boxes about 110 px wide (``openlfr.testing.loadgen``'s sprites); ``truth.json`` holds every
   frame's pasted faces. Seeded; the same seed gives the same scene.
 * **openlfr**: ``openlfr run --source scene.avi --watchlist watchlist --sample-fps 10 --json``
@@ -75,7 +76,7 @@ CAMERA = "cam-1"
 #: frames to be expected to alert; passes within the gap may be one track.
 MIN_VOTES = 3
 TRACK_GAP_S = 2.0
-SCENE_VERSION = 1
+SCENE_VERSION = 2
 
 
 # -- the scene ---------------------------------------------------------------------------------
@@ -109,14 +110,7 @@ def build_scene(seed: int) -> Scene:
     import numpy as np
 
     from openlfr.config import ModelSettings
-    from openlfr.testing.loadgen import (
-        Walk,
-        blurred_background,
-        choose_cast,
-        locate_sprites,
-        read_people,
-        render_frame,
-    )
+    from openlfr.testing.loadgen import Walk, blurred_background, make_sprite, read_people, render_frame
     from openlfr.vision.factory import build_analyzer
     from openlfr.vision.images import load_image
 
@@ -125,37 +119,42 @@ def build_scene(seed: int) -> Scene:
         return scene
     started = time.monotonic()
     rng = np.random.default_rng(seed)
-    cast = choose_cast(read_people(FACES_DIR), seed=seed, enrolled_people=ENROLLED)
-    # One walking photo per person: an enrolled person's second photo, a stranger's first.
-    first: dict[str, tuple[str, Path, bool]] = {}
-    for person_id, photo, enrolled in cast.walkers:
-        first.setdefault(person_id, (person_id, photo, enrolled))
-    enrolled_walkers = [w for w in first.values() if w[2]]
-    strangers = [w for w in first.values() if not w[2]]
-    if len(enrolled_walkers) != ENROLLED:
-        raise ValueError(f"expected {ENROLLED} enrolled walkers, got {len(enrolled_walkers)}")
-    picks = [strangers[int(i)] for i in rng.permutation(len(strangers))]
-
     analyzer = build_analyzer(ModelSettings())
 
-    def locate(rgb: np.ndarray) -> np.ndarray | None:
-        faces = analyzer.analyze(rgb)
-        if not len(faces):
-            return None
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
+    def faces_in(photo: Path) -> tuple[np.ndarray, np.ndarray]:
+        rgb = load_image(photo)
+        return rgb, analyzer.analyze(rgb).boxes
 
-    # Strangers in seeded order until 13 of them have a face the analyzer finds in their photo.
+    def largest(boxes: np.ndarray) -> np.ndarray:
+        return boxes[int(np.argmax(boxes[:, 2] - boxes[:, 0]))]
+
+    # Enrolled: people with 2+ photos, in seeded order, whose first photo shows exactly one face
+    # (so both sides can enrol it) and whose second shows one to walk with. Strangers: everyone
+    # else, their first photo with a face.
+    everyone = read_people(FACES_DIR)
+    people = [everyone[int(i)] for i in rng.permutation(len(everyone))]
+    enrolled: dict[str, Path] = {}
     sprites = []
-    for walker in enrolled_walkers + picks:
+    for person in people:
+        if len(enrolled) == ENROLLED:
+            break
+        if len(person.photos) < 2 or len(faces_in(person.photos[0])[1]) != 1:
+            continue
+        rgb, boxes = faces_in(person.photos[1])
+        if len(boxes):
+            enrolled[person.person_id] = person.photos[0]
+            sprites.append(make_sprite(rgb, largest(boxes), person_id=person.person_id, enrolled=True))
+    for person in people:
         if len(sprites) == PEOPLE:
             break
-        found, _ = locate_sprites(type(cast)(enrolled={}, walkers=(walker,)), locate, load_image)
-        if found:
-            sprites += found
-        elif walker[2]:
-            raise ValueError(f"no face found in enrolled walker's photo {walker[1]}")
-    if len(sprites) != PEOPLE:
-        raise ValueError(f"only {len(sprites)} usable people, expected {PEOPLE}")
+        if person.person_id in enrolled:
+            continue
+        rgb, boxes = faces_in(person.photos[0])
+        if len(boxes):
+            sprites.append(make_sprite(rgb, largest(boxes), person_id=person.person_id, enrolled=False))
+    if len(enrolled) != ENROLLED or len(sprites) != PEOPLE:
+        raise ValueError(f"found {len(enrolled)} people to enrol and {len(sprites)} to walk, expected "
+                         f"{ENROLLED} and {PEOPLE}")
     order = [int(i) for i in rng.permutation(PEOPLE)]
     walks = []
     for n, sprite_index in enumerate(order):
@@ -182,14 +181,13 @@ def build_scene(seed: int) -> Scene:
         truth_frames.append([{"walk_id": f.walk_id, "person_id": f.person_id, "enrolled": f.enrolled,
                               "box": [round(v, 1) for v in f.box]} for f in faces])
     writer.release()
-    for person_id, photos in cast.enrolled.items():
+    for person_id, photo in enrolled.items():
         (work / "watchlist" / person_id).mkdir(parents=True)
-        for photo in photos:
-            (work / "watchlist" / person_id / photo.name).write_bytes(photo.read_bytes())
+        (work / "watchlist" / person_id / photo.name).write_bytes(photo.read_bytes())
     truth = {
         "seed": seed, "fps": FPS, "frames": frames, "camera_id": CAMERA, "frame_faces": truth_frames,
         "people": [{"person_id": s.person_id, "enrolled": s.enrolled} for s in sprites],
-        "enrolled": sorted(cast.enrolled),
+        "enrolled": sorted(enrolled),
     }
     (work / "truth.json").write_text(json.dumps(truth) + "\n")
     if scene.root.exists():  # another run built it meanwhile
