@@ -53,6 +53,7 @@ def stack(secure_broker: KafkaBroker, tmp_path: Path) -> Iterator[ServiceStack]:
     """A stack whose topics the admin made and whose users the ACL table governs."""
     s = ServiceStack(secure_broker.bootstrap, tmp_path / "stack", kafka_credentials=secure_broker.credentials)
     s.env["OPENLFR_CATCHUP_LATENESS_S"] = "0"  # the file is fed faster than real time: no catch-up
+    s.env["OPENLFR_EMBED_SKIP_ENABLED"] = "false"  # every frame's faces are checked to come out of embed
     for spec in ALL_TOPICS:
         ensure_topics(s.kafka_admin, {s.prefix + spec.name: spec.partitions}, retention_ms=spec.retention_ms)
     acls.apply(s.kafka_admin, acls.grants(topic_name=lambda spec: s.prefix + spec.name))
