@@ -494,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="openlfr", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     def backend_args(p: argparse.ArgumentParser) -> None:
@@ -614,9 +615,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """``openlfr <package version> (embedder <model version>)``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("openlfr")
+    except PackageNotFoundError:
+        package = "unknown"
+    try:
+        from openlfr.config import ModelSettings
+
+        model = ModelSettings().embedder_version()
+    except Exception as exc:  # noqa: BLE001 - a bad setting must not hide the version
+        model = f"unknown ({type(exc).__name__})"
+    return f"openlfr {package} (embedder {model})"
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after any subcommand too (``openlfr run -v``), not only before it."""
+    for action in parser._actions:  # noqa: SLF001 - argparse exposes subparsers no other way
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                if not any("--verbose" in a.option_strings for a in sub._actions):  # noqa: SLF001
+                    sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                     help="log at DEBUG level")
+                _verbose_everywhere(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``openlfr`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _verbose_everywhere(parser)
+    args = parser.parse_args(argv)
     if args.command == "service":  # a service configures its own logging from its settings
         return int(args.func(args))
     logging.basicConfig(

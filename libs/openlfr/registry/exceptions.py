@@ -97,11 +97,11 @@ class RegistryApiError(RegistryClientError):
     """
 
     def __init__(self, status_code: int, detail: object, *, method: str, path: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
         self.method = method
         self.path = path
+        super().__init__(f"{method} {path}: HTTP {status_code}: {self.message}")  # words, not a repr
 
     @property
     def reason(self) -> str | None:
