@@ -264,7 +264,7 @@ def compose(source: Source) -> dict[str, Any]:
             "./deploy/prometheus/rules:/etc/prometheus/rules:ro",
             "prometheus-data:/prometheus",
         ],
-        "ports": [f"{infra['prometheus']['port']}:9090"],
+        "ports": [f"{infra['prometheus'].get('bind', '0.0.0.0')}:{infra['prometheus']['port']}:9090"],
         "healthcheck": _compose_healthcheck(["CMD", "wget", "-qO-", "http://localhost:9090/-/ready"], start_period="30s"),
         "restart": "unless-stopped",
     }
@@ -280,7 +280,7 @@ def compose(source: Source) -> dict[str, Any]:
             "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro",
             "grafana-data:/var/lib/grafana",
         ],
-        "ports": [f"{infra['grafana']['port']}:3000"],
+        "ports": [f"{infra['grafana'].get('bind', '0.0.0.0')}:{infra['grafana']['port']}:3000"],
         "depends_on": {"prometheus": {"condition": "service_healthy"}},
         "healthcheck": _compose_healthcheck(["CMD", "wget", "-qO-", "http://localhost:3000/api/health"], start_period="60s"),
         "restart": "unless-stopped",

@@ -117,3 +117,16 @@ def test_kafka_takes_only_authenticated_tls_clients_and_each_service_is_its_own_
     assert compose["services"]["topic-init"]["depends_on"]["kafka-users"]["condition"] == "service_completed_successfully"
     proc = kit.run(["git", "check-ignore", "deploy/compose/kafka-credentials/openlfr-admin.password"], check=False)
     assert proc.returncode == 0, "the compose Kafka credentials must be git-ignored"
+
+
+def test_unauthenticated_monitoring_is_published_on_loopback_only() -> None:
+    """Prometheus and Grafana have no authentication here: the host's loopback, not every interface."""
+    import yaml
+
+    from openlfr import paths
+
+    compose = yaml.safe_load((paths.REPO_ROOT / "docker-compose.yml").read_text())
+    for name in ("prometheus", "grafana"):
+        ports = compose["services"][name]["ports"]
+        assert ports and all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
+    assert compose["services"]["kafka"]["image"].endswith(":4.3.1")  # the version every test runs
