@@ -81,7 +81,7 @@ def timed(fn, rounds: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
 
 
 def model_speed(model_dir: Path, rows: dict[str, np.ndarray], rounds: int) -> None:
-    print("\n| model | batch | fp32 ms/row best (median) | int8 ms/row best (median) | speed-up (best) | int8 CPU ms/row |")
+    print("\n| model | batch | fp32 ms/row best (median) | int8 ms/row best (median) | speed-up (best) | CPU ms/row fp32 / int8 (median) |")
     print("|---|---|---|---|---|---|")
     for spec in (BLAZEFACE_FULL, BLAZEFACE_SHORT, EMBEDDER):
         fp32, int8 = session(model_dir / spec.onnx_file), session(model_dir / int8_of(spec).onnx_file)
@@ -97,9 +97,9 @@ def model_speed(model_dir: Path, rows: dict[str, np.ndarray], rounds: int) -> No
                     results[label][0].extend(w)
                     results[label][1].extend(c)
             f, q = (np.asarray(results[k][0]) * 1000 / batch for k in ("fp32", "int8"))
-            qc = np.asarray(results["int8"][1]) * 1000 / batch
+            fc, qc = (np.asarray(results[k][1]) * 1000 / batch for k in ("fp32", "int8"))
             print(f"| {spec.name} | {batch} | {f.min():.2f} ({np.median(f):.2f}) | {q.min():.2f} ({np.median(q):.2f}) | "
-                  f"{f.min() / q.min():.2f}x | {np.median(qc):.2f} |")
+                  f"{f.min() / q.min():.2f}x | {np.median(fc):.2f} / {np.median(qc):.2f} |")
 
 
 def frame_speed(model_dir: Path, rounds: int) -> None:
