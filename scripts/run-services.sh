@@ -5,12 +5,14 @@
 # the demo's background cohort (build/cohort/default.npz, built from the shared face set; a real
 # site builds its own with `openlfr cohort build DIR`), and `openlfr run --bus kafka` as the
 # ingest for one source. Alerts are printed as they arrive; the operator console is at
-# http://127.0.0.1:18084/console (tokens in $work/tokens.txt). Ctrl-C stops all.
+# http://127.0.0.1:18084/console (tokens in $work/tokens.txt) and stays up after the source ends,
+# so alerts can be reviewed, until Ctrl-C stops all.
 #
 #   scripts/run-services.sh [SOURCE WATCHLIST_DIR]     (default: the built sample)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
+scripts/kafka-fetch.sh >/dev/null  # the broker's jars (Java 17, Maven)
 work=${OPENLFR_RUN_DIR:-build/run}
 rm -rf "$work" && mkdir -p "$work"
 port=${OPENLFR_KAFKA_PORT:-19092}
@@ -79,4 +81,15 @@ OPENLFR_TOKEN=$AUTHORISER_TOKEN .venv/bin/openlfr deployment create --api http:/
     --purpose "demonstration on the sample video" --authorised-by "demo operator" --cameras cam-1 \
     --watchlists default --start now-1m --end now+8h --target-fpir 1/6000 >/dev/null
 echo "console: http://127.0.0.1:18084/console (tokens: $work/tokens.txt)"
-.venv/bin/openlfr run --bus kafka --bootstrap "$OPENLFR_BOOTSTRAP" --source "$source"
+.venv/bin/openlfr run --bus kafka --bootstrap "$OPENLFR_BOOTSTRAP" --source "$source" || true
+reviewer_a=$(sed -n 's/^reviewer-a (reviewer): //p' "$work/tokens.txt")
+reviewer_b=$(sed -n 's/^reviewer-b (reviewer): //p' "$work/tokens.txt")
+cat <<MSG
+
+The source has ended; the services stay up for review until Ctrl-C.
+  console:    http://127.0.0.1:18084/console
+  first review, paste reviewer-a's token:   $reviewer_a
+  second review, paste reviewer-b's token:  $reviewer_b
+  (every token and its role: $work/tokens.txt)
+MSG
+wait

