@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from openlfr.api.errors import detail_words
 from openlfr.watchlist.loader import RefusalReason
 
 
@@ -113,12 +114,4 @@ class RegistryApiError(RegistryClientError):
     @property
     def message(self) -> str:
         """The detail in words."""
-        if isinstance(self.detail, dict) and "message" in self.detail:
-            return str(self.detail["message"])
-        if isinstance(self.detail, list):
-            return "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg', item)}"
-                if isinstance(item, dict) else str(item)
-                for item in self.detail
-            )
-        return str(self.detail)
+        return detail_words(self.detail)

@@ -78,3 +78,32 @@ class HubFull(ReviewError):
 
 class InvalidCursor(ReviewError, ValueError):
     """A list cursor that this store did not hand out."""
+
+
+class ReviewApiError(ReviewError):
+    """The review API answered a client (:mod:`openlfr.review.client`) with an error status.
+
+    Attributes:
+        status_code: the HTTP status.
+        detail: the answer's ``detail``, or its text when it is not JSON.
+        method: the request's method.
+        path: the request's path.
+    """
+
+    def __init__(self, status_code: int, detail: object, *, method: str, path: str) -> None:
+        self.status_code = status_code
+        self.detail = detail
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path}: HTTP {status_code}: {self.message}")
+
+    @property
+    def message(self) -> str:
+        """The detail in words."""
+        from openlfr.api.errors import detail_words
+
+        return detail_words(self.detail)
+
+
+class ReviewApiUnreachable(ReviewError):
+    """The review API could not be reached or did not answer in time."""
