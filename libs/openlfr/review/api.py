@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
@@ -31,10 +32,18 @@ from openlfr.review.exceptions import (
     InvalidReview,
     RegistryUnavailable,
     ReviewConflict,
+    SubjectNotFound,
 )
 from openlfr.review.registry_client import RegistryClient
 from openlfr.review.report import build_report, iso_utc, render_markdown
-from openlfr.review.schemas import AlertPagePublic, AlertPublic, ReviewCreate
+from openlfr.review.schemas import (
+    AlertPagePublic,
+    AlertPublic,
+    AlertSubjectPublic,
+    AlertSummaryPublic,
+    MePublic,
+    ReviewCreate,
+)
 from openlfr.review.service import ReviewService
 from openlfr.review.store import MAX_PAGE, ReviewOutcome, ReviewStore, Status, Tallies
 
@@ -93,6 +102,27 @@ def make_review_router(
     reader = Depends(access.require(*READERS))
     reviewer = Depends(access.require("reviewer"))
 
+    @router.get("/v1/me", tags=["alerts"], responses=_ERRORS)
+    def me(who: Principal = reader) -> MePublic:
+        """Who holds the token: name, roles, and whether they may review (the console shows it and
+        offers only the actions the holder may take)."""
+        return MePublic(name=who.name, roles=sorted(who.roles), may_review="reviewer" in who.roles)
+
+    @router.get("/v1/alerts/summary", tags=["alerts"], responses=_ERRORS)
+    def alert_summary(
+        deployment_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=_ID)] = None,
+        camera_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=_ID)] = None,
+        who: Principal = reader,
+    ) -> AlertSummaryPublic:
+        """Alerts per status (filtered by deployment and camera), how many the caller may review
+        now, and the camera and deployment ids there are to filter by."""
+        summary = store.summary(
+            deployment_id=deployment_id,
+            camera_id=camera_id,
+            reviewer=who.name if "reviewer" in who.roles else None,
+        )
+        return AlertSummaryPublic.from_summary(summary)
+
     # Declared before /v1/alerts/{alert_id}, which would otherwise take "stream" as an id.
     @router.get(
         "/v1/alerts/stream",
@@ -138,9 +168,15 @@ def make_review_router(
                                              description="capture time before (exclusive), epoch seconds")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=400, description="next_cursor of the page before")] = None,
+        needs_my_review: Annotated[bool, Query(
+            description="only alerts the caller may review now: pending ones, and those awaiting a second "
+            "review whose first review someone else made (none for a token without the reviewer role)"
+        )] = False,
         who: Principal = reader,
     ) -> AlertPagePublic:
         """Alerts, newest first (by capture time), with their review state and steps."""
+        if needs_my_review and "reviewer" not in who.roles:
+            return AlertPagePublic(items=[], next_cursor=None)
         try:
             page = store.list_alerts(
                 status=status_,
@@ -150,6 +186,7 @@ def make_review_router(
                 until=until,
                 limit=limit,
                 cursor=cursor,
+                needs_review_by=who.name if needs_my_review else None,
             )
         except (InvalidCursor, ValueError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
@@ -164,6 +201,53 @@ def make_review_router(
             return AlertPublic.from_record(store.get(alert_id))
         except AlertNotFound as exc:
             raise _detail_404(exc) from exc
+
+    @router.get(
+        "/v1/alerts/{alert_id}/subject",
+        tags=["alerts"],
+        responses={
+            **_ERRORS,
+            404: {"description": "no such alert, or the registry no longer knows its subject"},
+            502: {"description": "the registry could not be asked (the reason is given)"},
+            503: {"description": "no registry is configured"},
+        },
+    )
+    def alert_subject(alert_id: AlertIdPath, who: Principal = reader) -> AlertSubjectPublic:
+        """The category, legal basis and expiry of the subject an alert names, from the registry
+        (only for subjects that have an alert here)."""
+        try:
+            subject_id = store.get(alert_id).subject_id
+        except AlertNotFound as exc:
+            raise _detail_404(exc) from exc
+        if registry_client is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="no registry is configured (OPENLFR_REVIEW_REGISTRY_URL), so the subject cannot be looked up",
+            )
+        try:
+            record = registry_client.get_subject(subject_id)
+        except SubjectNotFound as exc:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                detail=f"the registry does not know subject {subject_id!r} (deleted since the alert?)",
+            ) from exc
+        except RegistryUnavailable as exc:
+            logger.warning('subject lookup: registry unavailable alert_id="%s" error="%s"', alert_id, exc)
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=str(exc)) from exc
+        try:
+            return AlertSubjectPublic(
+                subject_id=subject_id,
+                category=str(record["category"]),
+                legal_basis=str(record["legal_basis"]),
+                expires_ts=_epoch(record["expires_at"]),
+                expired=bool(record["expired"]),
+                status=str(record["status"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY,
+                detail=f"the registry's record of subject {subject_id!r} is not as expected: {exc!r}",
+            ) from exc
 
     def chip(alert_id: str, which: Literal["probe", "reference"]) -> Response:
         try:
@@ -329,6 +413,16 @@ def make_review_router(
         return HTMLResponse(PAGE, headers=CONSOLE_HEADERS)
 
     return router
+
+
+def _epoch(value: object) -> float:
+    """Epoch seconds of an ISO 8601 time (one without an offset is UTC).
+
+    Raises:
+        ValueError: not an ISO 8601 time.
+    """
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)).timestamp()
 
 
 async def _events(hub: EventHub, heartbeat_s: float, actor: str) -> AsyncIterator[str]:

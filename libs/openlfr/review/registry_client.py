@@ -22,13 +22,23 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 
 
 class RegistryClient(Protocol):
-    """What the report needs of the registry."""
+    """What the review API needs of the registry: deployments for the report, subjects for the
+    console (category, legal basis, expiry)."""
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
         """The registry's record of a deployment (``GET /v1/deployments/{id}``).
 
         Raises:
             DeploymentNotFound: the registry does not know it.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        ...
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        """The registry's record of a subject (``GET /v1/subjects/{id}``).
+
+        Raises:
+            SubjectNotFound: the registry does not know it.
             RegistryUnavailable: the registry could not be asked.
         """
         ...

@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from openlfr.api.auth import Role
 from openlfr.api.text import free_text
-from openlfr.review.store import MAX_REASON_CHARS, AlertRecord, Decision, Status
+from openlfr.review.store import MAX_REASON_CHARS, AlertRecord, AlertSummary, Decision, Status
 
 #: Where the API serves an alert's crops (relative to the API's root).
 PROBE_PATH = "/v1/alerts/{alert_id}/probe.jpg"
@@ -116,3 +117,52 @@ class ReviewEvent(BaseModel):
     previous_status: Status
     step: ReviewStepPublic
     alert: AlertPublic
+
+
+class MePublic(BaseModel):
+    """Who the token belongs to, and whether they may review at all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="the token holder's name (the reviewer name their reviews are recorded under)")
+    roles: list[Role] = Field(description="the token's roles, sorted")
+    may_review: bool = Field(
+        description="whether the token has the reviewer role; a reviewer may make the first step of a pending "
+        "alert and the second step of an alert whose first step someone else made"
+    )
+
+
+class AlertSummaryPublic(BaseModel):
+    """Counts per status, what the caller may review now, and the ids there are to filter by."""
+
+    model_config = ConfigDict(frozen=True)
+
+    statuses: dict[Status, int] = Field(description="alerts per status (with the camera/deployment filters)")
+    needs_my_review: int = Field(
+        description="alerts the caller may review now (0 for a token without the reviewer role)"
+    )
+    cameras: list[str] = Field(description="camera ids of the kept alerts, sorted")
+    deployments: list[str] = Field(description="deployment ids of the kept alerts, sorted")
+
+    @classmethod
+    def from_summary(cls, summary: AlertSummary) -> AlertSummaryPublic:
+        return cls(
+            statuses=summary.statuses,
+            needs_my_review=summary.needs_review,
+            cameras=list(summary.cameras),
+            deployments=list(summary.deployments),
+        )
+
+
+class AlertSubjectPublic(BaseModel):
+    """What the registry says of the subject an alert names: why they are on the watchlist and
+    until when (read from the registry when asked, not kept with the alert)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject_id: str
+    category: str = Field(description="wanted, suspect, missing_person, vulnerable_person, risk_to_self_or_others")
+    legal_basis: str = Field(description="the law or warrant the subject's entry rests on")
+    expires_ts: float = Field(description="when the entry expires, epoch seconds (UTC)")
+    expired: bool
+    status: str = Field(description="the entry's status in the registry (active, suspended)")

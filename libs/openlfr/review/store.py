@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_capture ON alerts (capture_ts DESC, alert_id DESC);
 CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, capture_ts DESC);
 CREATE INDEX IF NOT EXISTS alerts_by_deployment ON alerts (deployment_id, capture_ts DESC);
+CREATE INDEX IF NOT EXISTS alerts_by_camera ON alerts (camera_id, capture_ts DESC);
 CREATE TABLE IF NOT EXISTS reviews (
     alert_id  TEXT NOT NULL REFERENCES alerts (alert_id) ON DELETE CASCADE,
     step      INTEGER NOT NULL CHECK (step IN (1, 2)),
@@ -201,6 +202,24 @@ class AlertPage:
 
     records: tuple[AlertRecord, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSummary:
+    """How many alerts are in each state, and how many one reviewer may review next.
+
+    Attributes:
+        statuses: alerts per status (every status present, 0 when none).
+        needs_review: alerts ``reviewer`` may review now (see :meth:`ReviewStore.list_alerts`'s
+            ``needs_review_by``); 0 when no reviewer was named.
+        cameras, deployments: every camera and deployment id of a kept record, sorted (the
+            filters' choices; alerts without a deployment are not listed).
+    """
+
+    statuses: dict[Status, int]
+    needs_review: int
+    cameras: tuple[str, ...]
+    deployments: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,11 +478,14 @@ class ReviewStore:
         until: float | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        needs_review_by: str | None = None,
     ) -> AlertPage:
         """Records newest first (by capture time), filtered.
 
         Args:
             status, deployment_id, camera_id: keep only these.
+            needs_review_by: keep only alerts this reviewer may review now: pending ones, and
+                those awaiting the second review whose first review someone else made.
             since, until: capture time from ``since`` (inclusive) to ``until`` (exclusive).
             limit: records per page, 1 to ``MAX_PAGE``.
             cursor: ``next_cursor`` of the page before.
@@ -478,12 +500,9 @@ class ReviewStore:
             raise ValueError(f"status: expected one of {list(STATUSES)}, got {status!r}")
         if since is not None and until is not None and since >= until:
             raise ValueError(f"since ({since}) must be before until ({until})")
-        where: list[str] = []
-        args: list[object] = []
-        for column, value in (("status", status), ("deployment_id", deployment_id), ("camera_id", camera_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+        where, args = self._filters(
+            status=status, deployment_id=deployment_id, camera_id=camera_id, needs_review_by=needs_review_by
+        )
         if since is not None:
             where.append("capture_ts >= ?")
             args.append(since)
@@ -505,6 +524,59 @@ class ReviewStore:
         more = len(rows) > limit
         next_cursor = _encode_cursor(records[-1].capture_ts, records[-1].alert_id) if more else None
         return AlertPage(records=tuple(records), next_cursor=next_cursor)
+
+    @staticmethod
+    def _filters(
+        *,
+        status: Status | None = None,
+        deployment_id: str | None = None,
+        camera_id: str | None = None,
+        needs_review_by: str | None = None,
+    ) -> tuple[list[str], list[object]]:
+        """SQL conditions (joined by AND) and their arguments for the list and summary filters."""
+        where: list[str] = []
+        args: list[object] = []
+        for column, value in (("status", status), ("deployment_id", deployment_id), ("camera_id", camera_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if needs_review_by is not None:
+            # The same rule as review(): anyone may make the first step, only someone else the second.
+            where.append(
+                "(status = 'pending' OR (status = 'awaiting_second' AND NOT EXISTS (SELECT 1 FROM reviews r "
+                "WHERE r.alert_id = alerts.alert_id AND r.step = 1 AND r.reviewer = ?)))"
+            )
+            args.append(needs_review_by.strip())
+        return where, args
+
+    def summary(
+        self,
+        *,
+        deployment_id: str | None = None,
+        camera_id: str | None = None,
+        reviewer: str | None = None,
+    ) -> AlertSummary:
+        """Counts per status of the kept records (filtered by deployment and camera), how many
+        ``reviewer`` may review now, and the camera and deployment ids there are to filter by."""
+        where, args = self._filters(deployment_id=deployment_id, camera_id=camera_id)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT status, COUNT(*) FROM alerts{clause} GROUP BY status", args).fetchall()
+            needs_review = 0
+            if reviewer is not None:
+                mine, mine_args = self._filters(
+                    deployment_id=deployment_id, camera_id=camera_id, needs_review_by=reviewer
+                )
+                needs_review = self._conn.execute(
+                    "SELECT COUNT(*) FROM alerts WHERE " + " AND ".join(mine), mine_args
+                ).fetchone()[0]
+            cameras = tuple(r[0] for r in self._conn.execute("SELECT DISTINCT camera_id FROM alerts ORDER BY 1"))
+            deployments = tuple(r[0] for r in self._conn.execute(
+                "SELECT DISTINCT deployment_id FROM alerts WHERE deployment_id IS NOT NULL ORDER BY 1"
+            ))
+        statuses: dict[Status, int] = dict.fromkeys(STATUSES, 0)
+        statuses.update({status: n for status, n in rows})
+        return AlertSummary(statuses=statuses, needs_review=needs_review, cameras=cameras, deployments=deployments)
 
     def chips(self, alert_id: str) -> Chips:
         """The crops of an alert (None where not kept).

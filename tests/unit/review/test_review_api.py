@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound
 from openlfr.review.store import MAX_REASON_CHARS
 from openlfr.review.testing import ReviewApp, bearer, build_review_app, make_alert
 from openlfr.service.http import run_http_in_thread
@@ -25,8 +25,10 @@ DAY = 86400.0
 class FakeRegistry:
     """A registry client answering from a dict, or failing as told."""
 
-    def __init__(self, deployments: dict[str, dict[str, Any]], *, down: bool = False) -> None:
+    def __init__(self, deployments: dict[str, dict[str, Any]], *, down: bool = False,
+                 subjects: dict[str, dict[str, Any]] | None = None) -> None:
         self.deployments = deployments
+        self.subjects = subjects or {}
         self.down = down
         self.asked: list[str] = []
 
@@ -37,6 +39,14 @@ class FakeRegistry:
         if deployment_id not in self.deployments:
             raise DeploymentNotFound(deployment_id)
         return self.deployments[deployment_id]
+
+    def get_subject(self, subject_id: str) -> dict[str, Any]:
+        self.asked.append(subject_id)
+        if self.down:
+            raise RegistryUnavailable("the registry at http://registry:8080 could not be reached: connection refused")
+        if subject_id not in self.subjects:
+            raise SubjectNotFound(subject_id)
+        return self.subjects[subject_id]
 
 
 DEPLOYMENT = {
@@ -55,9 +65,19 @@ DEPLOYMENT = {
 }
 
 
+#: The registry's record of subject-1 (``SubjectPublic``), as ``GET /v1/subjects/subject-1`` answers.
+SUBJECT = {
+    "id": "subject-1", "watchlist_id": "wl-1", "display_name": "Subject One", "category": "wanted",
+    "reason": "warrant 12/345 for robbery", "legal_basis": "PACE 1984 s.24; warrant 12/345", "added_by": "wanda",
+    "expires_at": "2027-03-01T12:00:00Z", "expired": False, "status": "active", "images": [],
+    "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+}
+
+
 @pytest.fixture
 def review(tmp_path: Path) -> Iterator[ReviewApp]:
-    app = build_review_app(tmp_path, registry_client=FakeRegistry({"dep-1": DEPLOYMENT}))
+    app = build_review_app(tmp_path, registry_client=FakeRegistry({"dep-1": DEPLOYMENT},
+                                                                  subjects={"subject-1": SUBJECT}))
     yield app
     app.hub.close()
     app.store.close()
@@ -89,6 +109,9 @@ ROUTES = [
     ("POST", "/v1/alerts/{id}/reviews"),
     ("GET", "/v1/alerts/stream"),
     ("GET", "/v1/deployments/dep-1/report"),
+    ("GET", "/v1/me"),
+    ("GET", "/v1/alerts/summary"),
+    ("GET", "/v1/alerts/{id}/subject"),
 ]
 
 
@@ -365,6 +388,83 @@ def test_report_without_a_registry(tmp_path: Path) -> None:
     review.store.close()
 
 
+@pytest.mark.parametrize("who, roles, may_review", [
+    ("alice", ["reviewer"], True),
+    ("victor", ["viewer"], False),
+    ("wanda", ["watchlist_admin"], False),
+])
+def test_me_names_the_token_holder_and_roles(client: TestClient, who: str, roles: list[str],
+                                             may_review: bool) -> None:
+    r = client.get("/v1/me", headers=bearer(who))
+    assert r.status_code == 200
+    assert r.json() == {"name": who, "roles": roles, "may_review": may_review}
+
+
+def test_needs_my_review_and_the_summary_follow_the_two_person_rule(client: TestClient, review: ReviewApp) -> None:
+    now = time.time()
+    pending = make_alert(track="p", capture_ts=now - 10)
+    alices = make_alert(track="a", camera="cam-2", capture_ts=now - 20)  # alice makes the first review
+    bobs = make_alert(track="b", camera="cam-2", deployment="dep-2", capture_ts=now - 30)  # bob makes the first
+    done = make_alert(track="d", capture_ts=now - 40)
+    for a in (pending, alices, bobs, done):
+        review.service.on_alert(a)
+    assert _post_review(client, alices.alert_id, "alice", "confirm").status_code == 200
+    assert _post_review(client, bobs.alert_id, "bob", "confirm").status_code == 200
+    assert _post_review(client, done.alert_id, "bob", "reject", "not them").status_code == 200
+
+    def mine(who: str, **params: Any) -> list[str]:
+        r = client.get("/v1/alerts", params={"needs_my_review": "true", **params}, headers=bearer(who))
+        assert r.status_code == 200
+        return [i["alert_id"] for i in r.json()["items"]]
+
+    assert mine("alice") == [pending.alert_id, bobs.alert_id]
+    assert mine("bob") == [pending.alert_id, alices.alert_id]
+    assert mine("alice", camera_id="cam-2") == [bobs.alert_id]
+    assert mine("alice", status="awaiting_second", deployment_id="dep-1") == []
+    assert mine("victor") == []  # a viewer reviews nothing
+
+    r = client.get("/v1/alerts/summary", headers=bearer("alice"))
+    assert r.status_code == 200
+    assert r.json() == {
+        "statuses": {"pending": 1, "awaiting_second": 2, "confirmed": 0, "rejected": 1},
+        "needs_my_review": 2, "cameras": ["cam-1", "cam-2"], "deployments": ["dep-1", "dep-2"],
+    }
+    by_camera = client.get("/v1/alerts/summary", params={"camera_id": "cam-2"}, headers=bearer("bob")).json()
+    assert by_camera["statuses"] == {"pending": 0, "awaiting_second": 2, "confirmed": 0, "rejected": 0}
+    assert by_camera["needs_my_review"] == 1
+    assert by_camera["cameras"] == ["cam-1", "cam-2"]  # the choices stay whole under a filter
+    by_deployment = client.get("/v1/alerts/summary", params={"deployment_id": "dep-2"}, headers=bearer("victor"))
+    assert by_deployment.json()["statuses"]["awaiting_second"] == 1 and by_deployment.json()["needs_my_review"] == 0
+
+
+def test_the_subject_of_an_alert_comes_from_the_registry(client: TestClient, review: ReviewApp, alert) -> None:
+    r = client.get(f"/v1/alerts/{alert.alert_id}/subject", headers=bearer("victor"))
+    assert r.status_code == 200
+    assert r.json() == {
+        "subject_id": "subject-1", "category": "wanted", "legal_basis": "PACE 1984 s.24; warrant 12/345",
+        "expires_ts": 1_803_902_400.0, "expired": False, "status": "active",
+    }
+    gone = make_alert(track="t9", subject="subject-9")
+    review.service.on_alert(gone)
+    r = client.get(f"/v1/alerts/{gone.alert_id}/subject", headers=bearer("victor"))
+    assert r.status_code == 404 and "does not know subject 'subject-9'" in r.json()["detail"]
+    assert client.get(f"/v1/alerts/{'0' * 32}/subject", headers=bearer("victor")).status_code == 404
+
+
+def test_the_subject_without_a_registry_or_with_one_down(tmp_path: Path) -> None:
+    alert = make_alert()
+    for registry, code, detail in ((None, 503, "no registry is configured"),
+                                   (FakeRegistry({}, down=True), 502, "could not be reached")):
+        review = build_review_app(tmp_path / str(code), registry_client=registry)
+        try:
+            review.service.on_alert(alert)
+            r = TestClient(review.app).get(f"/v1/alerts/{alert.alert_id}/subject", headers=bearer("alice"))
+            assert r.status_code == code and detail in r.json()["detail"]
+        finally:
+            review.hub.close()
+            review.store.close()
+
+
 def test_console_page_is_self_contained(client: TestClient) -> None:
     r = client.get("/console")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -383,7 +483,8 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/alerts", "/v1/alerts/{alert_id}", "/v1/alerts/{alert_id}/probe.jpg",
                  "/v1/alerts/{alert_id}/reference.jpg", "/v1/alerts/{alert_id}/reviews", "/v1/alerts/stream",
-                 "/v1/deployments/{deployment_id}/report", "/console"):
+                 "/v1/deployments/{deployment_id}/report", "/console", "/v1/me", "/v1/alerts/summary",
+                 "/v1/alerts/{alert_id}/subject"):
         assert path in paths, path
     post = paths["/v1/alerts/{alert_id}/reviews"]["post"]
     assert {"401", "403", "404", "409", "422"} <= set(post["responses"])
