@@ -5,13 +5,21 @@ Subcommands (stable; other tools build on them):
   openlfr faces IMAGE_OR_VIDEO... [--json]       detect, align and embed faces; print them
   openlfr run [--source S --watchlist DIR] [--json]  the whole pipeline: alerts as they happen
   openlfr service NAME                           run one pipeline service (ingest|detect|embed|match|alert)
-  openlfr watchlist enroll DIR|--csv F --api URL enrol photos through the registry API
-  openlfr deployment create|show|list|end        deployments through the registry API
+  openlfr watchlist enroll DIR|--csv F --api URL enrol photos through the registry API (all or nothing per subject)
+  openlfr watchlist list|show|suspend|resume|delete|reembed   watchlists through the registry API
+  openlfr subject list WATCHLIST|show|suspend|resume|delete   subjects through the registry API
+  openlfr deployment create|show|list|update|end deployments through the registry API
+  openlfr alerts list|show|review                alerts and two-person review through the review API
   openlfr report DEPLOYMENT --api URL            a deployment's report (Markdown or JSON)
   openlfr openapi                                the HTTP services' OpenAPI documents, keyed by service
   openlfr evaluate --faces DIR [--labels CSV] [--attributes CSV] --out OUTDIR   accuracy, fairness, calibration
   openlfr audit verify PATH [--expect-head H:N] [--against-topic]  verify an audit log's chain and its heads
   openlfr triton serve [--variant python]        run a real Triton server over the built models
+
+The API commands read the caller's token from $OPENLFR_TOKEN; they exit 0 when done, 1 when the
+API refused (said in words) or could not be reached, 2 for a bad flag (named) or no token. The
+command lines are split by area: registry/cli.py, registry/deployment_cli.py, review/cli.py,
+run_cli.py, audit/cli.py, cohort/cli.py, evaluation/cli.py; this module assembles them.
 """
 
 from __future__ import annotations
@@ -33,7 +41,11 @@ from openlfr.config import ModelSettings
 from openlfr.audit.cli import add_audit_parser
 from openlfr.cohort.cli import add_cohort_parser
 from openlfr.evaluation.cli import add_evaluate_parser
+from openlfr.cli_support import ALERT_API, TIME_FORMS, TOKEN_ENV, HelpFormatter, format_everywhere
+from openlfr.registry.cli import add_subject_parser, add_watchlist_parser
+from openlfr.registry.deployment_cli import add_deployment_parser
 from openlfr.registry.reembed_cli import add_reembed_parser
+from openlfr.review.cli import add_alerts_parser
 from openlfr.run_cli import add_run_parser
 
 logger = logging.getLogger("openlfr")
@@ -174,259 +186,6 @@ def cmd_service(args: argparse.Namespace) -> int:
     return int(module.main(args.service_args))
 
 
-TOKEN_ENV = "OPENLFR_TOKEN"
-
-
-def _client(args: argparse.Namespace, what: str):  # noqa: ANN202 - RegistryClient, imported lazily
-    """A registry API client from ``--api`` and the token in ``$OPENLFR_TOKEN``; None after
-    printing why when either is missing."""
-    from openlfr.registry.client import RegistryClient
-
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        print(f"openlfr {what}: set {TOKEN_ENV} to an API token (tokens are never taken as arguments)",
-              file=sys.stderr)
-        return None
-    return RegistryClient(args.api, token)
-
-
-def _api_error(what: str, exc: Exception) -> int:
-    print(f"openlfr {what}: {exc}", file=sys.stderr)
-    return 1
-
-
-def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
-    """Enrol a folder tree or a CSV of photos on a watchlist through the registry API."""
-    from datetime import UTC, datetime, timedelta
-
-    from openlfr.registry.bulk import SubjectDefaults, bulk_enrol
-    from openlfr.registry.client import RegistryApiError, RegistryUnreachable
-    from openlfr.registry.models import WatchlistCreate
-
-    what = "watchlist enroll"
-    if (args.folder is None) == (args.csv is None):
-        print(f"openlfr {what}: give a folder or --csv, not both", file=sys.stderr)
-        return 2
-    if args.folder is not None and not args.folder.is_dir():
-        print(f"openlfr {what}: {args.folder} is not a directory", file=sys.stderr)
-        return 2
-    client = _client(args, what)
-    if client is None:
-        return 2
-    try:
-        try:
-            client.get_watchlist(args.watchlist_id)
-        except RegistryApiError as exc:
-            if exc.status_code != 404:
-                raise
-            client.create_watchlist(WatchlistCreate(id=args.watchlist_id, name=args.watchlist_name or args.watchlist_id))
-            print(f"watchlist {args.watchlist_id} created", file=sys.stderr)
-        defaults = SubjectDefaults(
-            category=args.category,
-            reason=args.reason,
-            legal_basis=args.legal_basis,
-            expires_at=datetime.now(UTC) + timedelta(days=args.expires_days),
-            source=args.source_note,
-        )
-        report = bulk_enrol(client, watchlist_id=args.watchlist_id, defaults=defaults, folder=args.folder,
-                            csv_path=args.csv, progress=not args.no_progress)
-    except (RegistryApiError, RegistryUnreachable) as exc:
-        return _api_error(what, exc)
-    finally:
-        client.close()
-    print(report.summary())
-    return 0 if report.images_enrolled else 1
-
-
-def _when(text: str, *, flag: str = "time") -> str:
-    """An ISO time, or ``now`` / ``now+2h`` / ``now-5m`` / ``now+1d``, as ISO 8601 (UTC).
-
-    Raises:
-        ValueError: neither (the message names ``flag``).
-    """
-    import re
-    from datetime import UTC, datetime, timedelta
-
-    match = re.fullmatch(r"now(?:([+-])(\d+(?:\.\d+)?)([smhd]))?", text.strip())
-    if not match:
-        try:
-            return datetime.fromisoformat(text).isoformat()
-        except ValueError as exc:
-            raise ValueError(f"{flag} {text!r}: not an ISO 8601 time or now[+-N{{s,m,h,d}}]") from exc
-    delta = timedelta()
-    if match.group(1):
-        seconds = float(match.group(2)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(3)]
-        delta = timedelta(seconds=seconds if match.group(1) == "+" else -seconds)
-    return (datetime.now(UTC) + delta).isoformat()
-
-
-#: Where a deployment request's fields come from on ``openlfr deployment create``.
-_DEPLOYMENT_FLAGS = {
-    "purpose": "--purpose",
-    "authorised_by": "--authorised-by",
-    "camera_ids": "--cameras",
-    "watchlist_ids": "--watchlists",
-    "start_at": "--start",
-    "end_at": "--end",
-    "target_fpir": "--target-fpir",
-    "accept_fpir": "--accept-fpir",
-    "calibrated_for": "--calibration",
-    "id": "--id",
-}
-
-
-def cmd_deployment(args: argparse.Namespace) -> int:
-    """Create, show, list or end deployments through the registry API."""
-    from openlfr.registry.client import RegistryApiError, RegistryUnreachable
-
-    what = f"deployment {args.deployment_command}"
-    body, calibration, threshold_flag = None, None, "--threshold"
-    if args.deployment_command == "create":
-        try:
-            body, calibration, threshold_flag = _deployment_body(args)
-        except ValueError as exc:
-            print(f"openlfr {what}: {exc}", file=sys.stderr)
-            return 2
-    client = _client(args, what)
-    if client is None:
-        return 2
-    try:
-        if body is not None:
-            result: Any = client.create_deployment(body)
-            print(_operating_point_line(result), file=sys.stderr)
-            if calibration is not None:
-                _check_calibration(calibration, result)
-        elif args.deployment_command == "show":
-            result = client.get_deployment(args.deployment_id)
-            print(_operating_point_line(result), file=sys.stderr)
-        elif args.deployment_command == "list":
-            result = client.list_deployments()
-        else:
-            result = client.end_deployment(args.deployment_id, reason=args.reason)
-    except RegistryApiError as exc:
-        if body is not None and exc.status_code == 422:
-            print(f"openlfr {what}: refused (HTTP 422): {_flag_message(exc, threshold_flag)}", file=sys.stderr)
-            return 1
-        return _api_error(what, exc)
-    except RegistryUnreachable as exc:
-        return _api_error(what, exc)
-    finally:
-        client.close()
-    print(result.model_dump_json(indent=2))
-    return 0
-
-
-def _deployment_body(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None, str]:
-    """The ``DeploymentCreate`` of ``openlfr deployment create``'s flags, the calibration file
-    read (if any) and the flag that gave ``threshold``. Raises ValueError naming the flag at fault."""
-    from openlfr.cohort.policy import parse_rate
-    from openlfr.registry.models import DeploymentCreate
-
-    if args.global_threshold is not None and args.calibration is not None:
-        raise ValueError("--global-threshold and --calibration both name the one threshold: give one")
-    calibration = _read_calibration(args.calibration) if args.calibration else None
-    global_threshold = float(calibration["threshold"]) if calibration is not None else args.global_threshold
-    global_flag = "--calibration" if calibration is not None else "--global-threshold"
-    if global_threshold is not None and args.threshold is not None:
-        raise ValueError(f"--threshold is the floor of per-subject thresholds; with {global_flag} there is one "
-                         "threshold for everyone: give one of them")
-    if args.accept_fpir is not None and global_threshold is None:
-        raise ValueError("--accept-fpir applies to --global-threshold or --calibration; per-subject thresholds "
-                         "always meet --target-fpir")
-    target_text = args.target_fpir
-    if target_text is None and calibration is not None and calibration.get("target_fpir") is not None:
-        target_text = str(calibration["target_fpir"])  # what the file's threshold was calibrated for
-    target = parse_rate(target_text, name="--target-fpir") if target_text is not None else None
-    accept = parse_rate(args.accept_fpir, name="--accept-fpir") if args.accept_fpir is not None else None
-    values: dict[str, Any] = {
-        **({"id": args.id} if args.id else {}),
-        "purpose": args.purpose,
-        "authorised_by": args.authorised_by,
-        "camera_ids": args.cameras,
-        "start_at": _when(args.start, flag="--start"),
-        "end_at": _when(args.end, flag="--end"),
-        "watchlist_ids": args.watchlists,
-        "threshold_mode": "per_subject" if global_threshold is None else "global",
-    }
-    threshold = global_threshold if global_threshold is not None else args.threshold
-    if threshold is not None:
-        values["threshold"] = threshold
-    if target is not None:
-        values["target_fpir"] = target
-    if accept is not None:
-        values["accept_fpir"] = accept
-    if calibration is not None and calibration.get("model_version"):
-        values["calibrated_for"] = calibration["model_version"]  # the registry refuses another model's
-    threshold_flag = "--threshold" if global_threshold is None else global_flag
-    try:
-        return DeploymentCreate.model_validate(values), calibration, threshold_flag
-    except ValidationError as exc:
-        flags = {**_DEPLOYMENT_FLAGS, "threshold": threshold_flag}
-        raise ValueError("; ".join(
-            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {err['msg']}"
-            for err in exc.errors()
-        )) from exc
-
-
-def _flag_message(exc: Any, threshold_flag: str) -> str:
-    """A 422 of the registry in terms of the command's flags (``threshold`` came from ``threshold_flag``)."""
-    flags = {**_DEPLOYMENT_FLAGS, "threshold": threshold_flag}
-    if not isinstance(exc.detail, list):
-        return str(exc.message)
-    parts = []
-    for item in exc.detail:
-        loc = item.get("loc", []) if isinstance(item, dict) else []
-        field = str(loc[-1]) if loc else ""
-        message = str(item.get("msg", item)) if isinstance(item, dict) else str(item)
-        for name in ("accept_fpir", "target_fpir"):
-            message = message.replace(name, flags[name])
-        message = message.replace("Use threshold_mode per_subject", "Leave --global-threshold out")
-        parts.append(f"{flags.get(field, field)}: {message}" if field else message)
-    return "; ".join(parts)
-
-
-def _operating_point_line(deployment: Any) -> str:
-    """What the registry expects of a deployment's threshold, in one line for an operator."""
-    point = deployment.operating_point
-    if point is None:
-        return (f"deployment {deployment.id}: one threshold {deployment.threshold:g} for everyone, authorised "
-                "before per-subject thresholds: no expected rates recorded")
-    miss = ("unknown (the cohort has nobody with two images)" if point.expected_fnmr is None
-            else f"{point.expected_fnmr:.1%}")
-    if deployment.threshold_mode == "per_subject":
-        how = (f"per-subject thresholds (normalised {point.normalised_threshold:.3f}, floor "
-               f"{deployment.threshold:g})")
-    else:
-        how = f"one threshold {deployment.threshold:g} for everyone"
-    return (f"deployment {deployment.id}: {how} on {point.watchlist_size} subject(s), {point.cohort}: expected "
-            f"{point.expected_false_alerts_per_10000:.2f} false alert(s) per 10,000 passers-by (FPIR "
-            f"{point.expected_fpir:.2e}, target {point.target_fpir:.3g}), expected miss rate {miss}")
-
-
-def _read_calibration(path: Path) -> dict[str, Any]:
-    """A ``calibration.json`` of ``openlfr evaluate`` (ValueError when it is not one)."""
-    try:
-        data = json.loads(path.read_text())
-        float(data["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"--calibration {path}: not a calibration file of openlfr evaluate ({exc})") from exc
-    return data
-
-
-def _check_calibration(calibration: dict[str, Any], deployment: Any) -> None:
-    """Warn where the deployment is not what the threshold was calibrated for (another model is
-    refused by the registry: ``calibrated_for``)."""
-    if not calibration.get("model_version"):
-        print("warning: the calibration file names no model version, so the registry could not check it was "
-              "calibrated for the model it matches with", file=sys.stderr)
-    size = calibration.get("gallery_size")
-    subjects = deployment.snapshot.active_subjects
-    if isinstance(size, int) and subjects > size:
-        print(f"warning: the threshold was calibrated for a watchlist of {size}; this deployment searches "
-              f"{subjects} subjects, so its false-alert rate will be higher than the target "
-              f"{calibration.get('target_fpir')}", file=sys.stderr)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """Fetch a deployment's report from the alert service (JSON or Markdown)."""
     import httpx
@@ -492,7 +251,10 @@ def cmd_triton_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="openlfr", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="openlfr", description=__doc__.split("\n")[0], formatter_class=HelpFormatter,
+        epilog=f"API commands take the token from ${TOKEN_ENV}. Time flags take {TIME_FORMS}. "
+               "Exit status: 0 done, 1 refused or failed (said in words), 2 a bad flag or setting (named).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
@@ -508,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
     build = models.add_parser("build", help="build every model from the installed packages (idempotent)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    build.add_argument("--model-dir", dest="model_dir", type=Path)
+    build.add_argument("--model-dir", dest="model_dir", type=Path, help="where to build them (OPENLFR_MODEL_DIR)")
     build.set_defaults(func=cmd_models_build)
 
     faces = sub.add_parser("faces", help="detect, align and embed the faces of images or videos")
@@ -521,77 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub, backend_args)
 
-    service = sub.add_parser("service", help="run one pipeline service (settings from OPENLFR_* variables)")
-    service.add_argument("name", choices=SERVICES)
-    service.add_argument("service_args", nargs=argparse.REMAINDER, help="passed to the service")
+    service = sub.add_parser(
+        "service", help="run one pipeline service (settings from OPENLFR_* variables)",
+        description="Run one pipeline service in the foreground. openlfr service NAME --help lists its options "
+                    "and every setting it reads with its default; --check-config validates them all and exits.")
+    service.add_argument("name", choices=SERVICES, help="the service")
+    service.add_argument("service_args", nargs=argparse.REMAINDER,
+                         help="the service's own options: --help, --check-config, --env-file FILE")
     service.set_defaults(func=cmd_service)
 
-    watchlist = sub.add_parser("watchlist", help="watchlists").add_subparsers(dest="watchlist_command", required=True)
-    enroll = watchlist.add_parser(
-        "enroll", help="enrol photos through the registry API (token in $OPENLFR_TOKEN)",
-        description="Enrol a folder (one folder of photos per subject) or a CSV (path,subject_id[,display_name,"
-                    "category,reason,legal_basis,expires_at,source]) on a watchlist through the match service's "
-                    "registry API. Every image is checked (one face, size, sharpness); refusals are listed.")
-    enroll.add_argument("folder", type=Path, nargs="?")
-    enroll.add_argument("--csv", type=Path, help="a CSV of images instead of a folder")
-    enroll.add_argument("--api", default="http://127.0.0.1:8080", help="the match service's base URL")
-    enroll.add_argument("--watchlist-id", dest="watchlist_id", default="default",
-                        help="created if missing")
-    enroll.add_argument("--watchlist-name", dest="watchlist_name")
-    enroll.add_argument("--category", default="wanted",
-                        choices=["wanted", "suspect", "missing_person", "vulnerable_person", "risk_to_self_or_others"])
-    enroll.add_argument("--reason", required=True, help="why these people are on the watchlist")
-    enroll.add_argument("--legal-basis", dest="legal_basis", required=True, help="the law or warrant it rests on")
-    enroll.add_argument("--expires-days", dest="expires_days", type=float, default=30.0,
-                        help="subjects come off the list after this many days")
-    enroll.add_argument("--source", dest="source_note", required=True, help="where the photos came from")
-    enroll.add_argument("--no-progress", dest="no_progress", action="store_true")
-    enroll.set_defaults(func=cmd_watchlist_enroll)
+    watchlist = add_watchlist_parser(sub)
     add_reembed_parser(watchlist)
-
-    deployment = sub.add_parser("deployment", help="deployments (token in $OPENLFR_TOKEN)").add_subparsers(
-        dest="deployment_command", required=True)
-    create = deployment.add_parser(
-        "create", help="authorise matching on cameras, in a window, against watchlists",
-        description="Authorise matching. By default every subject gets a threshold of its own, which the registry "
-                    "calibrates on its background cohort to --target-fpir for the watchlists' size at this moment; "
-                    "the expected false alerts per 10,000 passers-by and the expected miss rate are printed.")
-    create.add_argument("--id")
-    create.add_argument("--purpose", required=True)
-    create.add_argument("--authorised-by", dest="authorised_by", required=True)
-    create.add_argument("--cameras", nargs="+", required=True)
-    create.add_argument("--watchlists", nargs="+", required=True)
-    create.add_argument("--start", default="now", help="ISO 8601 time or now[+-N{s,m,h,d}] (default now)")
-    create.add_argument("--end", default="now+8h", help="ISO 8601 time or now+N{s,m,h,d} (default now+8h)")
-    create.add_argument("--target-fpir", dest="target_fpir", default=None,
-                        help="false alerts per stranger aimed at: 0.001, 1e-3 or 1/6000 (default 1/6000); the "
-                             "registry calibrates each subject's threshold to it for the watchlists' size")
-    create.add_argument("--threshold", type=float, default=None,
-                        help="raw score 0..1 no subject's own threshold goes below (default: the registry's floor)")
-    create.add_argument("--global-threshold", dest="global_threshold", type=float, default=None,
-                        help="one raw score 0..1 for every subject instead of per-subject thresholds; refused when "
-                             "its expected FPIR on these watchlists exceeds --target-fpir unless --accept-fpir "
-                             "covers it")
-    create.add_argument("--accept-fpir", dest="accept_fpir", default=None,
-                        help="the FPIR you accept for a --global-threshold (or --calibration) above the target")
-    create.add_argument("--calibration", type=Path,
-                        help="a global threshold from openlfr evaluate's calibration.json (checked like "
-                             "--global-threshold; its target_fpir unless --target-fpir is given; warns on a model "
-                             "or watchlist-size mismatch)")
-    for name in ("show", "end"):
-        one = deployment.add_parser(name, help=f"{name} one deployment")
-        one.add_argument("deployment_id")
-        if name == "end":
-            one.add_argument("--reason")
-    listing = deployment.add_parser("list", help="list deployments")
-    for p in (create, listing, *(deployment.choices[n] for n in ("show", "end"))):
-        p.add_argument("--api", default="http://127.0.0.1:8080", help="the match service's base URL")
-        p.set_defaults(func=cmd_deployment)
+    add_subject_parser(sub)
+    add_deployment_parser(sub)
+    add_alerts_parser(sub)
 
     report = sub.add_parser("report", help="a deployment's report from the alert service (token in $OPENLFR_TOKEN)")
-    report.add_argument("deployment_id")
-    report.add_argument("--api", default="http://127.0.0.1:8081", help="the alert service's base URL")
-    report.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    report.add_argument("deployment_id", help="the deployment's id")
+    report.add_argument("--api", default=ALERT_API, help="the alert service's base URL")
+    report.add_argument("--format", choices=["markdown", "json"], default="markdown", help="the report's form")
     report.add_argument("--out", type=Path, help="write to this file instead of stdout")
     report.set_defaults(func=cmd_report)
 
@@ -599,19 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_cohort_parser(sub, backend_args)
 
     openapi = sub.add_parser("openapi", help="print the HTTP services' OpenAPI documents as one JSON object")
-    openapi.add_argument("--indent", action="store_true")
+    openapi.add_argument("--indent", action="store_true", help="indent the JSON for reading")
     openapi.set_defaults(func=cmd_openapi)
 
     add_audit_parser(sub)
 
     triton = sub.add_parser("triton", help="Triton server").add_subparsers(dest="triton_command", required=True)
     serve = triton.add_parser("serve", help="serve the built models with a real Triton server")
-    serve.add_argument("--variant", choices=["python", "onnxruntime", "onnxruntime-gpu"], default="python")
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--model-dir", dest="model_dir", type=Path)
+    serve.add_argument("--variant", choices=["python", "onnxruntime", "onnxruntime-gpu"], default="python",
+                       help="the model repository's backend")
+    serve.add_argument("--http-port", type=int, default=8000, help="Triton's HTTP port")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="Triton's gRPC port")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Triton's metrics port")
+    serve.add_argument("--model-dir", dest="model_dir", type=Path, help="the built models (OPENLFR_MODEL_DIR)")
     serve.set_defaults(func=cmd_triton_serve)
+    format_everywhere(parser)
     return parser
 
 

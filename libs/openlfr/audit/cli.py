@@ -37,7 +37,7 @@ def add_audit_parser(sub: Any) -> None:
         "tail or a re-chained rewrite is caught. A missing or empty file fails. Exit 0 intact, 1 not, "
         "3 broker unreachable.",
     )
-    verify.add_argument("path", type=Path)
+    verify.add_argument("path", type=Path, help="the audit log (JSON lines)")
     verify.add_argument("--expect-head", action="append", default=[], type=_head, metavar="HASH:COUNT",
                         help="a head recorded elsewhere (printed by an earlier verify); repeatable")
     verify.add_argument("--against-topic", action="store_true",

@@ -6,6 +6,11 @@ enrolment and audits each one. Subjects that do not exist are created on the wat
 the per-row values of the CSV where given and the defaults otherwise. One bad file never stops
 the run: every file that is not enrolled is in the report with the reason. Only an
 authentication or authorisation failure stops it (nothing else would succeed either).
+
+All or nothing per subject: a subject the run created whose every photo was refused is deleted
+again at the end (it could never be searched for, yet would count as enrolled), and so is a
+watchlist the run created when nothing was enrolled on it; the report names both. A subject
+that existed before the run is never deleted. Deletion is audited like any other.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tqdm import tqdm
 
 from openlfr.registry.client import IMAGE_CONTENT_TYPES, RegistryClient
 from openlfr.registry.exceptions import RegistryApiError, RegistryUnreachable
-from openlfr.registry.models import SLUG_PATTERN, Category, SubjectCreate
+from openlfr.registry.models import SLUG_PATTERN, Category, SubjectCreate, WatchlistCreate
 from openlfr.watchlist.loader import subject_files
 
 logger = logging.getLogger(__name__)
@@ -89,15 +94,25 @@ class BulkReport:
 
     Attributes:
         watchlist_id: the watchlist enrolled on.
-        subjects_created: the subjects the run created, in order.
+        subjects_created: the subjects the run created and kept (each with an image), in order.
         enrolled: per subject, images enrolled by this run.
         refused: every file not enrolled, with the reason.
+        subjects_removed: subjects the run created and deleted again, every photo refused.
+        left_behind: subjects the run created with no image that it could not delete (why).
+        watchlist_created: the run created the watchlist.
+        watchlist_removed: ... and deleted it again, nothing having been enrolled.
+        watchlist_kept: why a watchlist the run created with nothing enrolled was not deleted.
     """
 
     watchlist_id: str
     subjects_created: list[str] = field(default_factory=list)
     enrolled: dict[str, int] = field(default_factory=dict)
     refused: list[BulkRefusal] = field(default_factory=list)
+    subjects_removed: list[str] = field(default_factory=list)
+    left_behind: dict[str, str] = field(default_factory=dict)
+    watchlist_created: bool = False
+    watchlist_removed: bool = False
+    watchlist_kept: str | None = None
 
     @property
     def images_enrolled(self) -> int:
@@ -117,6 +132,17 @@ class BulkReport:
             f"watchlist {self.watchlist_id}: {len(self.subjects_created)} subjects created, "
             f"{self.images_enrolled} images enrolled, {len(self.refused)} files refused"
         ]
+        for subject_id in self.subjects_removed:
+            files = sum(1 for item in self.refused if item.subject_id == subject_id)
+            lines.append(f"subject {subject_id} not enrolled: every one of its {files} file(s) was refused; the "
+                         "subject this run created for it was deleted again")
+        for subject_id, why in self.left_behind.items():
+            lines.append(f"subject {subject_id} LEFT BEHIND with no image (every file refused) and could not be "
+                         f"deleted: {why}; delete it: openlfr subject delete {subject_id} --yes")
+        if self.watchlist_removed:
+            lines.append(f"watchlist {self.watchlist_id} deleted again: this run created it and enrolled nothing")
+        elif self.watchlist_kept:
+            lines.append(f"watchlist {self.watchlist_id} was created by this run and is kept: {self.watchlist_kept}")
         if self.refused:
             lines.append("refused by reason: " + ", ".join(f"{k} {v}" for k, v in self.refused_by_reason().items()))
             lines.extend(
@@ -140,6 +166,7 @@ def bulk_enrol(
     folder: Path | None = None,
     csv_path: Path | None = None,
     progress: bool = True,
+    watchlist_name: str | None = None,
 ) -> BulkReport:
     """Enrol every image of a folder tree or a CSV on a watchlist, through the registry's API.
 
@@ -152,14 +179,18 @@ def bulk_enrol(
             reason, legal_basis, expires_at, source`` columns; relative paths are from the
             CSV's folder. Give exactly one of ``folder`` and ``csv_path``.
         progress: show a progress bar on stderr.
+        watchlist_name: when given, a missing watchlist is created with this name (and deleted
+            again at the end when nothing was enrolled on it); when None it must exist.
 
     Returns:
-        The subjects created, the images enrolled per subject and every refused file with why.
+        The subjects created, the images enrolled per subject, every refused file with why,
+        and what was deleted again (all or nothing per subject).
 
     Raises:
         ValueError: neither or both of ``folder`` and ``csv_path``, a missing folder, or a
             CSV without the required columns.
-        RegistryApiError: the watchlist does not exist (404), or the token is refused (401/403).
+        RegistryApiError: the watchlist does not exist (404) and ``watchlist_name`` is None,
+            or the token is refused (401/403).
         RegistryUnreachable: the registry does not answer at the start.
     """
     if (folder is None) == (csv_path is None):
@@ -167,7 +198,35 @@ def bulk_enrol(
     report = BulkReport(watchlist_id=watchlist_id)
     found = _folder_items(Path(folder), report) if folder is not None else _csv_items(Path(csv_path or ""), report)
     items = list(found)
-    client.get_watchlist(watchlist_id)  # 404 before any work
+    try:
+        client.get_watchlist(watchlist_id)  # 404 before any work
+    except RegistryApiError as exc:
+        if exc.status_code != 404 or watchlist_name is None:
+            raise
+        client.create_watchlist(WatchlistCreate(id=watchlist_id, name=watchlist_name))
+        report.watchlist_created = True
+        logger.info('bulk enrolment created watchlist watchlist_id="%s"', watchlist_id)
+    try:
+        _enrol_items(client, items, watchlist_id=watchlist_id, defaults=defaults, report=report, progress=progress)
+    except BaseException:
+        # Stopped (Ctrl-C, a refused token): what it created with no image goes all the same.
+        _remove_empty(client, report)
+        if report.left_behind:
+            logger.warning('bulk enrolment stopped; subjects left with no image subject_ids="%s"',
+                           ",".join(report.left_behind))
+        raise
+    _remove_empty(client, report)
+    logger.info(
+        'bulk enrolment done watchlist_id="%s" subjects_created="%d" images="%d" refused="%d"',
+        watchlist_id, len(report.subjects_created), report.images_enrolled, len(report.refused),
+    )
+    return report
+
+
+def _enrol_items(
+    client: RegistryClient, items: list[_Item], *, watchlist_id: str, defaults: SubjectDefaults, report: BulkReport,
+    progress: bool,
+) -> None:
     subjects: dict[str, str | None] = {}  # subject id -> None when usable, else why not
     with tqdm(total=len(items), desc=f"enrolling on {watchlist_id}", unit="image", file=sys.stderr,
               disable=not progress) as bar:
@@ -183,11 +242,40 @@ def bulk_enrol(
                 report.refused.append(BulkRefusal(item.path, item.subject_id, reason, detail.strip()))
             bar.update(1)
             bar.set_postfix(enrolled=report.images_enrolled, refused=len(report.refused), refresh=False)
-    logger.info(
-        'bulk enrolment done watchlist_id="%s" subjects_created="%d" images="%d" refused="%d"',
-        watchlist_id, len(report.subjects_created), report.images_enrolled, len(report.refused),
-    )
-    return report
+
+
+def _remove_empty(client: RegistryClient, report: BulkReport) -> None:
+    """Delete the subjects this run created that got no image, then the watchlist it created
+    when nothing was enrolled; a deletion that fails is kept in ``left_behind`` with why."""
+    for subject_id in [s for s in report.subjects_created if not report.enrolled.get(s)]:
+        try:
+            client.delete_subject(subject_id)
+        except (RegistryApiError, RegistryUnreachable) as exc:
+            report.left_behind[subject_id] = str(exc)
+            logger.warning('bulk enrolment could not delete an empty subject subject_id="%s" error="%s"',
+                           subject_id, exc)
+            continue
+        report.subjects_created.remove(subject_id)
+        report.enrolled.pop(subject_id, None)
+        report.subjects_removed.append(subject_id)
+        logger.info('bulk enrolment deleted a subject with every photo refused subject_id="%s"', subject_id)
+    if not report.watchlist_created or report.images_enrolled:
+        return
+    if report.left_behind:
+        report.watchlist_kept = "it holds the subjects that could not be deleted"
+        return
+    try:
+        others = client.get_watchlist(report.watchlist_id).subject_count
+        if others:
+            report.watchlist_kept = f"{others} subject(s) were put on it by someone else meanwhile"
+            return
+        client.delete_watchlist(report.watchlist_id)
+    except (RegistryApiError, RegistryUnreachable) as exc:
+        report.watchlist_kept = f"it could not be deleted: {exc}"
+        logger.warning('bulk enrolment could not delete the empty watchlist it created watchlist_id="%s" '
+                       'error="%s"', report.watchlist_id, exc)
+        return
+    report.watchlist_removed = True
 
 
 def _folder_items(root: Path, report: BulkReport) -> Iterator[_Item]:

@@ -44,7 +44,7 @@ def add_reembed_parser(watchlist: Any) -> None:  # noqa: ANN401 - argparse's pri
     reembed.add_argument("--attach", action="store_true",
                          help="do not start one: follow the running (or show the last) re-embedding")
     reembed.add_argument("--poll-s", dest="poll_s", type=float, default=1.0, help="seconds between progress polls")
-    reembed.add_argument("--no-progress", dest="no_progress", action="store_true")
+    reembed.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     reembed.set_defaults(func=cmd_watchlist_reembed)
 
 
