@@ -348,7 +348,8 @@ def measure(side: str, scene: Scene, args: argparse.Namespace, truth: Any, fps: 
 def row(r: dict[str, Any]) -> str:
     c = r["correctness"]
     return (f"| {r['side']} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | {r['cores_busy']:.2f} | "
-            f"{r['cpu_ms_per_truth_face']:.1f} | {c['matched']} / {c['expected']}, {c['duplicates']}, "
+            f"{r['cpu_ms_per_truth_face']:.1f} | {r['summary'].get('faces', '-')} | "
+            f"{c['matched']} / {c['expected']}, {c['duplicates']}, "
             f"{c['unexpected']} | {r['load_at_end'][0]:.2f} |")
 
 
@@ -379,8 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     print(f"scene {scene.root}: {raw['frames']} frames at {fps:g} fps, {len(raw['people'])} people "
           f"({len(raw['enrolled'])} enrolled), {truth.faces} ground-truth faces")
-    print("| side | CPU s | wall s | cores busy | CPU ms per truth face | alerts ok / expected, dup, wrong | load (1 min, at end) |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    print("| side | CPU s | wall s | cores busy | CPU ms per truth face | faces found | "
+          "alerts ok / expected, dup, wrong | load (1 min, at end) |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
     for _ in range(args.repeat):
         for side in sides:
             result = measure(side, scene, args, truth, fps)
