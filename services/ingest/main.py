@@ -20,14 +20,15 @@ from openlfr.kafka.admin import KafkaAdminError, wait_for_broker
 from openlfr.pipeline.ingest_service import IngestServiceSettings, run_ingest
 from openlfr.service.http import make_health_app, run_http_in_thread
 from openlfr.service.main import configure_logging
-from openlfr.service.settings import load_settings
+from openlfr.service.settings import load_settings, settings_help
 
 logger = logging.getLogger("openlfr.services.ingest")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM (or until every source ends: video files without looping)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=settings_help([IngestServiceSettings]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check-config", action="store_true", help="validate the settings and exit")
     args = parser.parse_args(argv)
     try:

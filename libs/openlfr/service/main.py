@@ -36,7 +36,13 @@ from openlfr.messages.topics import DEADLETTER, TopicSpec
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.stage import Stage
 from openlfr.service.http import make_health_app, run_http_in_thread
-from openlfr.service.settings import EXIT_BAD_SETTINGS, ServiceSettings, load_settings, settings_problems
+from openlfr.service.settings import (
+    EXIT_BAD_SETTINGS,
+    ServiceSettings,
+    load_settings,
+    settings_help,
+    settings_problems,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +107,13 @@ def ensure_stage_topics(settings: ServiceSettings, specs: Iterable[TopicSpec]) -
     return created
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parse_args(
+    argv: Sequence[str] | None, settings_classes: Sequence[type[BaseSettings]] = ()
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Run an OpenLFR pipeline stage. Settings come from OPENLFR_* variables."
+        description="Run an OpenLFR pipeline stage. Settings come from OPENLFR_* variables.",
+        epilog=settings_help(settings_classes) if settings_classes else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--env-file", type=Path, help="read OPENLFR_* settings from this file too")
     parser.add_argument(
@@ -130,7 +140,7 @@ def run_stage_service(
         0 after a requested stop, 1 when the broker, the topics or the HTTP port failed at
         start, 2 for bad settings.
     """
-    args = _parse_args(argv)
+    args = _parse_args(argv, (settings_cls, *also_validate))
     values: dict[str, Any] = {"_env_file": args.env_file} if args.env_file else {}
     # Every settings class is checked before any is refused, so one run names every bad setting.
     problems = settings_problems(settings_cls, **values)

@@ -308,3 +308,87 @@ def load_settings(settings_cls: type[S], **values: object) -> S:
     except ValidationError as exc:
         prefix = settings_cls.model_config.get("env_prefix") or ENV_PREFIX
         exit_bad_settings(exc, prefix=prefix.upper())
+
+
+def _attribute_docs(settings_cls: type[BaseSettings]) -> dict[str, str]:
+    """The ``#:`` comments above each field of ``settings_cls`` and its bases, by field name."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    for klass in reversed(settings_cls.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, BaseSettings)) or klass is BaseSettings:
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):  # no source (a frozen build): the help goes without comments
+            continue
+        comment: list[str] = []
+        for line in lines:
+            text = line.strip()
+            if text.startswith("#:"):
+                comment.append(text[2:].strip())
+                continue
+            match = re.match(r"([a-z_][a-z0-9_]*)\s*:", text)
+            if match and comment:
+                docs[match.group(1)] = " ".join(comment)
+            comment = []
+    return docs
+
+
+def _env_name(name: str, alias: object, prefix: str) -> str:
+    choices = getattr(alias, "choices", None)
+    if isinstance(alias, str):
+        return alias.upper()
+    if choices:
+        for choice in choices:
+            if isinstance(choice, str) and choice.upper().startswith(ENV_PREFIX):
+                return choice.upper()
+    return prefix + name.upper()
+
+
+def _default_text(value: object) -> str:
+    import json
+
+    if value is None:
+        return "unset"
+    if isinstance(value, SecretStr):
+        return "(secret)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple, frozenset, set)):
+        try:
+            return json.dumps(value if isinstance(value, (dict, list)) else sorted(value), default=str)
+        except TypeError:
+            return str(value)
+    return str(value)
+
+
+def settings_help(settings_classes: Iterable[type[BaseSettings]]) -> str:
+    """Every setting the classes read, one per line: the variable, its default (``required``
+    when it has none) and what it is, for a service's ``--help``."""
+    import textwrap
+
+    from pydantic_core import PydanticUndefined
+
+    seen: set[str] = set()
+    lines: list[str] = []
+    for settings_cls in settings_classes:
+        prefix = str(settings_cls.model_config.get("env_prefix") or ENV_PREFIX).upper()
+        docs = _attribute_docs(settings_cls)
+        for name, field in settings_cls.model_fields.items():
+            env = _env_name(name, field.validation_alias or field.alias, prefix)
+            if env in seen:
+                continue
+            seen.add(env)
+            if field.is_required():
+                default = "required"
+            else:
+                value = field.default if field.default is not PydanticUndefined else field.get_default(
+                    call_default_factory=True)
+                default = "default " + _default_text(value)
+            about = field.description or docs.get(name, "")
+            head = f"  {env} ({default})"
+            lines.append(head)
+            if about:
+                lines += textwrap.wrap(about, width=96, initial_indent="      ", subsequent_indent="      ")
+    return "settings (environment variables; --env-file may hold them too):\n" + "\n".join(lines)

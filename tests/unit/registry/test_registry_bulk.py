@@ -180,3 +180,55 @@ def test_client_through_the_test_client(env) -> None:
     with pytest.raises(RegistryApiError) as err:
         client.create_watchlist(WatchlistCreate(id="wl-t", name="again"))
     assert err.value.status_code == 409
+
+
+def test_bulk_is_all_or_nothing_per_subject(served, admin, tmp_path: Path, image_bytes) -> None:
+    """A subject the run created whose every photo is refused is deleted again, and so is a
+    watchlist it created with nothing on it; subjects and watchlists that existed are kept."""
+    env, _ = served
+    root = tmp_path / "tree"
+    for subject, names in {"obama": ["obama"], "dog": ["no_face", "two_people"]}.items():
+        (root / subject).mkdir(parents=True)
+        for n, name in enumerate(names):
+            (root / subject / f"{n}.jpg").write_bytes(image_bytes[name])
+
+    report = bulk_enrol(admin, watchlist_id="wl-1", defaults=defaults(env), folder=root, progress=False)
+    assert report.subjects_created == ["obama"] and report.subjects_removed == ["dog"]
+    assert report.enrolled == {"obama": 1} and not report.left_behind
+    assert not report.watchlist_created and not report.watchlist_removed
+    assert "subject dog not enrolled: every one of its 2 file(s) was refused" in report.summary()
+    assert [s.id for s in admin.list_subjects("wl-1").items] == ["obama"]
+
+    only_dog = tmp_path / "dog-only"
+    (only_dog / "dog").mkdir(parents=True)
+    (only_dog / "dog" / "0.jpg").write_bytes(image_bytes["no_face"])
+    report = bulk_enrol(admin, watchlist_id="wl-new", defaults=defaults(env), folder=only_dog, progress=False,
+                        watchlist_name="new")
+    assert report.watchlist_created and report.watchlist_removed and report.subjects_removed == ["dog"]
+    assert "watchlist wl-new deleted again: this run created it and enrolled nothing" in report.summary()
+    assert [w.id for w in admin.list_watchlists().items] == ["wl-1"]
+
+
+class _InterruptedClient(RegistryClient):
+    """Stops the run as Ctrl-C would, at the second upload (a fault not to be caused for real in
+    a test process)."""
+
+    uploads = 0
+
+    def enrol_image(self, subject_id: str, data: bytes, **kwargs):
+        self.uploads += 1
+        if self.uploads == 2:
+            raise KeyboardInterrupt
+        return super().enrol_image(subject_id, data, **kwargs)
+
+
+def test_a_stopped_run_leaves_no_subject_without_an_image(served, tmp_path: Path, image_bytes) -> None:
+    env, url = served
+    root = tmp_path / "tree"
+    for subject, name in (("a-obama", "obama"), ("b-rose", "rose")):
+        (root / subject).mkdir(parents=True)
+        (root / subject / "0.jpg").write_bytes(image_bytes[name])
+    with _InterruptedClient(url, env.tokens["alice"][0]) as client, pytest.raises(KeyboardInterrupt):
+        bulk_enrol(client, watchlist_id="wl-stop", defaults=defaults(env), folder=root, progress=False,
+                   watchlist_name="stopped")
+    assert [s.id for s in env.registry.list_subjects("wl-stop").items] == ["a-obama"]  # b-rose: created, removed
