@@ -473,7 +473,8 @@ def test_console_page_is_self_contained(client: TestClient) -> None:
     assert r.headers["x-frame-options"] == "DENY"
     page = r.text
     for hook in ('id="token"', 'id="alerts"', 'data-action="confirm"', 'data-action="reject"',
-                 'data-role="reject-reason"', 'id="conn-status"', "sessionStorage", "/v1/alerts/stream"):
+                 'data-role="reject-reason"', 'id="conn-status"', "sessionStorage", "/v1/alerts/stream",
+                 'id="whoami"', "/v1/me", "/v1/alerts/summary", 'id="filter-camera"', 'id="enlarge"'):
         assert hook in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from elsewhere
     assert "innerHTML" not in page and "window.prompt" not in page
