@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,6 +66,11 @@ def add_run_parser(sub: argparse._SubParsersAction, backend_args) -> None:  # no
                      help="live sources: frames older than this are dropped (default: detect as the detect "
                           f"service, OPENLFR_MAX_FRAME_AGE_S or 1 s; embed {EMBED_MAX_FRAME_AGE_S:g} s)")
     run.add_argument("--realtime", action="store_true", help="pace video files at their frame rate")
+    run.add_argument("--max-reconnects", dest="max_reconnects", type=int, default=5,
+                     help="live sources: give up (exit 1) after so many reconnect attempts without a frame "
+                          "(default 5; -1: for ever)")
+    run.add_argument("--no-progress", dest="no_progress", action="store_true",
+                     help="no progress bar for files (it shows only on a terminal anyway)")
     run.add_argument("--timeout-s", dest="timeout_s", type=float, default=600.0,
                      help="with --bus kafka: stop waiting for alerts after this long")
     run.add_argument("--settle-s", dest="settle_s", type=float, default=20.0,
@@ -132,9 +139,9 @@ def run_settings(args: argparse.Namespace) -> DetectSettings:
     return _settings(args, DetectSettings, **values)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, *, code: int = 2) -> int:
     print(f"openlfr run: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915 - one linear command
@@ -153,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     from openlfr.pipeline.embed_skip import EmbedSkip, EmbedSkipSettings
     from openlfr.pipeline.embedded import EmbeddedPipeline
     from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S
-    from openlfr.pipeline.ingest import open_source
+    from openlfr.pipeline.ingest import SourceUnreachable, open_source
     from openlfr.pipeline.match import MatchSettings, MatchStage
     from openlfr.pipeline.match_trust import StaticAuthority
     from openlfr.pipeline.samples import build_sample_cohort, build_samples
@@ -191,6 +198,14 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         return _fail(f"--min-votes {args.min_votes}: must be at least 1")
     if watchlist is not None and not Path(watchlist).is_dir():
         return _fail(f"--watchlist {watchlist}: not a folder")
+    if args.max_reconnects < -1:
+        return _fail(f"--max-reconnects {args.max_reconnects}: must be -1 (for ever) or more")
+    if not args.sample_fps > 0:
+        return _fail(f"--sample-fps {args.sample_fps:g}: must be positive")
+    if args.batch_size < 1:
+        return _fail(f"--batch-size {args.batch_size}: must be at least 1")
+    if source is not None and "://" not in source and not source.strip().isdigit() and not Path(source).exists():
+        return _fail(f"--source {source}: no such file or folder")
 
     try:
         settings = run_settings(args)
@@ -224,9 +239,14 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
         file=sys.stderr,
     )
-    if not report.enrolled:
+    for subject, images in sorted(report.enrolled.items()):
+        print(f"  {subject:<32} {images} reference image(s)", file=sys.stderr)
+    if report.refused:
+        width = max(len(str(r.path)) for r in report.refused)
+        print(f"  {'refused file':<{width}}  reason", file=sys.stderr)
         for refused in report.refused:
-            print(f"  refused {refused.path}: {refused.reason} ({refused.detail})", file=sys.stderr)
+            print(f"  {str(refused.path):<{width}}  {refused.reason}: {refused.detail}", file=sys.stderr)
+    if not report.enrolled:
         return _fail(f"--watchlist {watchlist}: no subject could be enrolled, so nobody could be matched")
     size = len(report.enrolled)
     try:
@@ -269,11 +289,47 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),
         batch_size=args.batch_size,
     )
-    frame_source = open_source(source, realtime_files=args.realtime)
-    summary = pipeline.run(
-        [(args.camera_id, frame_source)],
-        sample_fps=args.sample_fps,
-        on_alert=lambda alert: print(alert_line(alert, as_json=args.json), flush=True),
-    )
-    print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
-    return 0
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # a lost stream is reported by us, not FFmpeg
+    import cv2
+
+    cv2.setLogLevel(2)  # OpenCV's own log: errors only (2 = LOG_LEVEL_ERROR)
+    frame_source = open_source(source, realtime_files=args.realtime,
+                               max_reconnects=None if args.max_reconnects < 0 else args.max_reconnects)
+    bar = _progress_bar(source, sample_fps=args.sample_fps, disabled=args.no_progress or not is_file)
+    try:
+        summary = pipeline.run(
+            [(args.camera_id, frame_source)],
+            sample_fps=args.sample_fps,
+            on_alert=lambda alert: (bar.write(alert_line(alert, as_json=args.json), file=sys.stdout)
+                                    if bar is not None else print(alert_line(alert, as_json=args.json), flush=True)),
+            progress=(lambda s: bar.update(s.frames_processed - bar.n)) if bar is not None else None,
+        )
+    except SourceUnreachable as exc:
+        return _fail(f"--source: {exc}", code=1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
+    else:
+        print(f"openlfr run: {summary.describe()}", file=sys.stderr)
+    return 130 if summary.interrupted else 0
+
+
+def _progress_bar(source: str, *, sample_fps: float, disabled: bool) -> Any:
+    """A bar of frames processed out of the frames a video file will give at ``sample_fps`` (None
+    for live sources and folders, or when ``disabled``; tqdm hides it off a terminal)."""
+    if disabled or Path(source).is_dir():
+        return None
+    import cv2
+    from tqdm import tqdm
+
+    capture = cv2.VideoCapture(source)
+    try:
+        frames, fps = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    if not frames > 0 or not fps > 0:
+        return None
+    total = math.ceil(frames * min(1.0, sample_fps / fps))
+    return tqdm(total=total, unit="frame", desc="openlfr run", file=sys.stderr, disable=None, leave=False)

@@ -41,10 +41,20 @@ class EmbeddedSummary:
     dead_letters: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Stopped by Ctrl-C before the sources ended (what was read by then was still processed).
+    interrupted: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-ready figures."""
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def describe(self) -> str:
+        """The figures in one line for a person."""
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
+        how = "stopped by Ctrl-C after" if self.interrupted else "in"
+        return (f"{self.frames_processed} frame(s) processed of {self.frames_read} read, {self.faces} face(s), "
+                f"{self.tracks} track(s), {self.matches} match(es), {self.alerts} alert(s) {how} {self.seconds:g} s; "
+                f"dropped: {dropped}; dead letters: {self.dead_letters}")
 
 
 def _add(into: dict[str, int], prefix: str, counts: dict[str, int]) -> None:
@@ -110,8 +120,14 @@ class EmbeddedPipeline:
         sample_fps: float,
         on_alert: Callable[[Alert], None],
         stop: threading.Event | None = None,
+        progress: Callable[[EmbeddedSummary], None] | None = None,
     ) -> EmbeddedSummary:
-        """Run until every source ends (or ``stop`` is set) and the bus is drained."""
+        """Run until every source ends (or ``stop`` is set) and the bus is drained.
+
+        Ctrl-C (KeyboardInterrupt) stops the sources, processes what they had read, and returns
+        the summary with ``interrupted`` set; a second Ctrl-C ends the draining too.
+        ``progress`` is called with the summary so far after each round of the stages.
+        """
         stop = stop or threading.Event()
         start = time.perf_counter()
         ingests = [
@@ -134,9 +150,22 @@ class EmbeddedPipeline:
         try:
             while True:
                 handled = self._step(on_alert, wait_s=0.2)
+                if progress is not None:
+                    progress(self.summary)
                 if handled == 0 and not any(t.is_alive() for t in threads):
                     if all(self.bus.pending(s.input_topic) == 0 for s in self.stages):
                         break
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            stop.set()
+            logger.warning("interrupted: the sources stop; what they read is still processed (Ctrl-C again to end now)")
+            try:
+                for t in threads:
+                    t.join(timeout=15)
+                while self._step(on_alert, wait_s=0.0):
+                    pass
+            except KeyboardInterrupt:
+                pass
         finally:
             stop.set()
             for t in threads:

@@ -272,12 +272,15 @@ class StreamSource(FrameSource):
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
+        max_reconnects: int | None = None,
     ) -> None:
         """Set up the source; nothing is opened until iteration starts.
 
         Args:
             url: a stream URL, or a webcam index (an int, or a string of digits).
             backoff: waits between reconnect attempts.
+            max_reconnects: reopen attempts in a row without a frame before the source gives up
+                (``SourceUnreachable``); None: for ever (a service's camera).
             open_timeout_s: how long one attempt to open a network stream may take; ``stop``
                 cannot interrupt an attempt, so this bounds how long stopping can take.
             read_timeout_s: a network stream that delivers no frame for this long counts as failed.
@@ -293,7 +296,10 @@ class StreamSource(FrameSource):
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.stop_timeout_s = max(open_timeout_s, read_timeout_s)
+        if max_reconnects is not None and max_reconnects < 0:
+            raise ValueError(f"max_reconnects must be >= 0 or None, got {max_reconnects}")
         self.description = f"webcam {url}" if isinstance(url, int) else f"stream {redact_url(url)}"
+        self.max_reconnects = max_reconnects
         #: Open attempts made after the first one, over this source's life.
         self.reconnects = 0
 
@@ -326,11 +332,18 @@ class StreamSource(FrameSource):
     ) -> Iterator[SourceFrame]:
         delay = self.backoff.initial_s
         first = True
+        failed_in_a_row = 0  # reopen attempts since the last frame
         while not stop.is_set():
             if not first:
+                if self.max_reconnects is not None and failed_in_a_row > self.max_reconnects:
+                    raise SourceUnreachable(
+                        f"{self.description}: no frame after {failed_in_a_row - 1} reconnect attempt(s) "
+                        f"(--max-reconnects {self.max_reconnects}); is it reachable?"
+                    )
                 self.reconnects += 1
                 on_event("reconnect")
             first = False
+            failed_in_a_row += 1
             cap = self._open()
             flowing = False
             if cap is not None:
@@ -342,6 +355,7 @@ class StreamSource(FrameSource):
                         capture_ts = time.time()
                         if not flowing:
                             flowing = True
+                            failed_in_a_row = 0
                             delay = self.backoff.initial_s
                         if not keep(capture_ts):
                             continue
@@ -481,6 +495,10 @@ def parse_camera_specs(text: str) -> list[CameraTarget]:
     return out
 
 
+class SourceUnreachable(RuntimeError):
+    """A live source gave no frame after its allowed reconnect attempts."""
+
+
 def open_source(
     target: str,
     *,
@@ -488,6 +506,7 @@ def open_source(
     loop_files: bool = False,
     folder_fps: float = 1.0,
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+    max_reconnects: int | None = None,
 ) -> FrameSource:
     """The source for a target: a webcam index, a stream URL, a video file or an image folder.
 
@@ -499,18 +518,20 @@ def open_source(
         loop_files: repeat video files for ever.
         folder_fps: frames per second an image folder's files stand for.
         backoff: reconnect waits of stream sources.
+        max_reconnects: stream sources give up after so many reconnect attempts without a
+            frame (``SourceUnreachable``); None: never.
 
     Raises:
         ValueError: an unknown scheme, a missing path, or a file that is not a video.
     """
     target = target.strip()
     if target.isdigit():
-        return StreamSource(int(target), backoff=backoff)
+        return StreamSource(int(target), backoff=backoff, max_reconnects=max_reconnects)
     scheme, sep, _ = target.partition("://")
     if sep:
         if scheme.lower() not in STREAM_SCHEMES:
             raise ValueError(f"{redact_url(target)}: unsupported scheme {scheme!r} (one of {sorted(STREAM_SCHEMES)})")
-        return StreamSource(target, backoff=backoff)
+        return StreamSource(target, backoff=backoff, max_reconnects=max_reconnects)
     path = Path(target).expanduser()
     if path.is_dir():
         return ImageFolderSource(path, fps=folder_fps, realtime=realtime_files)
@@ -839,6 +860,9 @@ class CameraIngest:
                         self._drop("queue_full")
                     if halt.is_set():
                         break
+        except SourceUnreachable as exc:  # an expected end, said in words (no traceback)
+            logger.error('ingest camera_id="%s" gave up: %s', self.camera_id, exc)
+            errors.append(exc)
         except Exception as exc:  # handed to run(), which raises it in the caller's thread
             logger.exception('ingest camera_id="%s" source="%s" failed', self.camera_id, self.source.description)
             errors.append(exc)

@@ -113,6 +113,10 @@ def test_a_named_rate_accepts_a_threshold_above_the_target(run_env: dict[str, st
         (["--threshold", "0.8", "--max-distance", "0.4"], "--threshold and --max-distance"),
         (["--floor", "0"], "--floor"),
         (["--min-votes", "0"], "--min-votes"),
+        (["--sample-fps", "0"], "--sample-fps"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--max-reconnects", "-2"], "--max-reconnects"),
+        (["--source", "missing.mp4", "--watchlist", "."], "--source missing.mp4: no such file"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(args: list[str], named: str, tmp_path: Path) -> None:
@@ -138,3 +142,45 @@ def test_a_missing_cohort_is_refused_naming_the_flag(run_env: dict[str, str], tm
     proc = _run(run_env, "--source", str(sample / "walk-by.mp4"), "--watchlist", str(sample / "watchlist"),
                 "--cohort", str(tmp_path / "none.npz"))
     assert proc.returncode == 2 and "--cohort: no cohort file" in proc.stderr and "openlfr cohort build" in proc.stderr
+
+
+def test_an_unreachable_stream_is_given_up_naming_the_flag(run_env: dict[str, str]) -> None:
+    sample = Path(run_env["OPENLFR_BUILD_DIR"]) / "samples"
+    proc = _run(run_env, "--source", "rtsp://127.0.0.1:9/nothing-here", "--watchlist", str(sample / "watchlist"),
+                "--max-reconnects", "1", timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "--source: stream rtsp://127.0.0.1:9/nothing-here: no frame after 1 reconnect attempt(s)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "VIDEOIO" not in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_the_summary(run_env: dict[str, str]) -> None:
+    """SIGINT while a file plays in real time: exit 130 and the summary of what was done, no traceback."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "openlfr.cli", "run", "--realtime"], env=run_env,
+                            cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "normalised threshold" in line:  # enrolled and calibrated: frames are flowing next
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(300), "".join(lines)
+        threading.Event().wait(3.0)  # a few frames into the 26 s sample
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    err = "".join(lines)
+    assert "stopped by Ctrl-C after" in err and "frame(s) processed of" in err, err
+    assert "Traceback" not in err
