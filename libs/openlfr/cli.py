@@ -202,7 +202,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"openlfr report: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     if response.status_code != 200:
-        print(f"openlfr report: HTTP {response.status_code}: {response.text}", file=sys.stderr)
+        from openlfr.api.errors import detail_words
+
+        try:
+            words = detail_words(response.json().get("detail", response.text))
+        except (ValueError, AttributeError):
+            words = response.text
+        print(f"openlfr report: refused (HTTP {response.status_code}): {words}", file=sys.stderr)
         return 1
     text = response.text
     if args.out:

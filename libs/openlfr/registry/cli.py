@@ -108,9 +108,12 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
             category=args.category, reason=args.reason, legal_basis=args.legal_basis,
             expires_at=datetime.now(UTC) + timedelta(days=args.expires_days), source=args.source_note,
         )
-        report = bulk_enrol(client, watchlist_id=args.watchlist_id, defaults=defaults, folder=args.folder,
-                            csv_path=args.csv, progress=not args.no_progress,
-                            watchlist_name=args.watchlist_name or args.watchlist_id)
+        try:
+            report = bulk_enrol(client, watchlist_id=args.watchlist_id, defaults=defaults, folder=args.folder,
+                                csv_path=args.csv, progress=not args.no_progress,
+                                watchlist_name=args.watchlist_name or args.watchlist_id)
+        except ValueError as exc:  # the CSV cannot be read or lacks columns: before any change
+            return fail(what, f"{'--csv' if args.csv is not None else 'folder'}: {exc}", code=EXIT_USAGE)
         if report.watchlist_created:
             print(f"watchlist {args.watchlist_id} created", file=sys.stderr)
         print(report.summary())

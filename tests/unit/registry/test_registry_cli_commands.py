@@ -261,3 +261,14 @@ def test_a_watchlist_the_run_created_is_removed_when_nothing_was_enrolled(served
     rc, out, _ = _run(capsys, "watchlist", "enroll", str(folder), "--api", url, "--watchlist-id", "kept", *ENROL)
     assert rc == 1 and "watchlist kept" in out and "deleted again: this run created it" not in out
     assert [w.id for w in env.registry.list_watchlists().items] == ["kept"]
+
+
+def test_a_csv_without_its_columns_is_refused_before_any_change(served, monkeypatch, tmp_path: Path,
+                                                                 capsys) -> None:
+    env, url = served
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,subject\nx.jpg,y\n")
+    _as(monkeypatch, env, "alice")
+    rc, _, err = _run(capsys, "watchlist", "enroll", "--csv", str(bad), "--api", url, "--watchlist-id", "new", *ENROL)
+    assert rc == 2 and "openlfr watchlist enroll: --csv: bulk_enrol: " in err and "lacks the columns" in err
+    assert env.registry.list_watchlists().total == 0

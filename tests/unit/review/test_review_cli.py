@@ -160,3 +160,10 @@ def test_confirm_and_reject_are_one_of_two(monkeypatch, capsys) -> None:
 def test_an_unreachable_review_api_is_said_in_words(monkeypatch, capsys) -> None:
     rc, _, err = _run(monkeypatch, capsys, "victor", "alerts", "list", "--api", "http://127.0.0.1:9")
     assert rc == 1 and "openlfr alerts list: the API could not be reached: GET /v1/alerts: ConnectError" in err
+
+
+def test_report_refusals_read_as_words(served, monkeypatch, capsys) -> None:
+    _, url = served
+    rc, _, err = _run(monkeypatch, capsys, "victor", "report", "dep-none", "--api", url)
+    assert rc == 1 and err.strip() == ("openlfr report: refused (HTTP 404): no alert has been recorded for deployment "
+                                       "'dep-none', and no registry is configured to look the deployment up")
