@@ -85,7 +85,7 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         while len(alerts) < args.limit:
             page = client.list_alerts(status=args.status, deployment_id=args.deployment, camera_id=args.camera,
                                       since=since, until=until, limit=min(MAX_PAGE, args.limit - len(alerts)),
-                                      cursor=cursor)
+                                      cursor=cursor, needs_my_review=args.needs_my_review)
             alerts += page.items
             cursor = page.next_cursor
             if cursor is None:
@@ -170,6 +170,9 @@ def add_alerts_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private su
                     "this machine's local time.")
     listing.add_argument("--status", choices=["pending", "awaiting_second", "confirmed", "rejected"],
                          help="only alerts in this state (awaiting_second: those needing a second reviewer)")
+    listing.add_argument("--needs-my-review", dest="needs_my_review", action="store_true",
+                         help="only alerts you may review now: pending ones, and those awaiting a second review "
+                              "whose first review someone else made")
     listing.add_argument("--deployment", help="only this deployment's alerts")
     listing.add_argument("--camera", help="only this camera's alerts")
     listing.add_argument("--since", help="seen at or after this time, e.g. now-2h or 2027-05-01T18:00+01:00")

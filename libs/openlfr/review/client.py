@@ -66,11 +66,12 @@ class ReviewClient:
     def list_alerts(
         self, *, status: Status | None = None, deployment_id: str | None = None, camera_id: str | None = None,
         since: float | None = None, until: float | None = None, limit: int = 50, cursor: str | None = None,
+        needs_my_review: bool = False,
     ) -> AlertPagePublic:
-        """One page of alerts, newest first."""
+        """One page of alerts, newest first (``needs_my_review``: only those the caller may review now)."""
         params = {
             "status": status, "deployment_id": deployment_id, "camera_id": camera_id, "since": since,
-            "until": until, "limit": limit, "cursor": cursor,
+            "until": until, "limit": limit, "cursor": cursor, "needs_my_review": "true" if needs_my_review else None,
         }
         data = self._request("GET", "/v1/alerts", params={k: v for k, v in params.items() if v is not None})
         return AlertPagePublic.model_validate(data)

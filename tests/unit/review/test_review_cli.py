@@ -98,6 +98,12 @@ def test_two_person_review_and_its_refusals_in_words(served, monkeypatch, capsys
     assert f"alert {aid}: step 1 confirm by alice; now awaiting a second review by a different reviewer" in err
     assert out.startswith(f"alert {aid}: awaiting_second (waits for review step 2)")
 
+    def mine(who: str) -> list[str]:
+        rc, out, _ = _run(monkeypatch, capsys, who, "alerts", "list", "--needs-my-review", "--json", "--api", url)
+        assert rc == 0
+        return [a["alert_id"] for a in json.loads(out)]
+
+    assert mine("alice") == [] and mine("bob") == [aid] and mine("victor") == []  # a viewer reviews nothing
     rc, _, err = _run(monkeypatch, capsys, "alice", "alerts", "review", aid, "--confirm", "--api", url)
     assert rc == 1 and f"refused (HTTP 409): you (alice) already made the first review of alert {aid}; the second " \
         "review must be made by a different reviewer" in err, err
