@@ -356,3 +356,72 @@ def disparity(groups: Mapping[str, GroupFigures]) -> Disparity:
         warned_groups=tuple(sorted(g for g, f in groups.items() if f.warning is not None)),
         notes=tuple(note for note in (fmr[4], fnmr[4]) if note is not None),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CrossGroupFMR:
+    """FMR of impostor pairs between every two groups at one threshold (NIST IR 8280's heatmaps).
+
+    Attributes:
+        groups: the groups, in the order of the matrices' rows and columns.
+        threshold: the score threshold (a pair matches at or above it).
+        n_impostor: ``(k, k)`` impostor pairs with one person in the row's group and one in the
+            column's (symmetric: a pair has no direction); the diagonal is within-group.
+        false_matches: ``(k, k)`` of those, the pairs scoring at or above the threshold.
+        fmr: ``false_matches / n_impostor``, NaN where there is no pair.
+    """
+
+    groups: tuple[str, ...]
+    threshold: float
+    n_impostor: np.ndarray
+    false_matches: np.ndarray
+    fmr: np.ndarray
+
+
+def cross_group_fmr(
+    *,
+    scores: np.ndarray,
+    group_a: np.ndarray,
+    group_b: np.ndarray,
+    groups: Sequence[str],
+    threshold: float,
+) -> CrossGroupFMR:
+    """FMR of the impostor pairs between each two groups, within-group on the diagonal.
+
+    Args:
+        scores: one score per impostor pair.
+        group_a: the index into ``groups`` of each pair's first person; -1 leaves the pair out
+            (the person has no group).
+        group_b: the same for each pair's second person.
+        groups: the group names.
+        threshold: a pair matches when its score is at or above it.
+
+    Returns:
+        The symmetric count and rate matrices over ``groups`` (a group without pairs has NaN rates).
+
+    Raises:
+        ValueError: mismatched lengths, NaN scores, an index outside ``groups``, a non-finite threshold.
+    """
+    values = check_scores(scores, name="impostor scores", allow_empty=True, allow_minus_inf=False)
+    threshold = check_threshold(threshold)
+    a = np.asarray(group_a, dtype=np.int64)
+    b = np.asarray(group_b, dtype=np.int64)
+    if a.shape != values.shape or b.shape != values.shape:
+        raise ValueError(f"group_a and group_b: expected {values.shape} indices, got {a.shape} and {b.shape}")
+    k = len(groups)
+    if k == 0:
+        raise ValueError("cross_group_fmr: no groups given (empty)")
+    if (a >= k).any() or (b >= k).any() or (a < -1).any() or (b < -1).any():
+        raise ValueError(f"group_a and group_b: indices must be -1 or in [0, {k})")
+    has = (a >= 0) & (b >= 0)
+    low, high = np.minimum(a[has], b[has]), np.maximum(a[has], b[has])
+    cell = low * k + high
+    matched = values[has] >= threshold
+    n = np.bincount(cell, minlength=k * k).reshape(k, k)
+    fm = np.bincount(cell[matched], minlength=k * k).reshape(k, k)
+    # A pair between A and B counts for the cell (A, B) and the cell (B, A) alike.
+    n = n + np.triu(n, 1).T
+    fm = fm + np.triu(fm, 1).T
+    fmr = np.where(n > 0, fm / np.maximum(n, 1), np.nan)
+    return CrossGroupFMR(groups=tuple(str(g) for g in groups), threshold=threshold, n_impostor=n,
+                         false_matches=fm, fmr=fmr)

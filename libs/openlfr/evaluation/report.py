@@ -346,7 +346,11 @@ def _groups(metrics: Mapping[str, Any]) -> list[Block]:
             warned = d.get("warned_groups") or []
             out.append(Para(f"{label} disparity: {text}." + (f" {notes}." if notes else "")
                             + (f" Groups with warnings: {', '.join(warned)}." if warned else "")))
-        out += _figure(metrics, f"fmr_by_{column}") + _figure(metrics, f"det_by_{column}")
+        cross = section.get("cross_group_fmr")
+        if cross:
+            out.append(Para(f"FMR between groups at score {num(cross['threshold'])} (the heatmap): {cross['rule']}."))
+        for kind in ("rates", "cross_fmr", "fmr", "det"):
+            out += _figure(metrics, f"{kind}_by_{column}")
     return out
 
 

@@ -67,7 +67,7 @@ from openlfr.evaluation.dataset import Dataset
 from openlfr.evaluation.embeddings import AnalysisVersion, EmbeddingCache, ImageAnalyzer, analyse_files
 from openlfr.evaluation.run_common import EvaluationConfig, Sample, clean_json, rate_key, thin_curve
 from openlfr.evaluation.run_gallery import choose_gallery, gallery_size_sweep, identification_figures
-from openlfr.evaluation.run_groups import group_figures
+from openlfr.evaluation.run_groups import draw_group_plots, group_figures
 from openlfr.evaluation.run_pairs import Pairs, pair_scores, verification_figures
 
 __all__ = [
@@ -575,16 +575,6 @@ def _draw(
                 lambda p, m=measured, mo=model, c=curve_json, mk=marks: plots.fpir_vs_gallery(
                     p, measured=m, model=mo, marks=mk,
                     title=f"FPIR vs gallery size, threshold {c['threshold']:.4f}"))
-    for name, curves in sorted(group_curves.items()):
-        column = name.split("_by_", 1)[1]
-        if name.startswith("fmr_by_"):
-            thr = metrics["groups"].get(column, {}).get("verification_threshold")
-            label = "group threshold" if config.group_threshold is not None else f"FMR {config.group_fmr:g} overall"
-            lines = [(thr, label)] if thr is not None else []
-            add(name, f"FMR against threshold by {column} (impostors within the group)",
-                lambda p, c=curves, col=column, ln=lines: plots.rate_vs_threshold(
-                    p, c, title=f"FMR by {col}", y_label="FMR", thresholds=ln))
-        else:
-            add(name, f"1:1 DET by {column}", lambda p, c=curves, col=column: plots.det_curves(
-                p, c, title=f"1:1 DET by {col} (within-group impostors)", x_label="FMR", y_label="FNMR"))
+    label = "group threshold" if config.group_threshold is not None else f"FMR {config.group_fmr:g} overall"
+    draw_group_plots(metrics["groups"], group_curves, add, threshold_label=label)
     return out

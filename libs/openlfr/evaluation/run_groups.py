@@ -4,16 +4,19 @@ curves.
 Per attribute column, each identity takes its most common value; FMR and FNMR at one shared
 threshold (impostors within the group, as NIST counts them), FPIR and FNIR of the 1:N searches
 at the ``fpir_targets[0]`` threshold, identity-resampled bootstrap intervals and the
-worst-to-best ratios. The maths is :mod:`openlfr.evaluation.groups`'s; the raw and the
-normalised (``normalised``) figures both come through ``group_figures``.
+worst-to-best ratios, and the FMR of impostor pairs between every two groups
+(``cross_group_fmr``, NIST IR 8280's heatmaps). The maths is :mod:`openlfr.evaluation.groups`'s;
+the raw and the normalised (``normalised``) figures both come through ``group_figures``.
+``draw_group_plots`` draws the section's charts (:mod:`openlfr.evaluation.plots_groups`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,6 +161,9 @@ def group_figures(
                 except ValueError as exc:
                     section["verification_note"] = str(exc)
                 _group_fmr_curves(values[keep], ids[keep], names, group_of, column, plot_curves)
+            if pairs.impostor.size:
+                section["cross_group_fmr"] = _cross_group(pairs, identity_names, group_of, sorted(counts),
+                                                          pair_threshold)
         section["verification_threshold"] = pair_threshold
         section["verification_threshold_rule"] = (
             f"{rule}; impostor pairs count "
@@ -210,6 +216,32 @@ def group_figures(
             section["identification_disparity"] = _ident_disparity(ident_figures, threshold=open_set[2] if open_set else math.nan)
         out[column] = section
     return out
+
+
+def _cross_group(
+    pairs: Pairs, identity_names: Sequence[str], group_of: Mapping[str, str], groups: Sequence[str], threshold: float
+) -> dict[str, Any]:
+    """``cross_group_fmr``: FMR of the impostor pairs between each two groups (within-group on the diagonal)."""
+    index = {g: i for i, g in enumerate(groups)}
+    code = np.array([index.get(group_of.get(name, ""), -1) for name in identity_names], dtype=np.int64)
+    cross = groups_mod.cross_group_fmr(
+        scores=pairs.impostor, group_a=code[pairs.impostor_ids[:, 0]], group_b=code[pairs.impostor_ids[:, 1]],
+        groups=groups, threshold=threshold,
+    )
+    rule = ("impostor pairs with one person in the row's group and the other in the column's (a pair counts once, "
+            "the matrices are symmetric); the diagonal is the within-group FMR of `values`")
+    if pairs.impostor_sampled:
+        rule += (f"; the impostor pairs are a seeded uniform sample of {pairs.impostor.size:,} of "
+                 f"{pairs.impostor_total:,}, so each cell is an estimate")
+    return clean_json({
+        "threshold": threshold,
+        "groups": list(cross.groups),
+        "fmr": cross.fmr,
+        "n_impostor": cross.n_impostor,
+        "false_matches": cross.false_matches,
+        "impostor_sampled": pairs.impostor_sampled,
+        "rule": rule,
+    })
 
 
 def _group_eer(pairs: Pairs, group_of: Mapping[str, str], names: Sequence[str], group: str) -> float | None:
@@ -273,3 +305,105 @@ def _group_fmr_curves(
         plot_curves[f"fmr_by_{column}"] = fmr_curves
     if det:
         plot_curves[f"det_by_{column}"] = det
+
+
+# -- the charts --------------------------------------------------------------------------------
+
+#: The rates of the per-group chart: (name, section key, disparity key, trials key, trials in words).
+_RATES = (
+    ("FMR", "verification", "disparity", "n_impostor", "impostor pairs"),
+    ("FNMR", "verification", "disparity", "n_genuine", "genuine pairs"),
+    ("FPIR", "identification", "identification_disparity", "n_nonmated", "non-mated searches"),
+    ("FNIR", "identification", "identification_disparity", "n_mated", "mated searches"),
+)
+
+
+def _ratio_text(name: str, ratio: Mapping[str, Any] | None, rows: Sequence[Any]) -> str:
+    """``worst/best 1.9 (male/female)``; for a best group at 0, the bound the rule of three gives."""
+    from openlfr.evaluation.plots_groups import rule_of_three
+
+    key = name.lower()
+    if not ratio:
+        return "worst/best: n/a"
+    if ratio.get(f"{key}_ratio") is not None:
+        return f"worst/best {ratio[f'{key}_ratio']:.3g} ({ratio[f'{key}_worst']}/{ratio[f'{key}_best']})"
+    if ratio.get(f"{key}_unbounded"):
+        best, worst = ratio[f"{key}_best"], ratio[f"{key}_worst"]
+        by_group = {r.group: r for r in rows}
+        if best in by_group and worst in by_group and by_group[worst].rate:
+            bound = by_group[worst].rate / rule_of_three(by_group[best].n)
+            return f"worst/best unbounded ({best} has 0; > {bound:.2g} by the rule of three)"
+        return f"worst/best unbounded ({best} has 0)"
+    return "worst/best: n/a"
+
+
+def _rate_panels(section: Mapping[str, Any]) -> tuple[list[Any], list[str]]:
+    """The panels of a column's chart, and the rates that no group has (named with why)."""
+    from openlfr.evaluation.plots_groups import GroupRate, RatePanel
+
+    panels, missing = [], []
+    for name, part, ratio_key, trials_key, trials in _RATES:
+        rows = []
+        for group, entry in section["values"].items():
+            figures = entry.get(part) or {}
+            rate = figures.get(name.lower())
+            interval = figures.get(f"{name.lower()}_ci")
+            ci = (float(interval[0]), float(interval[1])) if interval and None not in interval else None
+            rows.append(GroupRate(group=group, rate=None if rate is None else float(rate), ci=ci,
+                                  n=int(figures.get(trials_key) or 0)))
+        if all(r.rate is None for r in rows):
+            missing.append(f"{name} (no group has {trials})")
+            continue
+        threshold = section.get(f"{part}_threshold")
+        at = f" at {threshold:.4f}" if threshold is not None else ""
+        panels.append(RatePanel(name=name, rows=tuple(rows), trials=trials,
+                                title=f"{name}{at}: {_ratio_text(name, section.get(ratio_key), rows)}"))
+    return panels, missing
+
+
+def draw_group_plots(
+    groups: Mapping[str, Any],
+    group_curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    add: Callable[[str, str, Callable[[Path], Path]], None],
+    *,
+    threshold_label: str,
+) -> None:
+    """Draw the ``groups`` section's charts through ``add(name, title, draw)`` (``run._draw``'s).
+
+    Per attribute column: FMR against threshold (``fmr_by_``) and the DET (``det_by_``) from
+    ``group_curves``; the rates with their 95% intervals (``rates_by_``); the cross-group FMR
+    heatmap (``cross_fmr_by_``).
+    """
+    from openlfr.evaluation import plots
+    from openlfr.evaluation import plots_groups
+
+    for name, curves in sorted(group_curves.items()):
+        column = name.split("_by_", 1)[1]
+        if name.startswith("fmr_by_"):
+            thr = groups.get(column, {}).get("verification_threshold")
+            lines = [(thr, threshold_label)] if thr is not None else []
+            add(name, f"FMR against threshold by {column} (impostors within the group)",
+                lambda p, c=curves, col=column, ln=lines: plots.rate_vs_threshold(
+                    p, c, title=f"FMR by {col}", y_label="FMR", thresholds=ln))
+        else:
+            add(name, f"1:1 DET by {column}", lambda p, c=curves, col=column: plots.det_curves(
+                p, c, title=f"1:1 DET by {col} (within-group impostors)", x_label="FMR", y_label="FNMR"))
+    for column, section in groups.items():
+        if not section.get("available"):
+            continue
+        panels, missing = _rate_panels(section)
+        if panels:
+            names = ", ".join(p.name for p in panels)
+            head = next((p.title.split(": ", 1)[1] for p in panels if p.name == "FMR"), "")
+            title = f"{names} by {column} with 95% CIs" + (f" (FMR {head})" if head else "")
+            suptitle = f"{names} by {column}, 95% CIs (people resampled)" + (
+                "\nnot measurable: " + "; ".join(missing) if missing else "")
+            add(f"rates_by_{column}", title, lambda p, pn=panels, st=suptitle: plots_groups.group_rates(
+                p, pn, title=st))
+        cross = section.get("cross_group_fmr")
+        if cross and any(any(row) for row in cross["n_impostor"]):
+            fmr = np.array([[math.nan if v is None else v for v in row] for row in cross["fmr"]], np.float64)
+            title = f"FMR between groups of {column} at {cross['threshold']:.4f} (diagonal: within the group)"
+            add(f"cross_fmr_by_{column}", title, lambda p, c=cross, f=fmr, t=title: plots_groups.rate_heatmap(
+                p, groups=c["groups"], rates=f, n=np.array(c["n_impostor"]), errors=np.array(c["false_matches"]),
+                title=t))
