@@ -64,7 +64,7 @@ def _zero_line(ax, lo: float, *, axis: str) -> None:  # noqa: ANN001 - a matplot
     else:
         ax.set_ylim(lo / ZERO_GAP, 1.0)
         ax.axhline(lo, color="0.55", linestyle="--", linewidth=0.7, zorder=1)
-        ax.text(1.0, lo, "0 ", va="bottom", ha="right", fontsize=7, color="0.35", transform=ax.get_yaxis_transform())
+        ax.text(0.0, lo, " 0", va="bottom", ha="left", fontsize=7, color="0.35", transform=ax.get_yaxis_transform())
 
 
 def _mark_zeros(ax, x: np.ndarray, y: np.ndarray, zero: np.ndarray, *, color: str, gid: str,  # noqa: ANN001
@@ -119,8 +119,10 @@ def det_curves(
         color = line.get_color()
         if np.unique(np.stack([x, y]), axis=1).shape[1] == 1:  # one point: a step draws nothing
             ax.plot(_floor(x[:1], lo), _floor(y[:1], lo), "o", color=color, markersize=4, zorder=3)
-        _mark_zeros(ax, _floor(x, lo), _floor(y, lo), zero, color=color, gid=f"zeros-{index}",
-                    marker="v" if (y <= 0).any() else "<")
+        # A rate of 0 on the y axis points down to it, on the x axis left.
+        _mark_zeros(ax, _floor(x, lo), _floor(y, lo), y <= 0, color=color, gid=f"zeros-{index}", marker="v")
+        _mark_zeros(ax, _floor(x, lo), _floor(y, lo), (x <= 0) & (y > 0), color=color, gid=f"zeros-x-{index}",
+                    marker="<")
     for value, label in marks:
         if value > 0:
             ax.axvline(value, color="0.5", linestyle=":", linewidth=0.9)

@@ -91,7 +91,7 @@ def _panel(ax, panel: RatePanel) -> None:  # noqa: ANN001 - a matplotlib Axes
     if log:
         zero = max(RATE_FLOOR, min(positive) / 4)
         ax.set_xscale("log")
-        ax.set_xlim(zero / ZERO_GAP, min(1.0, max(positive) * 3))
+        ax.set_xlim(zero / ZERO_GAP, min(1.5, max(positive) * 3))
         ax.axvline(zero, color="0.55", linestyle="--", linewidth=0.7, zorder=1)
         ax.text(zero, 1.0, " 0", va="bottom", ha="center", fontsize=7, color="0.35",
                 transform=ax.get_xaxis_transform())
@@ -120,8 +120,8 @@ def _panel(ax, panel: RatePanel) -> None:  # noqa: ANN001 - a matplotlib Axes
     ax.set_yticks(y)
     ax.set_yticklabels([_row_label(r, panel.trials) for r in rows], fontsize=7)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    scale = f"log; 0 on the dashed line at {zero:.2g}" if log else "linear"
-    ax.set_xlabel(f"{panel.name} ({scale}); whiskers 95% CI; a 0 runs dashed to 3/n", fontsize=7)
+    scale = f"log, 0 on the dashed line at {zero:.2g}" if log else "linear"
+    ax.set_xlabel(f"{panel.name} ({scale}); 95% CI; hollow: 0, dashed to 3/n", fontsize=7)
     ax.set_title(panel.title, fontsize=8)
     ax.grid(True, axis="x", which="both", alpha=0.25)
 

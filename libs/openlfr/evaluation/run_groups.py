@@ -332,7 +332,7 @@ def _ratio_text(name: str, ratio: Mapping[str, Any] | None, rows: Sequence[Any])
         by_group = {r.group: r for r in rows}
         if best in by_group and worst in by_group and by_group[worst].rate:
             bound = by_group[worst].rate / rule_of_three(by_group[best].n)
-            return f"worst/best unbounded ({best} has 0; > {bound:.2g} by the rule of three)"
+            return f"worst/best unbounded ({best} has 0; at least {bound:.3g} by the rule of three)"
         return f"worst/best unbounded ({best} has 0)"
     return "worst/best: n/a"
 
@@ -357,7 +357,7 @@ def _rate_panels(section: Mapping[str, Any]) -> tuple[list[Any], list[str]]:
         threshold = section.get(f"{part}_threshold")
         at = f" at {threshold:.4f}" if threshold is not None else ""
         panels.append(RatePanel(name=name, rows=tuple(rows), trials=trials,
-                                title=f"{name}{at}: {_ratio_text(name, section.get(ratio_key), rows)}"))
+                                title=f"{name}{at}\n{_ratio_text(name, section.get(ratio_key), rows)}"))
     return panels, missing
 
 
@@ -394,7 +394,7 @@ def draw_group_plots(
         panels, missing = _rate_panels(section)
         if panels:
             names = ", ".join(p.name for p in panels)
-            head = next((p.title.split(": ", 1)[1] for p in panels if p.name == "FMR"), "")
+            head = next((p.title.split("\n", 1)[1] for p in panels if p.name == "FMR"), "")
             title = f"{names} by {column} with 95% CIs" + (f" (FMR {head})" if head else "")
             suptitle = f"{names} by {column}, 95% CIs (people resampled)" + (
                 "\nnot measurable: " + "; ".join(missing) if missing else "")

@@ -186,6 +186,37 @@ def test_groups_are_the_hand_computed_ones(result) -> None:
         assert 0.0 <= low <= high <= 1.0
 
 
+def test_cross_group_fmr_is_the_hand_computed_one(result) -> None:
+    cross = json.loads(result.metrics_path.read_text())["groups"]["cohort"]["cross_group_fmr"]
+    # Just above .625: g1-g1 = alice-dave (.75, .875): 2/2; g2-g2 = bob-erin (0 x4): 0/4; g1-g2 =
+    # alice-bob (.5, .25, .625, .375), alice-erin (0 x4), dave-bob (.75, .5), dave-erin (0 x2): 1/12.
+    assert cross["groups"] == ["g1", "g2"] and cross["threshold"] == pytest.approx(0.625)
+    assert cross["n_impostor"] == [[2, 12], [12, 4]]
+    assert cross["false_matches"] == [[2, 1], [1, 0]]
+    assert cross["fmr"] == [[1.0, pytest.approx(1 / 12)], [pytest.approx(1 / 12), 0.0]]
+    assert cross["impostor_sampled"] is False and "diagonal" in cross["rule"]
+
+
+def test_group_charts_are_written_and_reported(result) -> None:
+    import xml.etree.ElementTree as ET
+
+    m = json.loads(result.metrics_path.read_text())
+    md, page = result.report_md.read_text(), result.report_html.read_text()
+    rates, heat = m["plots"]["rates_by_cohort"], m["plots"]["cross_fmr_by_cohort"]
+    # g2 has no false match: the FMR ratio is unbounded, with the rule of three's bound (1.0 / (3/4)).
+    assert rates["title"] == ("FMR, FNMR, FPIR, FNIR by cohort with 95% CIs (FMR worst/best unbounded (g2 has 0; "
+                              "at least 1.33 by the rule of three))")
+    assert heat["title"] == "FMR between groups of cohort at 0.6250 (diagonal: within the group)"
+    for plot in (rates, heat):
+        root = ET.parse(result.out_dir / plot["file"]).getroot()
+        text = " ".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
+        assert plot["title"].split(" (")[0].split(" with")[0] in text
+        assert f"![{plot['title']}]({plot['file']})" in md
+        assert f'alt="{plot["title"]}"' in page
+        if plot is rates:
+            assert "at least 1.33 by the rule of three" in text and "0 of 4 (< 75%)" in text
+
+
 def test_calibration_is_the_hand_computed_one(result) -> None:
     m = json.loads(result.metrics_path.read_text())
     c = m["calibration"]
