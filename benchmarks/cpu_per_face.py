@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     print(f"scene {scene.root}: {raw['frames']} frames at {fps:g} fps, {len(raw['people'])} people "
           f"({len(raw['enrolled'])} enrolled), {truth.faces} ground-truth faces")
-    print("| side | CPU s | wall s | cores busy | CPU ms per truth face | faces found | "
+    print("| side | CPU s | wall s | cores busy | CPU ms per truth face | faces embedded (openlfr) or found (loop) | "
           "alerts ok / expected, dup, wrong | load (1 min, at end) |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     for _ in range(args.repeat):
