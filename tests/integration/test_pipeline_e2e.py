@@ -165,7 +165,7 @@ def test_kill_minus_9_mid_stream_loses_nothing_and_duplicates_no_alert(
         time.sleep(0.2)
     service.proc.send_signal(signal.SIGKILL)
     service.proc.wait(timeout=10)
-    restarted = pipeline.start(victim)
+    restarted = pipeline.start(victim, port=service.port)  # the same address, as behind a service name
     pipeline.wait_ready(restarted)
     out, err = run.communicate(timeout=450)
     assert run.returncode == 0, err

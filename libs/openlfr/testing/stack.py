@@ -189,15 +189,20 @@ class ServiceStack:
     def prefix(self) -> str:
         return self.env["OPENLFR_TOPIC_PREFIX"]
 
-    def start(self, name: str, *, gate_ingest: bool = True, **env: str) -> ServiceProcess:
+    def start(self, name: str, *, gate_ingest: bool = True, port: int | None = None, **env: str) -> ServiceProcess:
         """Start ``openlfr service NAME`` (extra env on top of the stack's).
 
         With the match service running, alert checks matches and reads deployments from it, and
         ingest (unless ``gate_ingest`` is False) publishes only cameras a deployment covers. The
         match service gets the demo's cohort unless ``OPENLFR_REGISTRY_COHORT`` names another.
         """
-        port = free_port()
-        log = self.work / f"{name}-{port}.log"
+        # A restarted service keeps its address (``port``), as behind a real service name: the
+        # services that call it (alert -> match's registry, ingest -> match's gate) still reach it.
+        port = free_port() if port is None else port
+        log, again = self.work / f"{name}-{port}.log", 1
+        while log.exists():  # a restart keeps the earlier process's log
+            again += 1
+            log = self.work / f"{name}-{port}-{again}.log"
         extra = {**self.kafka_env(name), **env}
         if name == "alert":
             # The alert stage checks every match against the registry (the match service). A stack
