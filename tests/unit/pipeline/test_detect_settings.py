@@ -128,10 +128,11 @@ def test_a_bad_setting_stops_the_detect_service_naming_it(
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_SETTINGS[:3])
-def test_a_bad_setting_stops_openlfr_run_naming_it(name: str, value: str, tmp_path: Path) -> None:
+def test_a_bad_setting_stops_openlfr_run_naming_it(name: str, value: str, tmp_path: Path, faces_dir: Path) -> None:
     (tmp_path / "people").mkdir()
+    video = faces_dir / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
     env = {"PATH": "/usr/bin:/bin", name: value}
-    proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", "--source", str(tmp_path / "v.mp4"),
+    proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", "--source", str(video),
                            "--watchlist", str(tmp_path / "people")], capture_output=True, text=True, env=env,
                           timeout=120, check=False, cwd=paths.REPO_ROOT)
     assert proc.returncode == 2, proc.stderr
