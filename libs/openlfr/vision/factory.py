@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from openlfr import paths
 from openlfr.config import ModelSettings
 from openlfr.inference.base import InferenceBackend
 from openlfr.inference.factory import make_backend
@@ -34,7 +35,9 @@ def build_analyzer(
     )
     return FaceAnalyzer(
         detector=detector,
-        predictor=ShapePredictor.load(sources.dlib_model_path("shape_predictor_5")),
+        predictor=ShapePredictor.load_cached(
+            sources.dlib_model_path("shape_predictor_5"), cache_dir=paths.build_dir() / "cache"
+        ),
         embedder=FaceEmbedder(backend=embed_backend, manifest=settings.embedder_manifest()),
         min_face_px=settings.min_face_px,
         keep_chips=keep_chips,

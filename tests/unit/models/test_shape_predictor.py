@@ -296,3 +296,20 @@ def test_decode_floats_handles_reserved_exponents() -> None:
     assert np.isnan(values[4])
     with pytest.raises(DlibFormatError, match="exponent is out of range"):
         DlibReader.decode_floats(np.array([1]), np.array([5000]))
+
+
+def test_cached_parse_predicts_as_the_parse(
+    model_path: Path, predictor: ShapePredictor, detected: list, tmp_path: Path
+) -> None:
+    first = ShapePredictor.load_cached(model_path, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("shape_predictor-*.npz")
+    second = ShapePredictor.load_cached(model_path, cache_dir=tmp_path)
+    for _, image, rects in detected:
+        boxes = boxes_from_dlib_rects(_rect_array(rects))
+        expected = predictor.predict_many(image, boxes)
+        np.testing.assert_array_equal(first.predict_many(image, boxes), expected)
+        np.testing.assert_array_equal(second.predict_many(image, boxes), expected)
+    cached.write_bytes(b"not an npz")  # a damaged cache is parsed again, not trusted
+    np.testing.assert_array_equal(
+        ShapePredictor.load_cached(model_path, cache_dir=tmp_path).predict_many(image, boxes), expected
+    )
