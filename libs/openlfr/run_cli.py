@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     from openlfr.service.settings import settings_error_lines
     from openlfr.vision.factory import build_analyzer
     from openlfr.watchlist.loader import enroll_folder
-    from openlfr.watchlist.qdrant_store import QdrantStore
+    from openlfr.watchlist.edge_store import EdgeStore
     from openlfr.watchlist.store import distance_to_score
 
     if args.bus == "kafka":
@@ -232,88 +232,93 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
     except CohortError as exc:
         return _fail(str(exc))
     norm = cohort.norm()
-    store = QdrantStore(location=":memory:", dim=analyzer.embedder.dim, model_version=embedder)
-    report = enroll_folder(Path(watchlist), analyzer=analyzer, store=store, watchlist_id=args.watchlist_id, norm=norm)
-    print(
-        f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "
-        f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
-        file=sys.stderr,
-    )
-    for subject, images in sorted(report.enrolled.items()):
-        print(f"  {subject:<32} {images} reference image(s)", file=sys.stderr)
-    if report.refused:
-        width = max(len(str(r.path)) for r in report.refused)
-        print(f"  {'refused file':<{width}}  reason", file=sys.stderr)
-        for refused in report.refused:
-            print(f"  {str(refused.path):<{width}}  {refused.reason}: {refused.detail}", file=sys.stderr)
-    if not report.enrolled:
-        return _fail(f"--watchlist {watchlist}: no subject could be enrolled, so nobody could be matched")
-    size = len(report.enrolled)
+    # Qdrant Edge in the process, as the services' default store: qdrant-client's local mode
+    # searched the same few vectors but cost ~0.7 CPU s of imports at every start.
+    store = EdgeStore(dim=analyzer.embedder.dim, model_version=embedder)
     try:
-        if threshold is None:
-            point = operating_point(cohort.calibration, watchlist_size=size, target_fpir=target)
-            deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
-                                          threshold=args.floor, snapshot_ts=time.time(), norm_threshold=point.threshold)
-        else:
-            point = global_threshold_point(cohort.calibration, threshold=threshold, watchlist_size=size)
-            check_threshold(point, target_fpir=target, accept_fpir=accept,
-                            flag="--max-distance" if args.max_distance is not None else "--threshold")
-            deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
-                                          threshold=threshold, snapshot_ts=time.time())
-    except ThresholdRefused as exc:
-        return _fail(str(exc))
-    print(f"openlfr run: {cohort.short_id} ({cohort.meta.get('people')} people); " + point.describe()
-          + (f"; floor {args.floor:g}" if threshold is None else ""), file=sys.stderr)
-    match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
-    try:  # OPENLFR_EMBED_SKIP_*: embed only the faces that can change a track's decision
-        skip = EmbedSkip.from_settings(EmbedSkipSettings.for_match(match_settings))
-    except ValidationError as exc:
-        return _fail("; ".join(settings_error_lines(exc, prefix="OPENLFR_EMBED_SKIP_")))
-    is_file = Path(source).exists()
-    embed_max_age = args.max_frame_age_s if args.max_frame_age_s is not None else EMBED_MAX_FRAME_AGE_S
-    # The stages share this process: a key of its own signs and verifies its matches, and the
-    # alert stage checks them against the one deployment and the subjects just enrolled.
-    signer = MatchSigner.ephemeral()
-    authority = StaticAuthority.for_run(deployment, camera_ids=[args.camera_id],
-                                        subjects={s: args.watchlist_id for s in report.enrolled})
-    # Files are read faster than real time: their capture times run ahead of the clock.
-    skew = None if is_file else DEFAULT_MAX_CLOCK_SKEW_S
-    pipeline = EmbeddedPipeline(
-        # The detect service's stage, gate included, from the same settings. Files are read as
-        # fast as they can be processed, so their frames are never "stale".
-        detect=build_detect_stage(settings, analyzer=analyzer, live=not is_file),
-        embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
-                         max_frame_age_s=None if is_file else embed_max_age, skip=skip),
-        match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm, signer=signer,
-                         max_clock_skew_s=skew),
-        alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),
-        batch_size=args.batch_size,
-    )
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # a lost stream is reported by us, not FFmpeg
-    import cv2
-
-    cv2.setLogLevel(2)  # OpenCV's own log: errors only (2 = LOG_LEVEL_ERROR)
-    frame_source = open_source(source, realtime_files=args.realtime,
-                               max_reconnects=None if args.max_reconnects < 0 else args.max_reconnects)
-    bar = _progress_bar(source, sample_fps=args.sample_fps, disabled=args.no_progress or not is_file)
-    try:
-        summary = pipeline.run(
-            [(args.camera_id, frame_source)],
-            sample_fps=args.sample_fps,
-            on_alert=lambda alert: (bar.write(alert_line(alert, as_json=args.json), file=sys.stdout)
-                                    if bar is not None else print(alert_line(alert, as_json=args.json), flush=True)),
-            progress=(lambda s: bar.update(s.frames_processed - bar.n)) if bar is not None else None,
+        report = enroll_folder(Path(watchlist), analyzer=analyzer, store=store, watchlist_id=args.watchlist_id, norm=norm)
+        print(
+            f"openlfr run: enrolled {len(report.enrolled)} subject(s), {report.images_enrolled} image(s); "
+            f"refused {len(report.refused)}: {report.refused_by_reason() or '-'}",
+            file=sys.stderr,
         )
-    except SourceUnreachable as exc:
-        return _fail(f"--source: {exc}", code=1)
+        for subject, images in sorted(report.enrolled.items()):
+            print(f"  {subject:<32} {images} reference image(s)", file=sys.stderr)
+        if report.refused:
+            width = max(len(str(r.path)) for r in report.refused)
+            print(f"  {'refused file':<{width}}  reason", file=sys.stderr)
+            for refused in report.refused:
+                print(f"  {str(refused.path):<{width}}  {refused.reason}: {refused.detail}", file=sys.stderr)
+        if not report.enrolled:
+            return _fail(f"--watchlist {watchlist}: no subject could be enrolled, so nobody could be matched")
+        size = len(report.enrolled)
+        try:
+            if threshold is None:
+                point = operating_point(cohort.calibration, watchlist_size=size, target_fpir=target)
+                deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
+                                              threshold=args.floor, snapshot_ts=time.time(), norm_threshold=point.threshold)
+            else:
+                point = global_threshold_point(cohort.calibration, threshold=threshold, watchlist_size=size)
+                check_threshold(point, target_fpir=target, accept_fpir=accept,
+                                flag="--max-distance" if args.max_distance is not None else "--threshold")
+                deployment = ActiveDeployment(deployment_id="cli-run", watchlist_ids=(args.watchlist_id,),
+                                              threshold=threshold, snapshot_ts=time.time())
+        except ThresholdRefused as exc:
+            return _fail(str(exc))
+        print(f"openlfr run: {cohort.short_id} ({cohort.meta.get('people')} people); " + point.describe()
+              + (f"; floor {args.floor:g}" if threshold is None else ""), file=sys.stderr)
+        match_settings = MatchSettings(**({"min_votes": args.min_votes} if args.min_votes is not None else {}))
+        try:  # OPENLFR_EMBED_SKIP_*: embed only the faces that can change a track's decision
+            skip = EmbedSkip.from_settings(EmbedSkipSettings.for_match(match_settings))
+        except ValidationError as exc:
+            return _fail("; ".join(settings_error_lines(exc, prefix="OPENLFR_EMBED_SKIP_")))
+        is_file = Path(source).exists()
+        embed_max_age = args.max_frame_age_s if args.max_frame_age_s is not None else EMBED_MAX_FRAME_AGE_S
+        # The stages share this process: a key of its own signs and verifies its matches, and the
+        # alert stage checks them against the one deployment and the subjects just enrolled.
+        signer = MatchSigner.ephemeral()
+        authority = StaticAuthority.for_run(deployment, camera_ids=[args.camera_id],
+                                            subjects={s: args.watchlist_id for s in report.enrolled})
+        # Files are read faster than real time: their capture times run ahead of the clock.
+        skew = None if is_file else DEFAULT_MAX_CLOCK_SKEW_S
+        pipeline = EmbeddedPipeline(
+            # The detect service's stage, gate included, from the same settings. Files are read as
+            # fast as they can be processed, so their frames are never "stale".
+            detect=build_detect_stage(settings, analyzer=analyzer, live=not is_file),
+            embed=EmbedStage(analyzer.embedder, embedder_model=embedder,
+                             max_frame_age_s=None if is_file else embed_max_age, skip=skip),
+            match=MatchStage(match_settings, store=store, gate=StaticGate(deployment), norm=norm, signer=signer,
+                             max_clock_skew_s=skew),
+            alert=AlertStage(AlertSettings(), signer=signer, authority=authority, max_clock_skew_s=skew),
+            batch_size=args.batch_size,
+        )
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # a lost stream is reported by us, not FFmpeg
+        import cv2
+
+        cv2.setLogLevel(2)  # OpenCV's own log: errors only (2 = LOG_LEVEL_ERROR)
+        frame_source = open_source(source, realtime_files=args.realtime,
+                                   max_reconnects=None if args.max_reconnects < 0 else args.max_reconnects)
+        bar = _progress_bar(source, sample_fps=args.sample_fps, disabled=args.no_progress or not is_file)
+        try:
+            summary = pipeline.run(
+                [(args.camera_id, frame_source)],
+                sample_fps=args.sample_fps,
+                on_alert=lambda alert: (bar.write(alert_line(alert, as_json=args.json), file=sys.stdout)
+                                        if bar is not None else print(alert_line(alert, as_json=args.json), flush=True)),
+                progress=(lambda s: bar.update(s.frames_processed - bar.n)) if bar is not None else None,
+            )
+        except SourceUnreachable as exc:
+            return _fail(f"--source: {exc}", code=1)
+        finally:
+            if bar is not None:
+                bar.close()
+        if args.json:
+            print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
+        else:
+            print(f"openlfr run: {summary.describe()}", file=sys.stderr)
+        return 130 if summary.interrupted else 0
     finally:
-        if bar is not None:
-            bar.close()
-    if args.json:
-        print("openlfr run summary: " + json.dumps(summary.as_dict()), file=sys.stderr)
-    else:
-        print(f"openlfr run: {summary.describe()}", file=sys.stderr)
-    return 130 if summary.interrupted else 0
+        store.close()  # removes its temporary folder
 
 
 def _progress_bar(source: str, *, sample_fps: float, disabled: bool) -> Any:
