@@ -173,16 +173,13 @@ SERVICES = ("ingest", "detect", "embed", "match", "alert")
 
 def cmd_service(args: argparse.Namespace) -> int:
     """Run one pipeline service (``services/<name>/main.py``) in the foreground."""
-    import importlib.util
+    from openlfr.service.modules import load_service_main
 
-    path = paths.REPO_ROOT / "services" / args.name / "main.py"
-    spec = importlib.util.spec_from_file_location(f"openlfr_service_{args.name}", path)
-    if spec is None or spec.loader is None or not path.is_file():
-        print(f"openlfr service: {path} not found", file=sys.stderr)
+    try:
+        module = load_service_main(args.name)
+    except FileNotFoundError as exc:
+        print(f"openlfr service: {exc}", file=sys.stderr)
         return 2
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the settings' annotations through it
-    spec.loader.exec_module(module)
     return int(module.main(args.service_args))
 
 

@@ -4,31 +4,19 @@ one cohort normaliser, and the registry's figures are on the service's metrics."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
-from openlfr import paths
 from openlfr.cohort.cohort import Cohort
+from openlfr.service.modules import load_service_main
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.stack import demo_cohort
 
 pytestmark = pytest.mark.integration
-
-
-def _match_main():  # noqa: ANN202 - the service module
-    path = paths.REPO_ROOT / "services" / "match" / "main.py"
-    spec = importlib.util.spec_from_file_location("openlfr_service_match_start_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_registry_and_the_match_stage_share_the_cohort(kafka_broker: KafkaBroker, tmp_path: Path,
@@ -43,7 +31,7 @@ def test_the_registry_and_the_match_stage_share_the_cohort(kafka_broker: KafkaBr
     monkeypatch.setenv("OPENLFR_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
     monkeypatch.setenv("OPENLFR_MATCH_SIGNING_KEY", secrets.token_hex(32))
     monkeypatch.setenv("OPENLFR_API_TOKENS", json.dumps([{"name": "a", "roles": ["viewer"], "token": "t" * 24}]))
-    match_main = _match_main()
+    match_main = load_service_main("match", module_name="openlfr_service_match_start_test")
     stage = match_main.build(match_main.MatchServiceSettings())
     try:
         cohort = Cohort.load(cohort_path)

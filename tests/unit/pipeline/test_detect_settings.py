@@ -4,7 +4,6 @@ either at start naming the variable."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +16,12 @@ from openlfr.cli import build_parser
 from openlfr.pipeline.detect import DetectStage
 from openlfr.pipeline.detect_settings import DetectSettings, build_detect_stage
 from openlfr.run_cli import run_settings
+from openlfr.service.modules import load_service_main
 from openlfr.service.settings import load_settings
 from openlfr.vision.gating import MotionGate, PyramidGate
 
 
-def _detect_service():  # noqa: ANN202 - the module
-    """``services/detect/main.py`` loaded as ``openlfr service detect`` loads it."""
-    path = paths.REPO_ROOT / "services" / "detect" / "main.py"
-    spec = importlib.util.spec_from_file_location("openlfr_detect_main_under_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-detect_service = _detect_service()
+detect_service = load_service_main("detect", module_name="openlfr_detect_main_under_test")
 
 
 def stage_config(stage: DetectStage) -> dict[str, Any]:

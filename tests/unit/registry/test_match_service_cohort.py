@@ -5,31 +5,23 @@ cohort is dealt with before any topic is touched."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from openlfr import paths
 from openlfr.cohort.cohort import make_cohort
+from openlfr.service.modules import load_service_main
 
 
 @pytest.fixture(scope="module")
 def match_main() -> ModuleType:
     """``services/match/main.py`` loaded as ``openlfr service match`` loads it."""
-    path = paths.REPO_ROOT / "services" / "match" / "main.py"
-    spec = importlib.util.spec_from_file_location("openlfr_service_match_test", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_service_main("match", module_name="openlfr_service_match_test")
 
 
 @pytest.fixture
