@@ -5,13 +5,12 @@ Labels are only stage, topic, partition (bounded by the topic), outcome and reas
 
 from __future__ import annotations
 
-import threading
-import weakref
-from typing import Any
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from openlfr.messages.models import Message
+from openlfr.prom import metrics_for
+
+__all__ = ["PublisherMetrics", "StageMetrics", "capture_ts_of", "metrics_for"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -104,22 +103,6 @@ class PublisherMetrics:
             "From the message's capture_ts to its acknowledged publication.",
             ["topic"], buckets=_LATENCY_BUCKETS, registry=registry,
         )
-
-
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, dict[type, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-_METRICS_LOCK = threading.Lock()
-
-
-def metrics_for(kind: type, registry: CollectorRegistry | None) -> Any:
-    """One metrics set of ``kind`` per registry: a second runner in a process reuses it."""
-    registry = REGISTRY if registry is None else registry
-    with _METRICS_LOCK:
-        sets = _METRICS.setdefault(registry, {})
-        if kind not in sets:
-            sets[kind] = kind(registry)
-        return sets[kind]
 
 
 def capture_ts_of(message: object) -> float | None:

@@ -39,11 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,6 +53,7 @@ from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S, FutureGuard
 from openlfr.pipeline.match_trust import MatchAuthority, check_match
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.prom import metrics_for
 
 logger = logging.getLogger(__name__)
 
@@ -161,22 +161,15 @@ class DedupState:
 class _RefusedMetrics:
     """``openlfr_alert_matches_refused_total``, one per Prometheus registry."""
 
-    # Keyed by the registry itself (weakly): an id() could be reused by a later registry.
-    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def counter(cls, registry: CollectorRegistry) -> Counter:
-        key = registry
-        if key not in cls._by_registry:
-            cls._by_registry[key] = Counter(
-                "openlfr_alert_matches_refused_total",
-                "Matches the alert stage refused (dead-lettered) instead of alerting, by reason: bad_signature, "
-                "clock_ahead, unknown_deployment, outside_deployment, watchlist_not_deployed, unknown_subject, "
-                "subject_not_on_watchlist, below_threshold.",
-                ["reason"],
-                registry=registry,
-            )
-        return cls._by_registry[key]
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter(
+            "openlfr_alert_matches_refused_total",
+            "Matches the alert stage refused (dead-lettered) instead of alerting, by reason: bad_signature, "
+            "clock_ahead, unknown_deployment, outside_deployment, watchlist_not_deployed, unknown_subject, "
+            "subject_not_on_watchlist, below_threshold.",
+            ["reason"],
+            registry=registry,
+        )
 
 
 class AlertStage(Stage[Match]):
@@ -218,7 +211,7 @@ class AlertStage(Stage[Match]):
         self.on_alert = on_alert
         self.state = DedupState(cooldown_s=settings.cooldown_s, retention_s=settings.id_retention_s)
         self._future = FutureGuard(stage=self.name, max_skew_s=max_clock_skew_s, registry=registry)
-        self._refused = _RefusedMetrics.counter(REGISTRY if registry is None else registry)
+        self._refused = metrics_for(_RefusedMetrics, registry).counter
         self._redelivery = RedeliveryCache()
 
     def restore(self, alerts: Iterable[Alert], *, now: float) -> int:

@@ -16,7 +16,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from openlfr.inference.exceptions import InferenceError
 from openlfr.messages.models import DetectedFace, FaceQualityRecord, Faces, Frame, Message
@@ -31,6 +31,7 @@ from openlfr.pipeline.frame_parts import (
 )
 from openlfr.pipeline.freshness import DEFAULT_CATCHUP_LATENESS_S, Freshness, Taken
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
+from openlfr.prom import metrics_for
 from openlfr.vision import faces as vision_faces
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.exceptions import ImageError
@@ -176,7 +177,7 @@ class DetectStage(Stage[Frame]):
         self.png_compression = png_compression
         self.max_message_bytes = max_message_bytes
         self.gate = gate
-        self._crops = _crop_counter(REGISTRY if registry is None else registry)
+        self._crops = metrics_for(_CropMetrics, registry).crops
 
     def ready(self) -> tuple[bool, str]:
         """The detector's model answers on its backend."""
@@ -316,18 +317,13 @@ class DetectStage(Stage[Frame]):
         )
 
 
-_CROP_COUNTERS: dict[int, Counter] = {}
+class _CropMetrics:
+    """``openlfr_detect_crops_total``, one per registry (``metrics_for``)."""
 
-
-def _crop_counter(registry: CollectorRegistry) -> Counter:
-    """``openlfr_detect_crops_total`` of ``registry``, made on first use (stages may be built
-    more than once in a process)."""
-    key = id(registry)
-    if key not in _CROP_COUNTERS:
-        _CROP_COUNTERS[key] = Counter(
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.crops = Counter(
             "openlfr_detect_crops_total",
             "Detector crops on gated frames: kind=run were run, kind=ungated is what every tile would have been.",
             ["kind"],
             registry=registry,
         )
-    return _CROP_COUNTERS[key]

@@ -18,9 +18,10 @@ drift of NTP-synchronised hosts, far below a day. Runs that replay files faster 
 from __future__ import annotations
 
 import logging
-import weakref
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter
+
+from openlfr.prom import metrics_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +34,15 @@ DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 class _AheadMetrics:
     """``openlfr_capture_time_ahead_total``, one per Prometheus registry."""
 
-    # Keyed by the registry itself (weakly): an id() could be reused by a later registry.
-    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def counter(cls, registry: CollectorRegistry) -> Counter:
-        key = registry
-        if key not in cls._by_registry:
-            cls._by_registry[key] = Counter(
-                "openlfr_capture_time_ahead_total",
-                f"Inputs refused (dead-lettered) because their capture time was more than {MAX_CLOCK_SKEW_SETTING} "
-                "ahead of the stage's clock, per stage and camera: a camera or ingest host clock running fast, "
-                "or forged messages.",
-                ["stage", "camera_id"],
-                registry=registry,
-            )
-        return cls._by_registry[key]
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter(
+            "openlfr_capture_time_ahead_total",
+            f"Inputs refused (dead-lettered) because their capture time was more than {MAX_CLOCK_SKEW_SETTING} "
+            "ahead of the stage's clock, per stage and camera: a camera or ingest host clock running fast, "
+            "or forged messages.",
+            ["stage", "camera_id"],
+            registry=registry,
+        )
 
 
 class FutureGuard:
@@ -65,7 +59,7 @@ class FutureGuard:
             raise ValueError(f"FutureGuard.max_skew_s: expected 0 < seconds <= 86400 or None, got {max_skew_s}")
         self.stage = stage
         self.max_skew_s = max_skew_s
-        self._counter = _AheadMetrics.counter(REGISTRY if registry is None else registry)
+        self._counter = metrics_for(_AheadMetrics, registry).counter
 
     def limit(self, now: float) -> float | None:
         """The latest capture time accepted at ``now`` (None: no limit)."""

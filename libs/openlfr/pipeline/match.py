@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from openlfr.cohort.norm import ScoreNorm, normalise
 from openlfr.messages.models import EmbeddedFace, Embeddings, Match
@@ -72,6 +72,7 @@ from openlfr.pipeline.event_time import DEFAULT_MAX_CLOCK_SKEW_S, FutureGuard
 from openlfr.pipeline.exceptions import PoisonMessage
 from openlfr.pipeline.frame_parts import FrameAssembler, AssemblerState
 from openlfr.pipeline.match_metrics import MatchMetrics
+from openlfr.prom import metrics_for
 from openlfr.pipeline.match_settings import MatchSettings
 from openlfr.pipeline.redelivery import Outcome, RedeliveryCache
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing, Stage
@@ -201,7 +202,7 @@ class MatchStage(Stage[Embeddings]):
         self.gate = gate
         self.norm = norm
         self.signer = signer
-        self._metrics = MatchMetrics.for_registry(REGISTRY if registry is None else registry)
+        self._metrics = metrics_for(MatchMetrics, registry)
         self._future = FutureGuard(stage=self.name, max_skew_s=max_clock_skew_s, registry=registry)
         self.tracker = FaceTracker(
             max_gap_s=settings.track_max_gap_s,

@@ -10,9 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 class MatchMetrics:
-    """Faces searched and tracks started per deployment (Prometheus), one set per registry."""
-
-    _by_registry: dict[int, MatchMetrics] = {}
+    """Faces searched and tracks started per deployment (Prometheus), one set per registry (``metrics_for(MatchMetrics, registry)``)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.faces = Counter(
@@ -48,14 +46,6 @@ class MatchMetrics:
             ["deployment", "reason"],
             registry=registry,
         )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> MatchMetrics:
-        """The metrics of ``registry``, made on first use (stages may be built more than once)."""
-        key = id(registry)
-        if key not in cls._by_registry:
-            cls._by_registry[key] = cls(registry)
-        return cls._by_registry[key]
 
     def count(self, deployment_id: str, *, faces: int, tracks: int) -> None:
         if faces:
