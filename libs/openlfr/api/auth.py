@@ -222,6 +222,8 @@ class Access:
                 )
             return principal
 
+        # Read by ``document_required_roles``: the OpenAPI description names the very roles checked here.
+        dependency.required_roles = needed  # type: ignore[attr-defined]
         return dependency
 
 

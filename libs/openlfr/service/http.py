@@ -33,7 +33,7 @@ def make_health_app(
         ready: One check, or named checks (``broker``, ``partitions``, ``stage``); ``/readyz``
             answers 200 only when all pass, else 503, with each check's reason as JSON.
         registry: What ``/metrics`` exposes (prometheus text format).
-        routers: The service's API; with any, ``/openapi.json`` and ``/docs`` are served.
+        routers: The service's API; with any, ``/openapi.json``, ``/docs`` and ``/redoc`` are served.
         title: The OpenAPI document's title.
         max_body_bytes: Request bodies over this get 413 (``openlfr.api.limits.BodySizeLimit``).
     """
@@ -47,9 +47,12 @@ def make_health_app(
     )
     if documented:
         _serve_docs(app, title)
-    for router in routers:
-        app.include_router(router)
     if routers:
+        from openlfr.api.roles_doc import document_required_roles
+
+        for router in routers:
+            document_required_roles(router)
+            app.include_router(router)
         from openlfr.api.auth import add_audit_error_handler
         from openlfr.api.limits import StrictJson
 
@@ -86,14 +89,29 @@ def make_health_app(
 
 
 def _serve_docs(app: FastAPI, title: str) -> None:
-    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files, served by the service
-    itself, so the page works where no CDN is reachable (a police network, this project's CI)."""
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files, and ``/redoc``: ReDoc
+    from the ``fastapi-standalone-docs`` package's ``redoc.standalone.js``, both served by the
+    service itself, so the pages work where no CDN is reachable (a police network, this project's
+    CI). No web fonts are loaded (ReDoc falls back to the browser's)."""
+    from pathlib import Path
+
+    import fastapi_standalone_docs
     import swagger_ui_bundle
-    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
 
+    redoc_dir = Path(fastapi_standalone_docs.__file__).parent / "static" / "redoc"
     app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+    app.mount("/redoc/static", StaticFiles(directory=redoc_dir), name="redoc")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json", title=f"{title}: API",
+            redoc_js_url="/redoc/static/redoc.standalone.js",
+            redoc_favicon_url="/docs/static/favicon-32x32.png", with_google_fonts=False,
+        )
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
