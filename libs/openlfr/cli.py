@@ -180,7 +180,17 @@ def cmd_service(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"openlfr service: {exc}", file=sys.stderr)
         return 2
-    return int(module.main(args.service_args))
+    # argparse names the program after sys.argv[0]: the service's usage line and its errors then
+    # read "openlfr service NAME ...", the command the user typed, not "openlfr ...".
+    program = sys.argv[0] if sys.argv else ""
+    if sys.argv:
+        sys.argv[0] = f"openlfr service {args.name}"
+    else:
+        sys.argv.append(f"openlfr service {args.name}")
+    try:
+        return int(module.main(args.service_args))
+    finally:
+        sys.argv[0] = program
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -124,3 +124,13 @@ def test_service_help_lists_every_setting_with_its_default(name: str, settings: 
     for line in settings:
         assert line in out, (line, out)
     assert "OPENLFR_API_OPENLFR" not in out
+    assert out.startswith(f"usage: openlfr service {name} [-h]"), out[:120]
+
+
+def test_a_service_option_error_names_the_service_command(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["service", "embed", "--no-such-option"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: openlfr service embed [-h]" in err
+    assert "openlfr service embed: error: unrecognized arguments: --no-such-option" in err
