@@ -11,9 +11,16 @@ import base64
 from typing import Annotated, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+#: The ``Faces`` and ``Embeddings`` schema: 2 since a face may carry its ``scene_jpeg``. Version-1
+#: messages (no scene crop) are still read, so consumers can be upgraded before producers.
+FACES_SCHEMA_VERSION = 2
+#: The ``Alert`` schema: 2 since an alert may carry the probe's ``scene_jpeg``; 1 is still read.
+ALERT_SCHEMA_VERSION = 2
+#: The most bytes of one scene crop (JPEG): ``openlfr.vision.scene`` keeps under it.
+MAX_SCENE_JPEG_BYTES = 131_072
 
 
 def _b64decode(value: object) -> bytes:
@@ -35,6 +42,24 @@ B64Bytes = Annotated[
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")]
+
+
+def _jpeg(value: bytes) -> bytes:
+    if not value.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    return value
+
+
+#: A scene crop: the face with its surroundings (the face box enlarged, clipped to the frame,
+#: downscaled), a JPEG of at most ``MAX_SCENE_JPEG_BYTES``; base64 on the wire.
+SceneJpeg = Annotated[B64Bytes, Field(min_length=4, max_length=MAX_SCENE_JPEG_BYTES), AfterValidator(_jpeg)]
+
+
+def _scene_needs(message: BaseModel, version: int, scenes: bool) -> None:
+    """Refuse a scene crop in a message of a version that has none (a v1 reader would refuse it)."""
+    v = getattr(message, "v")
+    if scenes and v < version:
+        raise ValueError(f"scene_jpeg needs schema version {version} or later, the message says v={v}")
 
 
 class Message(BaseModel):
@@ -88,6 +113,9 @@ class DetectedFace(BaseModel):
     #: The aligned 150x150 RGB chip, PNG-encoded: lossless, so the embedder sees exactly the
     #: pixels enrolment sees.
     chip_png: B64Bytes = Field(min_length=8)
+    #: The face in its scene (``openlfr.vision.scene``), for a reviewer; None when scene crops are
+    #: off (``OPENLFR_SCENE_CROP``). Only the match stage's Match of a matched face carries it on.
+    scene_jpeg: SceneJpeg | None = None
 
 
 class FramePart(Message):
@@ -108,12 +136,15 @@ class FramePart(Message):
     def _part_of_parts(self) -> Self:
         if self.part >= self.parts:
             raise ValueError(f"part {self.part} of {self.parts}: part must be below parts")
+        faces = getattr(self, "faces", ())
+        _scene_needs(self, FACES_SCHEMA_VERSION, any(f.scene_jpeg is not None for f in faces))
         return self
 
 
 class Faces(FramePart):
     """``openlfr.faces.v1``: the faces detect found in one frame (frames with none are not sent)."""
 
+    v: Literal[1, 2] = FACES_SCHEMA_VERSION  # type: ignore[assignment]
     kind: Literal["faces"] = "faces"
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -153,6 +184,7 @@ class EmbeddedFace(DetectedFace):
 class Embeddings(FramePart):
     """``openlfr.embeddings.v1``: faces of one frame with their descriptors."""
 
+    v: Literal[1, 2] = FACES_SCHEMA_VERSION  # type: ignore[assignment]
     kind: Literal["embeddings"] = "embeddings"
     width: int = Field(gt=0)
     height: int = Field(gt=0)
@@ -161,9 +193,10 @@ class Embeddings(FramePart):
     embedder_model: str
 
 
-#: The ``Match`` schema: 2 since matches are signed (``sig``) and always name their deployment.
-#: A version-1 match (unsigned) is refused by the alert stage, to the dead-letter topic.
-MATCH_SCHEMA_VERSION = 2
+#: The ``Match`` schema: 2 since matches are signed (``sig``) and always name their deployment,
+#: 3 since a match may carry the probe's ``scene_jpeg`` (2 is still read and verified). A
+#: version-1 match (unsigned) is refused by the alert stage, to the dead-letter topic.
+MATCH_SCHEMA_VERSION = 3
 
 
 class Match(Message):
@@ -173,7 +206,7 @@ class Match(Message):
     ``frame_id``/``capture_ts`` are those of the track's best face (the probe).
     """
 
-    v: Literal[2] = MATCH_SCHEMA_VERSION  # type: ignore[assignment]
+    v: Literal[2, 3] = MATCH_SCHEMA_VERSION  # type: ignore[assignment]
     kind: Literal["match"] = "match"
     track_id: Id
     subject_id: Id
@@ -204,14 +237,23 @@ class Match(Message):
     #: that led to this decision was when a stage took it from a backlog past its freshness limit
     #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
     lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: The probe face in its scene (the detect stage's crop of the probe's frame); None when scene
+    #: crops are off. Only a face that matched reaches a Match, so only its scene crop does.
+    scene_jpeg: SceneJpeg | None = None
     #: HMAC-SHA256 (hex) of the record's other fields under ``OPENLFR_MATCH_SIGNING_KEY``
     #: (``openlfr.messages.signing.canonical_bytes``): the alert stage refuses a match without a valid one.
     sig: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+    @model_validator(mode="after")
+    def _scene_version(self) -> Self:
+        _scene_needs(self, MATCH_SCHEMA_VERSION, self.scene_jpeg is not None)
+        return self
 
 
 class Alert(Message):
     """``openlfr.alerts.v1``: a deduplicated alert for human review (the subscribers' contract)."""
 
+    v: Literal[1, 2] = ALERT_SCHEMA_VERSION  # type: ignore[assignment]
     kind: Literal["alert"] = "alert"
     #: Deterministic: the same track and subject always give the same id, so replays dedupe.
     alert_id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
@@ -240,6 +282,14 @@ class Alert(Message):
     #: that led to this decision was when a stage took it from a backlog past its freshness limit
     #: (``OPENLFR_CATCHUP_LATENESS_S``); None when every stage took it within its limits.
     lateness_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: The probe face in its scene (from the Match), kept by the review store under the crop
+    #: retention like the chips; None when scene crops are off.
+    scene_jpeg: SceneJpeg | None = None
+
+    @model_validator(mode="after")
+    def _scene_version(self) -> Self:
+        _scene_needs(self, ALERT_SCHEMA_VERSION, self.scene_jpeg is not None)
+        return self
 
 
 #: The dead-letter record's format: 2 since records carry a reference to the original and at

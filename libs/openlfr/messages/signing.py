@@ -7,9 +7,10 @@ with the alert stage (``OPENLFR_MATCH_SIGNING_KEY``); the alert stage dead-lette
 ``sig`` does not verify.
 
 What is signed (``canonical_bytes``): the domain ``openlfr.matches/v2``, a NUL, then the record's
-fields other than ``sig`` as JSON with sorted keys, no spaces, ASCII only, bytes as base64
-(exactly what ``model_dump(mode="json")`` gives). Every field is covered, the camera, capture
-time, subject, deployment, threshold and both chips included, and the encoding does not depend on
+fields other than ``sig`` (and ``scene_jpeg`` while it is null: schema 2 has no such field) as
+JSON with sorted keys, no spaces, ASCII only, bytes as base64 (exactly what
+``model_dump(mode="json")`` gives). Every field is covered, the camera, capture time, subject,
+deployment, threshold, both chips and the scene crop included, and the encoding does not depend on
 the order or spacing of the JSON on the wire. A replayed genuine record gets the alert id it had
 (the alert stage drops it as a duplicate).
 
@@ -85,7 +86,10 @@ class SigningSettings(BaseSettings):
 
 def canonical_bytes(match: Match) -> bytes:
     """The bytes a match's signature is computed over (see the module's docstring)."""
-    fields: dict[str, Any] = match.model_dump(mode="json", exclude={"sig"})
+    # A field added after schema 2 is left out while empty, so a v2 record (written without it)
+    # is signed and verified over the same bytes as before.
+    empty_later = {"scene_jpeg"} if match.scene_jpeg is None else set()
+    fields: dict[str, Any] = match.model_dump(mode="json", exclude={"sig", *empty_later})
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return DOMAIN + body.encode("ascii")
 

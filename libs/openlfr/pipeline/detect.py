@@ -38,6 +38,7 @@ from openlfr.vision.exceptions import ImageError
 from openlfr.vision.detector import Tile
 from openlfr.vision.gating import MotionGate, PyramidGate
 from openlfr.vision.images import decode_image
+from openlfr.vision.scene import SceneCropper
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class DetectStage(Stage[Frame]):
         catchup_lateness_s: float = DEFAULT_CATCHUP_LATENESS_S,
         catchup_keep_every: int = 1,
         max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
+        scene: SceneCropper | None = None,
     ) -> None:
         """Set up the stage.
 
@@ -152,6 +154,7 @@ class DetectStage(Stage[Frame]):
             max_message_bytes: budget of one ``Faces`` message, and of the ``Embeddings``
                 message it becomes: a crowd's faces are split into parts under it. At least
                 what one face with the embedder's chip can take, at most the broker's limit.
+            scene: makes each face's scene crop (``openlfr.vision.scene``); None sends none.
 
         Raises:
             ValueError: an argument out of range, naming it.
@@ -162,7 +165,9 @@ class DetectStage(Stage[Frame]):
             raise ValueError(f"min_quality must be in [0, 1], got {min_quality}")
         if not 0 <= png_compression <= 9:
             raise ValueError(f"png_compression must be in 0..9, got {png_compression}")
-        smallest = worst_face_bytes(analyzer.embedder.chip_size) + EMBEDDINGS_ENVELOPE_BYTES + 2048
+        scene_bytes = scene.max_bytes if scene is not None else 0
+        smallest = (worst_face_bytes(analyzer.embedder.chip_size, scene_max_bytes=scene_bytes)
+                    + EMBEDDINGS_ENVELOPE_BYTES + 2048)
         if not smallest <= max_message_bytes <= BROKER_MESSAGE_MAX_BYTES:
             raise ValueError(
                 f"max_message_bytes must be in {smallest}..{BROKER_MESSAGE_MAX_BYTES} (one face with a "
@@ -177,6 +182,7 @@ class DetectStage(Stage[Frame]):
         self.png_compression = png_compression
         self.max_message_bytes = max_message_bytes
         self.gate = gate
+        self.scene = scene
         self._crops = metrics_for(_CropMetrics, registry).crops
 
     def ready(self) -> tuple[bool, str]:
@@ -213,7 +219,7 @@ class DetectStage(Stage[Frame]):
         if self.gate is not None:
             for camera_id, found in zip(cameras, located):
                 self.gate.remember(camera_id, found.boxes)
-        for taken, found in zip(kept, located):
+        for taken, found, image in zip(kept, located, images):
             frame = taken.item.message
             if len(found) == 0:
                 result.dropped["no_face"] = result.dropped.get("no_face", 0) + 1
@@ -223,6 +229,8 @@ class DetectStage(Stage[Frame]):
                 result.dropped["low_quality"] = result.dropped.get("low_quality", 0) + 1
                 continue
             faces = [self._face(found, int(i)) for i in chosen]
+            if self.scene is not None:
+                faces = self.scene.attach(image, faces)
             for message in self._messages(frame, faces, lateness_s=taken.lateness_s):
                 result.outputs.append(Outgoing(topic=FACES, key=frame.camera_id, message=message))
         self.freshness.done()

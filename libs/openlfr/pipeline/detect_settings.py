@@ -20,6 +20,7 @@ from openlfr.pipeline.frame_parts import BROKER_MESSAGE_MAX_BYTES, DEFAULT_MESSA
 from openlfr.pipeline.freshness import CatchUpSettings
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.factory import build_analyzer
+from openlfr.vision.scene import SceneCropSettings
 from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, PyramidGate
 
 #: The detect stage's default frame-age limit (seconds); see ``DetectSettings.max_frame_age_s``.
@@ -28,8 +29,8 @@ DETECT_MAX_FRAME_AGE_S = 1.0
 GatingKind = Literal["off", "motion", "pyramid"]
 
 
-class DetectSettings(ModelSettings, CatchUpSettings):
-    """Model settings, catch-up after an outage, plus the detect stage's own."""
+class DetectSettings(ModelSettings, CatchUpSettings, SceneCropSettings):
+    """Model settings, catch-up after an outage, scene crops, plus the detect stage's own."""
 
     #: Frames that waited longer than this for detection are dropped and counted. Shorter than
     #: the later stages' limit (5 s) on purpose: an overloaded detect sheds frames while the
@@ -105,4 +106,5 @@ def build_detect_stage(
         catchup_lateness_s=settings.catchup_lateness_s,
         catchup_keep_every=settings.catchup_keep_every,
         max_message_bytes=settings.faces_message_max_bytes,
+        scene=settings.scene_cropper(registry=registry),
     )

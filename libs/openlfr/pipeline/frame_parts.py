@@ -1,8 +1,8 @@
 """A crowded frame's faces in several messages, each under a byte budget, and the frame again.
 
-Chips travel inside the messages (lossless PNG, base64 in JSON), so a ``Faces`` message grows
-with its frame's crowd: ~31 KB a face on the shared crowd scenes, so about 30 faces fill the
-broker's 1 MB limit (docs/pipeline.md, "Crowds"). The detect stage therefore cuts a frame's
+Chips (and scene crops, ``openlfr.vision.scene``) travel inside the messages (lossless PNG and
+JPEG, base64 in JSON), so a ``Faces`` message grows with its frame's crowd: ~31 KB a face on the
+shared crowd scenes without scene crops, so about 30 faces fill the broker's 1 MB limit (docs/pipeline.md, "Crowds"). The detect stage therefore cuts a frame's
 faces into parts (:func:`split_faces`), each small enough that the ``Embeddings`` message it
 becomes at embed still fits: every face is counted with the largest descriptor the schema allows.
 Each part says ``part`` of ``parts``; embed handles the parts one by one (its output keeps the
@@ -45,12 +45,13 @@ def face_budget_bytes(face: DetectedFace) -> int:
     return len(face.model_dump_json()) + 1 + MAX_EMBEDDING_JSON_BYTES
 
 
-def worst_face_bytes(chip_size: int) -> int:
+def worst_face_bytes(chip_size: int, *, scene_max_bytes: int = 0) -> int:
     """Most bytes one face with a ``chip_size`` square chip can take in an ``Embeddings``
     message: an incompressible PNG (raw pixels plus per-row filter bytes and ~1 KB of
-    framing), base64, the largest descriptor, and ~1 KB of box, landmarks and quality."""
+    framing), base64, the largest descriptor, ~1 KB of box, landmarks and quality, and its
+    scene crop of at most ``scene_max_bytes`` (0: scene crops off), base64."""
     png = chip_size * (3 * chip_size + 1) + 1024
-    return 4 * math.ceil(png / 3) + MAX_EMBEDDING_JSON_BYTES + 1024
+    return 4 * math.ceil(png / 3) + MAX_EMBEDDING_JSON_BYTES + 1024 + 4 * math.ceil(scene_max_bytes / 3)
 
 
 def split_faces(faces: Sequence[DetectedFace], *, envelope: FramePart, max_bytes: int) -> list[list[DetectedFace]]:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from openlfr.messages.codec import DecodeError, decode, encode
-from openlfr.messages.models import Match
+from openlfr.messages.models import MATCH_SCHEMA_VERSION, Match
 from openlfr.messages.signing import UNSIGNED, MatchSigner, SigningSettings, canonical_bytes
 from openlfr.service.settings import settings_error_lines
 
@@ -29,7 +29,7 @@ def _match(**changes: object) -> Match:
 
 def test_a_signed_match_verifies_after_the_wire_whatever_its_json_layout() -> None:
     match = _match()
-    assert match.v == 2 and match.sig != UNSIGNED and SIGNER.verify(match)
+    assert match.v == MATCH_SCHEMA_VERSION == 3 and match.sig != UNSIGNED and SIGNER.verify(match)
     assert decode(encode(match), Match) == match and SIGNER.verify(decode(encode(match), Match))
     # Another producer's JSON: other key order, spaces, the same record: the same signature holds.
     reordered = json.dumps(dict(reversed(list(json.loads(encode(match)).items()))), indent=2).encode()
@@ -41,11 +41,33 @@ def test_a_signed_match_verifies_after_the_wire_whatever_its_json_layout() -> No
     ("field", "value"),
     [("camera_id", "cam-2"), ("capture_ts", 1_700_000_000.26), ("subject_id", "s-2"), ("deployment_id", "dep-2"),
      ("threshold", 0.1), ("score", 0.99), ("probe_chip_jpeg", b"\xff\xd8\xff\xe0other"), ("cohort", None),
-     ("normalised_threshold", 0.0), ("lateness_s", 3.0)],
+     ("normalised_threshold", 0.0), ("lateness_s", 3.0), ("scene_jpeg", b"\xff\xd8\xff\xe0scene")],
 )
 def test_changing_any_field_breaks_the_signature(field: str, value: object) -> None:
     tampered = _match().model_copy(update={field: value})
     assert not SIGNER.verify(tampered)
+
+
+def test_a_scene_crop_is_signed_and_a_schema_2_record_written_without_one_still_verifies() -> None:
+    import hashlib
+    import hmac
+
+    with_scene = _match(scene_jpeg=b"\xff\xd8\xff\xe0scene")
+    assert SIGNER.verify(decode(encode(with_scene), Match))
+    assert not SIGNER.verify(with_scene.model_copy(update={"scene_jpeg": b"\xff\xd8\xff\xe0other"}))
+    assert not SIGNER.verify(with_scene.model_copy(update={"scene_jpeg": None}))
+    # A record as the schema-2 match stage wrote and signed it: no scene_jpeg key at all.
+    record = json.loads(encode(_match()))
+    record.update(v=2)
+    del record["sig"], record["scene_jpeg"]
+    body = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    record["sig"] = hmac.new(KEY.encode(), b"openlfr.matches/v2\x00" + body, hashlib.sha256).hexdigest()
+    old = decode(json.dumps(record).encode(), Match)
+    assert old.v == 2 and old.scene_jpeg is None and SIGNER.verify(old)
+    # Schema 2 has no scene crop: one that says v 2 and carries one is refused.
+    record["scene_jpeg"] = "/9j/4A=="
+    with pytest.raises(DecodeError, match="scene_jpeg needs schema version 3"):
+        decode(json.dumps(record).encode(), Match)
 
 
 def test_another_key_does_not_verify_and_a_previous_one_does() -> None:

@@ -31,6 +31,7 @@ from openlfr.pipeline.frame_parts import (
 from openlfr.pipeline.match import MatchSettings, MatchStage
 from openlfr.pipeline.stage import Incoming
 from openlfr.vision.images import decode_image, load_image
+from openlfr.vision.scene import SceneCropper
 from openlfr.watchlist.qdrant_store import QdrantStore
 from openlfr.watchlist.store import WatchlistEntry, distance_to_score
 
@@ -82,10 +83,39 @@ def test_a_crowd_goes_out_in_parts_each_under_the_budget(analyzer, crowd, crowd_
     assert all(m.lateness_s is None for m in (*faces, *embeddings))
 
 
+def test_a_crowd_with_scene_crops_goes_out_in_parts_each_still_under_the_budget(
+    analyzer, model_dir: Path, crowd, crowd_frame
+) -> None:
+    plain_faces, _ = crowd
+    scene = SceneCropper(registry=CollectorRegistry())
+    detect = DetectStage(analyzer, detector_model=model_version(model_dir, analyzer.detector.spec.name),
+                         max_frame_age_s=None, scene=scene, registry=CollectorRegistry())
+    embed = EmbedStage(analyzer.embedder, embedder_model=model_version(model_dir, analyzer.embedder.spec.name),
+                       max_frame_age_s=None)
+    faces = [_wire(o.message) for o in detect.handle([Incoming(crowd_frame, 0, 0)], now=time.time()).outputs]
+    embedded = embed.handle([Incoming(m, 0, i) for i, m in enumerate(faces)], now=time.time())
+    embeddings = [_wire(o.message) for o in embedded.outputs]
+    assert not embedded.rejected and len(embeddings) == len(faces) >= len(plain_faces)
+    assert sum(len(encode(m)) for m in faces) > sum(len(encode(m)) for m in plain_faces)
+    for message in (*faces, *embeddings):
+        assert message.v == 2 and len(encode(message)) <= DEFAULT_MESSAGE_MAX_BYTES
+    detected = [f for m in faces for f in m.faces]
+    assert [f.index for f in detected] == [f.index for m in plain_faces for f in m.faces]
+    assert all(f.scene_jpeg is not None and len(f.scene_jpeg) <= scene.max_bytes for f in detected)
+    # Embed carries each face's scene crop on unchanged (match needs it for a face that matches).
+    assert [f.scene_jpeg for m in embeddings for f in m.faces] == [f.scene_jpeg for f in detected]
+
+
 def test_a_budget_smaller_than_one_face_is_refused(analyzer) -> None:
     smallest = worst_face_bytes(analyzer.embedder.chip_size)
     with pytest.raises(ValueError, match="max_message_bytes"):
         DetectStage(analyzer, detector_model="blazeface_full@test", max_message_bytes=smallest // 2)
+    # With scene crops, one face takes more: a budget that fits a face without one is refused.
+    with_scene = worst_face_bytes(analyzer.embedder.chip_size, scene_max_bytes=49_152)
+    assert with_scene > smallest + 65_000
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        DetectStage(analyzer, detector_model="blazeface_full@test", max_message_bytes=smallest + 8192,
+                    scene=SceneCropper(max_bytes=49_152, registry=CollectorRegistry()))
     with pytest.raises(ValueError, match="max_message_bytes"):
         DetectStage(analyzer, detector_model="blazeface_full@test", max_message_bytes=BROKER_MESSAGE_MAX_BYTES + 1)
 

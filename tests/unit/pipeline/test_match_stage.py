@@ -193,7 +193,7 @@ def test_one_match_per_track_and_none_for_the_stranger(people) -> None:
     assert m.deployment_id == "dep-1"
     assert m.first_seen_ts == T0 and m.embedder_model == "dlib_resnet_v1"
     # Signed with the stage's key (schema 2): the alert stage can tell it from a forged record.
-    assert m.v == 2 and SIGNER.verify(m) and not MatchSigner.ephemeral().verify(m)
+    assert m.v == 3 and SIGNER.verify(m) and not MatchSigner.ephemeral().verify(m)
     assert m.probe_chip_jpeg[:3] == b"\xff\xd8\xff"
     chip = cv2.imdecode(np.frombuffer(m.probe_chip_jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert chip.shape == (150, 150, 3)
