@@ -7,9 +7,12 @@ at a time, in order, as one camera's frames reach the detect stage:
 * off: every crop of the pyramid on every frame (the default detector);
 * motion: :class:`openlfr.vision.gating.MotionGate` picks the crops (coarse always, fine tiles
   where the frame moved or a face was found lately, everything on keyframes);
-* pyramid: :class:`openlfr.vision.gating.PyramidGate` (coarse always, fine tiles only where
+* pyramid: :class:`openlfr.vision.pyramid_gate.PyramidGate` (coarse always, fine tiles only where
   keyframes found faces small enough to need them, a crop of its own around each small face
-  being followed, everything on keyframes).
+  being followed, and its still-scene rules: keyframes run fine tiles where the frame changed,
+  every third one everything; a still followed face is re-found every fourth frame);
+* pyramid-moving: the same without the still-scene rules (every keyframe runs everything, every
+  followed face gets its crop on every frame): the default before 2026-12-05.
 
 Recall is the share of the faces found with gating off that the gated run also finds (IoU >=
 0.5), so gating off is the reference, not ground truth; "new" counts the gated run's faces that
@@ -17,7 +20,8 @@ gating off did not find (a zoomed crop around a followed face can find it where 
 tiles miss it; not checked against ground truth). Time per frame includes the gate's own
 work (downscale, difference, tile selection). Local onnxruntime backend.
 
-Usage: .venv/bin/python benchmarks/bench_gating.py [--fps 5] [--keyframe 10] [--out results.json]
+Usage: .venv/bin/python benchmarks/bench_gating.py [--fps 5] [--keyframe 10] [--gates motion,pyramid]
+       [--video-fps F] [--out results.json]
 Prints a Markdown table.
 """
 
@@ -42,7 +46,8 @@ from openlfr.models.build import build_all
 from openlfr.vision.detections import Detections
 from openlfr.vision.detector import FaceDetector, box_iou
 from openlfr.vision.factory import build_analyzer
-from openlfr.vision.gating import MotionGate, PyramidGate
+from openlfr.vision.gating import MotionGate
+from openlfr.vision.pyramid_gate import PyramidGate
 from openlfr.vision.video import iter_video_frames
 
 FACES = paths.REPO_ROOT.parent / "shared" / "data" / "faces"
@@ -59,6 +64,14 @@ MATCH_IOU = 0.5
 #: Faces at least this wide (box pixels) are the ones recognition can use: below it the
 #: inter-eye distance is under ~15 px and the match stage's quality gate drops most of them.
 RECOGNISABLE_PX = 40.0
+
+
+#: The gates compared, by name, made for a keyframe interval.
+GATES = {
+    "motion": lambda k: MotionGate(keyframe_interval=k),
+    "pyramid": lambda k: PyramidGate(keyframe_interval=k),
+    "pyramid-moving": lambda k: PyramidGate(keyframe_interval=k, still_keyframes=0, still_refresh=1),
+}
 
 
 def recognisable(found: Detections) -> Detections:
@@ -149,8 +162,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second of video")
     parser.add_argument("--keyframe", type=int, default=10, help="gate keyframe interval")
+    parser.add_argument("--gates", default=",".join(GATES), help=f"comma-separated, of {', '.join(GATES)}")
     parser.add_argument("--out", type=Path, help="write the rows as JSON")
     args = parser.parse_args()
+    names = [g for g in args.gates.split(",") if g]
+    unknown = [g for g in names if g not in GATES]
+    if unknown or not names:
+        parser.error(f"--gates: unknown {unknown or 'none given'}; choose from {', '.join(GATES)}")
     model_dir = paths.model_dir()
     build_all(model_dir)
     detector = build_analyzer(ModelSettings(), backend=LocalBackend(model_dir)).detector
@@ -167,8 +185,7 @@ def main() -> int:
         if label == LOADTEST:
             row["truth_faces"] = sum(len(t) for t in truth)
             row["truth_recall_off"] = truth_recall(truth, off["found"])
-        gates = {"motion": MotionGate(keyframe_interval=args.keyframe),
-                 "pyramid": PyramidGate(keyframe_interval=args.keyframe)}
+        gates = {name: GATES[name](args.keyframe) for name in names}
         for name, gate in gates.items():
             on = run(detector, frames, gate)
             hits = sum(matched(a, b) for a, b in zip(off["found"], on["found"]))
@@ -188,25 +205,26 @@ def main() -> int:
         "python": sys.version.split()[0],
         "sample_fps": args.fps,
         "keyframe_interval": args.keyframe,
+        "gates": names,
     }
     print(f"\nMachine: {meta['machine']}; date {meta['date']}; {args.fps:g} fps sampling, "
           f"keyframe every {args.keyframe} frames; local onnxruntime\n")
-    print("| video | frames | frames/s off / motion / pyramid | crops per frame off / motion / pyramid | "
-          "faces off / motion / pyramid | recall vs off: motion, pyramid | faces >= 40 px off; recall: motion, pyramid | "
-          "new faces: motion, pyramid |")
+    heads = " / ".join(["off", *names])
+    print(f"| video | frames | frames/s {heads} | crops per frame {heads} | faces {heads} | "
+          f"recall vs off: {', '.join(names)} | faces >= 40 px off; recall: {', '.join(names)} | "
+          f"new faces: {', '.join(names)} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['video']} | {r['frames']} | {r['fps_off']:.1f} / {r['fps_motion']:.1f} / {r['fps_pyramid']:.1f} | "
-              f"{r['crops_off']:.1f} / {r['crops_motion']:.1f} / {r['crops_pyramid']:.1f} | "
-              f"{r['faces_off']} / {r['faces_motion']} / {r['faces_pyramid']} | "
-              f"{r['recall_motion']:.3f}, {r['recall_pyramid']:.3f} | "
-              f"{r['faces40_off']}; {r['recall40_motion']:.3f}, {r['recall40_pyramid']:.3f} | "
-              f"{r['new_motion']}, {r['new_pyramid']} |")
+        print(f"| {r['video']} | {r['frames']} | " + " / ".join(f"{r['fps_' + n]:.1f}" for n in ["off", *names])
+              + " | " + " / ".join(f"{r['crops_' + n]:.1f}" for n in ["off", *names])
+              + " | " + " / ".join(f"{r['faces_' + n]}" for n in ["off", *names])
+              + " | " + ", ".join(f"{r['recall_' + n]:.3f}" for n in names)
+              + f" | {r['faces40_off']}; " + ", ".join(f"{r['recall40_' + n]:.3f}" for n in names)
+              + " | " + ", ".join(f"{r['new_' + n]}" for n in names) + " |")
     for r in rows:
         if "truth_faces" in r:
             print(f"\n{r['video']}: of the {r['truth_faces']} faces pasted in, found (IoU >= {MATCH_IOU}) "
-                  f"off {r['truth_recall_off']:.3f}, motion {r['truth_recall_motion']:.3f}, "
-                  f"pyramid {r['truth_recall_pyramid']:.3f}")
+                  + ", ".join(f"{n} {r['truth_recall_' + n]:.3f}" for n in ["off", *names]))
     if args.out:
         args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0

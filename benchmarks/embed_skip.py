@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from openlfr.pipeline.stage import Incoming
     from openlfr.testing.loadgen import GroundTruth, TruthFace
     from openlfr.vision.factory import build_analyzer
-    from openlfr.vision.gating import PyramidGate
+    from openlfr.vision.pyramid_gate import PyramidGate
     from openlfr.watchlist.loader import enroll_folder
     from openlfr.watchlist.qdrant_store import QdrantStore
 

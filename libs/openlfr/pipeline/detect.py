@@ -36,7 +36,8 @@ from openlfr.vision import faces as vision_faces
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.exceptions import ImageError
 from openlfr.vision.detector import Tile
-from openlfr.vision.gating import MotionGate, PyramidGate
+from openlfr.vision.gating import MotionGate
+from openlfr.vision.pyramid_gate import PyramidGate
 from openlfr.vision.images import decode_image
 from openlfr.vision.scene import SceneCropper
 
@@ -142,7 +143,7 @@ class DetectStage(Stage[Frame]):
                 (0 sends every face).
             png_compression: zlib level of the chip PNGs, 0..9 (lossless at every level).
             gate: runs the detector's fine tiles only where they are needed on each camera:
-                where small faces were found (:class:`~openlfr.vision.gating.PyramidGate`, with
+                where small faces were found (:class:`~openlfr.vision.pyramid_gate.PyramidGate`, with
                 crops of its own around followed faces) or where the frame moved or had faces
                 lately (:class:`~openlfr.vision.gating.MotionGate`); ``None`` runs every tile
                 of every frame.

@@ -21,7 +21,8 @@ from openlfr.pipeline.freshness import CatchUpSettings
 from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.factory import build_analyzer
 from openlfr.vision.scene import SceneCropSettings
-from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate, PyramidGate
+from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate
+from openlfr.vision.pyramid_gate import PyramidGate
 
 #: The detect stage's default frame-age limit (seconds); see ``DetectSettings.max_frame_age_s``.
 DETECT_MAX_FRAME_AGE_S = 1.0

@@ -372,7 +372,7 @@ def roi_tile(
     longer side (at least ``min_side``), moved inside the frame and clipped to it.
 
     Used to re-find a face that is being followed at a zoom where it is easy to see, without
-    running the whole fine level of the pyramid (see :class:`openlfr.vision.gating.PyramidGate`).
+    running the whole fine level of the pyramid (see :class:`openlfr.vision.pyramid_gate.PyramidGate`).
 
     Raises:
         ValueError: the box is empty or outside the frame, or ``factor``/``min_side`` < 1.

@@ -297,7 +297,7 @@ def test_motion_gate_in_the_stage_keeps_faces_of_a_still_repeated_frame(analyzer
 def test_pyramid_gate_in_the_stage_keeps_faces_with_fewer_crops_and_counts_them(analyzer, frames) -> None:
     from prometheus_client import CollectorRegistry
 
-    from openlfr.vision.gating import PyramidGate
+    from openlfr.vision.pyramid_gate import PyramidGate
 
     now = time.time()
     registry = CollectorRegistry()

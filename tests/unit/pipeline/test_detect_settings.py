@@ -18,7 +18,8 @@ from openlfr.pipeline.detect_settings import DetectSettings, build_detect_stage
 from openlfr.run_cli import run_settings
 from openlfr.service.modules import load_service_main
 from openlfr.service.settings import load_settings
-from openlfr.vision.gating import MotionGate, PyramidGate
+from openlfr.vision.gating import MotionGate
+from openlfr.vision.pyramid_gate import PyramidGate
 
 
 detect_service = load_service_main("detect", module_name="openlfr_detect_main_under_test")

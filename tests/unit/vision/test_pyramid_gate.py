@@ -17,7 +17,7 @@ import pytest
 
 from openlfr.models.specs import BLAZEFACE_FULL
 from openlfr.vision.detector import CLOSE_UP_LEVEL, ROI_LEVEL, FaceDetector, Tile, plan_tiles, roi_tile
-from openlfr.vision.gating import PyramidGate
+from openlfr.vision.pyramid_gate import PyramidGate
 from openlfr.vision.images import load_image
 
 WIDTH, HEIGHT = 1920, 1080
@@ -49,6 +49,11 @@ def _holds(tile: Tile, x: float, y: float) -> bool:
 
 NONE = np.zeros((0, 4), np.float32)
 
+#: The size rules alone: every keyframe runs everything, every followed face gets its crop on
+#: every frame (these tests hand the gate a still black frame, which the still-scene rules
+#: would rightly treat as unchanged; those rules have tests of their own below).
+MOVING = {"still_keyframes": 0, "still_refresh": 1}
+
 
 def test_the_plan_has_the_levels_the_tests_assume(tiles: list[Tile]) -> None:
     sides = {t.level: t.side for t in tiles}
@@ -57,7 +62,7 @@ def test_the_plan_has_the_levels_the_tests_assume(tiles: list[Tile]) -> None:
 
 
 def test_keyframes_run_everything_and_other_frames_only_the_whole_frame(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=3)
+    gate = PyramidGate(**MOVING, keyframe_interval=3)
     runs = []
     for _ in range(7):
         plan = gate.plan("cam", FRAME, tiles, input_size=INPUT)
@@ -68,7 +73,7 @@ def test_keyframes_run_everything_and_other_frames_only_the_whole_frame(tiles: l
 
 
 def test_a_tiny_face_at_a_keyframe_keeps_its_fine_tiles_running_for_scale_memory_intervals(tiles) -> None:
-    gate = PyramidGate(keyframe_interval=4, scale_memory=2, track_memory=0)
+    gate = PyramidGate(**MOVING, keyframe_interval=4, scale_memory=2, track_memory=0)
     cx, cy = 1500.0, 300.0
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", _box(cx, cy, 30))  # 30 px: tiny for the whole frame and for the 3x2 level
@@ -88,7 +93,7 @@ def test_a_tiny_face_at_a_keyframe_keeps_its_fine_tiles_running_for_scale_memory
 
 
 def test_a_face_the_whole_frame_finds_marks_nothing(tiles: list[Tile]) -> None:
-    gate = PyramidGate(track_memory=0)
+    gate = PyramidGate(**MOVING, track_memory=0)
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", _box(900, 500, 300))  # 300 px of 1920: the whole-frame pass finds it
     plan = gate.plan("cam", FRAME, tiles, input_size=INPUT)
@@ -96,7 +101,7 @@ def test_a_face_the_whole_frame_finds_marks_nothing(tiles: list[Tile]) -> None:
 
 
 def test_a_small_followed_face_gets_a_crop_of_its_own_until_it_is_gone(tiles: list[Tile]) -> None:
-    gate = PyramidGate(track_memory=2, roi_factor=4.0)
+    gate = PyramidGate(**MOVING, track_memory=2, roi_factor=4.0)
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", NONE)
     # 150 px: small for the whole frame (< 0.12 x 1920) but not tiny (> 0.06 x 1920): no tile
@@ -115,7 +120,7 @@ def test_a_small_followed_face_gets_a_crop_of_its_own_until_it_is_gone(tiles: li
 
 
 def test_the_same_face_in_two_frames_is_followed_once(tiles: list[Tile]) -> None:
-    gate = PyramidGate(track_memory=2)
+    gate = PyramidGate(**MOVING, track_memory=2)
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", _box(1000, 600, 150))
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
@@ -125,7 +130,7 @@ def test_the_same_face_in_two_frames_is_followed_once(tiles: list[Tile]) -> None
 
 
 def test_no_own_crop_for_a_face_a_running_tile_holds_whole(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=100)
+    gate = PyramidGate(**MOVING, keyframe_interval=100)
     cx, cy = 1500.0, 300.0
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", _box(cx, cy, 30))  # keeps its 3x2 and 5x3 tiles running
@@ -137,7 +142,7 @@ def test_no_own_crop_for_a_face_a_running_tile_holds_whole(tiles: list[Tile]) ->
 
 
 def test_past_max_rois_the_tiles_holding_the_faces_run(tiles: list[Tile]) -> None:
-    gate = PyramidGate(max_rois=1)
+    gate = PyramidGate(**MOVING, max_rois=1)
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", NONE)
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
@@ -152,7 +157,7 @@ def test_past_max_rois_the_tiles_holding_the_faces_run(tiles: list[Tile]) -> Non
 
 
 def test_the_close_up_crop_runs_only_after_a_large_face(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=100, track_memory=1, scale_memory=1)
+    gate = PyramidGate(**MOVING, keyframe_interval=100, track_memory=1, scale_memory=1)
     close_up = [k for k, t in enumerate(tiles) if t.level == CLOSE_UP_LEVEL]
     gate.plan("cam", FRAME, tiles, input_size=INPUT)
     gate.remember("cam", NONE)
@@ -164,7 +169,7 @@ def test_the_close_up_crop_runs_only_after_a_large_face(tiles: list[Tile]) -> No
 
 
 def test_a_scene_cut_is_a_keyframe_and_noise_is_not(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=100)
+    gate = PyramidGate(**MOVING, keyframe_interval=100)
     rng = np.random.default_rng(1)
     scene = rng.integers(0, 255, (HEIGHT // 40, WIDTH // 40, 3), dtype=np.uint8)
     scene = cv2.resize(scene, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
@@ -177,7 +182,7 @@ def test_a_scene_cut_is_a_keyframe_and_noise_is_not(tiles: list[Tile]) -> None:
 
 
 def test_cameras_are_kept_apart_and_a_new_size_or_forget_starts_afresh(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=100, max_cameras=2)
+    gate = PyramidGate(**MOVING, keyframe_interval=100, max_cameras=2)
     for cam in ("a", "b"):
         assert gate.plan(cam, FRAME, tiles, input_size=INPUT).mask.all()
     assert gate.plan("a", FRAME, tiles, input_size=INPUT).mask.sum() == 1
@@ -202,11 +207,82 @@ def test_cameras_are_kept_apart_and_a_new_size_or_forget_starts_afresh(tiles: li
         ({"track_memory": -1}, "track_memory=-1"),
         ({"scene_change": 0}, "scene_change=0"),
         ({"max_cameras": 0}, "max_cameras=0"),
+        ({"still_keyframes": -1}, "still_keyframes=-1"),
+        ({"still_refresh": 0}, "still_refresh=0"),
+        ({"still_threshold": 0}, "still_threshold=0"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs: dict, named: str) -> None:
     with pytest.raises(ValueError, match=named):
         PyramidGate(**kwargs)
+
+
+def _scene(seed: int = 3) -> np.ndarray:
+    """A textured still frame (blocks of 40 px), so a change anywhere shows in the motion grid."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 255, (HEIGHT // 40, WIDTH // 40, 3), dtype=np.uint8)
+    return cv2.resize(blocks, (WIDTH, HEIGHT), interpolation=cv2.INTER_NEAREST)
+
+
+def _with_patch(scene: np.ndarray, x: int, y: int, size: int = 120) -> np.ndarray:
+    """The scene with a bright square at (x, y): someone who was not there."""
+    out = scene.copy()
+    out[y : y + size, x : x + size] = 255
+    return out
+
+
+def test_a_still_keyframe_runs_fine_tiles_only_where_the_frame_changed(tiles: list[Tile]) -> None:
+    gate = PyramidGate(keyframe_interval=2, still_keyframes=2, still_refresh=1)
+    scene = _scene()
+    changed = _with_patch(scene, 1500, 250)
+    frames = [scene, scene, scene, scene, changed, changed, changed, changed]
+    masks = []
+    for frame in frames:
+        masks.append(gate.plan("cam", frame, tiles, input_size=INPUT).mask)
+        gate.remember("cam", NONE)
+    assert masks[0].all()  # the camera's first frame
+    assert _levels(tiles, masks[2]) == {CLOSE_UP_LEVEL: 1, 0: 1}  # a keyframe, nothing changed
+    fine = {k for k, on in enumerate(masks[4]) if on and tiles[k].level >= 1}
+    assert fine == {k for k, t in enumerate(tiles) if t.level >= 1 and t.x1 > 1500 - 8 and t.x0 < 1620 + 8
+                    and t.y1 > 250 - 8 and t.y0 < 370 + 8}  # only the tiles over the change
+    assert masks[6].all()  # after two still keyframes, one that runs everything
+    assert all(int(m.sum()) == 1 for m in (masks[1], masks[3], masks[5], masks[7]))
+
+
+def test_an_unchanged_tiny_face_keeps_no_tiles_running_and_a_new_one_does(tiles: list[Tile]) -> None:
+    gate = PyramidGate(keyframe_interval=2, still_keyframes=0, still_refresh=1, track_memory=0)
+    scene = _scene()
+    poster = _box(400, 300, 30)  # a face-like pattern on the wall, tiny for the whole frame
+    for _ in range(5):  # keyframes 1 (the first frame: marks), 2 and 3 (unchanged: mark nothing)
+        gate.plan("cam", scene, tiles, input_size=INPUT)
+        gate.remember("cam", poster)
+    assert int(gate.plan("cam", scene, tiles, input_size=INPUT).mask.sum()) == 1  # keyframe 1's marks ran out
+    gate.remember("cam", NONE)
+    walker = _with_patch(scene, 1440, 840)
+    gate.plan("cam", walker, tiles, input_size=INPUT)  # keyframe 4: someone new, tiny
+    gate.remember("cam", np.concatenate([poster, _box(1500, 900, 30)]))
+    fine = [t for t, on in zip(tiles, gate.plan("cam", walker, tiles, input_size=INPUT).mask) if on and t.level >= 1]
+    assert fine and all(_holds(t, 1500, 900) for t in fine)
+
+
+def test_a_still_followed_face_is_refound_every_still_refresh_frames_and_stays_followed(tiles) -> None:
+    gate = PyramidGate(keyframe_interval=100, still_refresh=3, track_memory=2)
+    scene = _scene()
+    gate.plan("cam", scene, tiles, input_size=INPUT)
+    gate.remember("cam", _box(1000, 600, 150))  # small: followed with a crop of its own
+    crops = []
+    for _ in range(7):
+        plan = gate.plan("cam", scene, tiles, input_size=INPUT)
+        crops.append(len(plan.extra))
+        gate.remember("cam", _box(1000, 600, 150) if plan.extra else NONE)  # found when looked for
+    assert crops == [0, 0, 1, 0, 0, 1, 0]
+    moving = PyramidGate(keyframe_interval=100, still_refresh=3, track_memory=2)
+    moving.plan("cam", scene, tiles, input_size=INPUT)
+    moving.remember("cam", _box(1000, 600, 150))
+    for x in (1010, 1020, 1030):  # someone walking: their surroundings change every frame
+        plan = moving.plan("cam", _with_patch(scene, x - 60, 540), tiles, input_size=INPUT)
+        assert len(plan.extra) == 1
+        moving.remember("cam", _box(x, 600, 150))
 
 
 def test_roi_tile_is_centred_clipped_and_never_below_min_side() -> None:
@@ -259,7 +335,7 @@ def test_the_gate_follows_a_small_face_with_a_few_crops(local_backend, small_fac
     frame, _ = small_face_frame
     detector = FaceDetector(backend=local_backend, spec=BLAZEFACE_FULL)
     tiles = detector.tiles_for(WIDTH, HEIGHT)
-    gate = PyramidGate(keyframe_interval=100)
+    gate = PyramidGate(**MOVING, keyframe_interval=100)
     crops, found = [], []
     for _ in range(4):
         plan = gate.plan("cam", frame, tiles, input_size=detector.input_size)
