@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from openlfr.cohort.norm import ScoreNorm
-from openlfr.vision.analyzer import FaceAnalyzer
+from openlfr.vision.analyzer import CHIP_PADDING, QUALITY_CHIP_SIZE, FaceAnalyzer
 from openlfr.vision.exceptions import ImageError
 from openlfr.vision.faces import Faces
 from openlfr.vision.images import decode_image
@@ -231,6 +231,41 @@ def enroll_folder(
     return report
 
 
+def _mirrored_chip_vectors(chips: Sequence[np.ndarray], images: Sequence[np.ndarray],
+                           analyzer: FaceAnalyzer) -> list[np.ndarray]:
+    """Each accepted photo's reference vector (``openlfr.watchlist.references``): the mean
+    direction of its chip's descriptor and its flipped chip's, as the registry makes it from the
+    chip it keeps (``openlfr.registry.core``), so the two enrolment paths give the same vector for
+    the same photo and the mirror costs one embedding, not a second detection. Under an embedder
+    that does not take dlib's chip (the registry then finds the face again in its kept chip), the
+    mirrored photo is analysed again."""
+    if not chips:
+        return []
+    stacked = np.stack(chips)
+    n = len(chips)
+    if _takes_dlib_chip(analyzer):
+        embedded = analyzer.embedder.embed(np.ascontiguousarray(np.concatenate([stacked, stacked[:, :, ::-1]])))
+        return [with_mirror(embedded[k], embedded[n + k]) for k in range(n)]
+    straight = analyzer.embedder.embed(stacked)
+    mirrored = analyzer.analyze_many([np.ascontiguousarray(image[:, ::-1]) for image in images])
+    out = []
+    for vector, flipped in zip(straight, mirrored, strict=True):
+        other = None
+        if len(flipped) and flipped.embeddings is not None:
+            other = flipped.embeddings[int(np.argmax(flipped.boxes[:, 2] - flipped.boxes[:, 0]))]
+        out.append(with_mirror(vector, other))
+    return out
+
+
+def _takes_dlib_chip(analyzer: FaceAnalyzer) -> bool:
+    """Whether the analyzer's chips are dlib's 150x150 chip (the one the registry keeps)."""
+    manifest = analyzer.embedder.manifest
+    align = manifest.alignment if manifest is not None else None
+    return analyzer.embedder.chip_size == QUALITY_CHIP_SIZE and (
+        align is None or (align.kind == "dlib_chip" and align.size == QUALITY_CHIP_SIZE and align.padding == CHIP_PADDING)
+    )
+
+
 def subject_files(folder: Path) -> list[Path]:
     """The files of one subject's folder, recursively and sorted, hidden files and folders left out."""
     out = []
@@ -279,7 +314,7 @@ def _enroll_subject(
     vectors: list[tuple[str, np.ndarray]] = []
     for start in range(0, len(decoded), BATCH_SIZE):
         chunk = decoded[start : start + BATCH_SIZE]
-        results = analyzer.analyze_many([item.image for item in chunk])
+        results = analyzer.locate_many([item.image for item in chunk], keep_chips=True)
         accepted = []
         for item, faces in zip(chunk, results, strict=True):
             problem = policy.refusal(faces)
@@ -287,15 +322,12 @@ def _enroll_subject(
                 refused.append(RefusedImage(item.path, problem[0], problem[1]))
                 logger.info('refused enrolment image path="%s" reason="%s"', item.path, problem[0])
                 continue
-            if faces.embeddings is None:
-                raise RuntimeError("the analyzer returned faces without embeddings")
-            accepted.append((item, faces.embeddings[0]))
-        mirrored = analyzer.analyze_many([item.image[:, ::-1].copy() for item, _ in accepted]) if accepted else []
-        for (item, vector), flipped in zip(accepted, mirrored, strict=True):
-            other = None
-            if len(flipped) and flipped.embeddings is not None:
-                other = flipped.embeddings[int(np.argmax(flipped.boxes[:, 2] - flipped.boxes[:, 0]))]
-            vectors.append((item.reference_image_id, with_mirror(vector, other)))
+            if faces.chips is None:
+                raise RuntimeError("the analyzer located faces without chips")
+            accepted.append((item, faces.chips[0]))
+        vectors.extend(zip([item.reference_image_id for item, _ in accepted],
+                           _mirrored_chip_vectors([chip for _, chip in accepted], [item.image for item, _ in accepted],
+                                                  analyzer), strict=True))
     if len(vectors) >= 2:
         vectors.append((TEMPLATE_REFERENCE_ID, unit_mean([v for _, v in vectors])))
     return [

@@ -11,9 +11,11 @@ Two measured choices (``benchmarks/enrolment_references.py``; docs/accuracy.md, 
   a probe is compared with the nearest photo and with the subject's mean. With five photos a
   subject: FNIR at FPIR 1e-2 14.1% (best photo alone) to 7.6% (best of photos and mean).
 
-Both enrolment paths follow these rules: ``openlfr run``'s folder enrolment
-(``openlfr.watchlist.loader``, the mirrored photo analysed again) and the registry (from the
-aligned chip it keeps, flipped: ``openlfr.registry.core``), as does re-embedding.
+Both enrolment paths follow these rules, in the same way: the mirror is the aligned chip
+flipped, in ``openlfr run``'s folder enrolment (``openlfr.watchlist.loader``) and in the
+registry (from the chip it keeps: ``openlfr.registry.core``), so the two give the same vector for
+the same photo; under an embedder that does not take dlib's chip, the mirrored photo is
+analysed again (re-embedding always does: ``openlfr.watchlist.reembed``).
 """
 
 from __future__ import annotations
