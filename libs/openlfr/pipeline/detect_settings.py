@@ -22,7 +22,7 @@ from openlfr.vision.analyzer import FaceAnalyzer
 from openlfr.vision.factory import build_analyzer
 from openlfr.vision.scene import SceneCropSettings
 from openlfr.vision.gating import DEFAULT_KEYFRAME_INTERVAL, MotionGate
-from openlfr.vision.pyramid_gate import PyramidGate
+from openlfr.vision.pyramid_gate import DEFAULT_STILL_KEYFRAMES, DEFAULT_STILL_REFRESH, PyramidGate
 
 #: The detect stage's default frame-age limit (seconds); see ``DetectSettings.max_frame_age_s``.
 DETECT_MAX_FRAME_AGE_S = 1.0
@@ -48,6 +48,13 @@ class DetectSettings(ModelSettings, CatchUpSettings, SceneCropSettings):
     detect_gating: GatingKind = "pyramid"
     #: With gating on, every this-many frames of a camera run every tile.
     detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
+    #: ``pyramid`` only: periodic keyframes in a row that run the fine tiles only where the
+    #: frame changed since the camera's last keyframe; the next runs every tile (0: every
+    #: keyframe runs every tile, the behaviour before the still-scene rules).
+    detect_still_keyframes: int = Field(default=DEFAULT_STILL_KEYFRAMES, ge=0, le=100)
+    #: ``pyramid`` only: a followed face whose surroundings did not change since the frame before
+    #: gets its own crop every this-many frames (1: every frame).
+    detect_still_refresh: int = Field(default=DEFAULT_STILL_REFRESH, ge=1, le=100)
     #: Budget of one faces message (and of the embeddings message it becomes): a crowd's faces go
     #: out in as many parts as keep each under it. Below the broker's message limit.
     faces_message_max_bytes: int = Field(default=DEFAULT_MESSAGE_MAX_BYTES, ge=131_072, le=BROKER_MESSAGE_MAX_BYTES)
@@ -68,12 +75,19 @@ class DetectSettings(ModelSettings, CatchUpSettings, SceneCropSettings):
         return {name: getattr(self, name) for name in DetectSettings.model_fields}
 
 
-def make_gate(kind: GatingKind, *, keyframe_interval: int) -> MotionGate | PyramidGate | None:
+def make_gate(
+    kind: GatingKind,
+    *,
+    keyframe_interval: int,
+    still_keyframes: int = DEFAULT_STILL_KEYFRAMES,
+    still_refresh: int = DEFAULT_STILL_REFRESH,
+) -> MotionGate | PyramidGate | None:
     """The detect gate named by ``OPENLFR_DETECT_GATING`` (``off``: None, every tile)."""
     if kind == "motion":
         return MotionGate(keyframe_interval=keyframe_interval)
     if kind == "pyramid":
-        return PyramidGate(keyframe_interval=keyframe_interval)
+        return PyramidGate(keyframe_interval=keyframe_interval, still_keyframes=still_keyframes,
+                           still_refresh=still_refresh)
     if kind == "off":
         return None
     raise ValueError(f"OPENLFR_DETECT_GATING={kind!r}, expected 'off', 'motion' or 'pyramid'")
@@ -102,7 +116,8 @@ def build_detect_stage(
         detector_model=model_version(settings.model_dir, spec.name),
         max_frame_age_s=settings.max_frame_age_s if live else None,
         min_quality=settings.min_quality,
-        gate=make_gate(settings.detect_gating, keyframe_interval=settings.detect_keyframe_interval),
+        gate=make_gate(settings.detect_gating, keyframe_interval=settings.detect_keyframe_interval,
+                       still_keyframes=settings.detect_still_keyframes, still_refresh=settings.detect_still_refresh),
         registry=registry,
         catchup_lateness_s=settings.catchup_lateness_s,
         catchup_keep_every=settings.catchup_keep_every,

@@ -58,8 +58,9 @@ def _run_args(*extra: str) -> Any:
          "OPENLFR_CATCHUP_KEEP_EVERY": "3", "OPENLFR_DETECT_INTRA_OP_THREADS": "1",
          "OPENLFR_EMBED_INTER_OP_THREADS": "2", "OPENLFR_ORT_ALLOW_SPINNING": "1"},
         {"OPENLFR_DETECT_GATING": "off", "OPENLFR_FACES_MESSAGE_MAX_BYTES": "400000", "OPENLFR_THREADS": "1"},
+        {"OPENLFR_DETECT_STILL_KEYFRAMES": "0", "OPENLFR_DETECT_STILL_REFRESH": "2"},
     ],
-    ids=["defaults", "everything-changed", "ungated"],
+    ids=["defaults", "everything-changed", "ungated", "still-rules"],
 )
 def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, model_dir: Path,
@@ -77,6 +78,8 @@ def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
     assert stage_config(live) == stage_config(service)
     if not env:
         assert isinstance(service.gate, PyramidGate)  # the default, for both
+    if "OPENLFR_DETECT_STILL_REFRESH" in env:
+        assert isinstance(live.gate, PyramidGate) and (live.gate.still_keyframes, live.gate.still_refresh) == (0, 2)
     if env.get("OPENLFR_DETECT_GATING") == "motion":
         assert isinstance(live.gate, MotionGate) and live.gate.keyframe_interval == 4
 
@@ -96,6 +99,8 @@ def test_the_run_flag_for_the_frame_age_limit_overrides_the_setting(monkeypatch:
 
 
 BAD_SETTINGS = [
+    ("OPENLFR_DETECT_STILL_KEYFRAMES", "-1"),
+    ("OPENLFR_DETECT_STILL_REFRESH", "0"),
     ("OPENLFR_DETECT_INTRA_OP_THREADS", "-1"),
     ("OPENLFR_DETECT_INTER_OP_THREADS", "257"),
     ("OPENLFR_EMBED_INTRA_OP_THREADS", "two"),
