@@ -311,6 +311,7 @@ class AlertStage(Stage[Match]):
             normalised_threshold=match.normalised_threshold,
             cohort=match.cohort,
             lateness_s=match.lateness_s,
+            scene_jpeg=match.scene_jpeg,
         )
         self.state.record_alert(alert)
         if self.on_alert is not None:

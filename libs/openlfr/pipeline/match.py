@@ -35,9 +35,10 @@ beside the image it matched.
 
 What is kept about people who match no one: nothing is written anywhere. In memory, while a
 track is open, it holds its last embedding and the sum of its embeddings (the tracker), its
-best ``template_faces`` faces' embeddings and chips and the references its searches found
-(template decision; with votes, chips only of faces with a candidate hit). A subject's probe
-chip leaves only inside a Match. Everything goes when the track ends.
+best ``template_faces`` faces' embeddings, chips and scene crops and the references its searches
+found (template decision; with votes, chips and scene crops only of faces with a candidate hit).
+A probe's chip and scene crop leave only inside a Match, so only a face that matched has its
+scene crop go further than the embeddings topic. Everything goes when the track ends.
 
 Restarts: ``hold`` is, per partition, the first-frame offset of the oldest open track, so the
 runner's committed offset lets a restarted stage replay every open track's frames. Tracks and
@@ -96,6 +97,7 @@ class _Candidate:
     runner_up: SearchHit | None
     chip_jpeg: bytes
     normalised: float | None = None
+    scene_jpeg: bytes | None = None
 
     @property
     def margin(self) -> float:
@@ -353,7 +355,8 @@ class MatchStage(Stage[Embeddings]):
             normalised = self._normalised(vector, hits[0], deployment)
             if normalised is None or normalised < deployment.norm_threshold:
                 return None
-        return _Candidate(hit=hits[0], runner_up=runner_up, chip_jpeg=self._chip_jpeg(face), normalised=normalised)
+        return _Candidate(hit=hits[0], runner_up=runner_up, chip_jpeg=self._chip_jpeg(face), normalised=normalised,
+                          scene_jpeg=face.scene_jpeg)
 
     def _normalised(self, vector: np.ndarray, hit: SearchHit, deployment: ActiveDeployment) -> float | None:
         """The top hit's score normalised by the reference's and the probe's cohort statistics;
@@ -428,7 +431,8 @@ class MatchStage(Stage[Embeddings]):
         if planned.chip_jpeg is None:  # planned in template mode: never
             return None
         face = TemplateFace.of(planned.vector, quality=planned.face.quality.score, chip_jpeg=planned.chip_jpeg,
-                               frame_id=message.frame_id, capture_ts=message.capture_ts, trace_id=message.trace_id)
+                               frame_id=message.frame_id, capture_ts=message.capture_ts, trace_id=message.trace_id,
+                               scene_jpeg=planned.face.scene_jpeg)
         if not state.template.add(face, planned.hits):
             return None
         decision = state.template.decide(
@@ -473,6 +477,7 @@ class MatchStage(Stage[Embeddings]):
             normalised_threshold=deployment.norm_threshold if decision.normalised is not None else None,
             cohort=self.norm.cohort_id if decision.normalised is not None and self.norm is not None else None,
             lateness_s=message.lateness_s,
+            scene_jpeg=probe.scene_jpeg,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" template_faces="%d" frames="%d"',
@@ -554,6 +559,7 @@ class MatchStage(Stage[Embeddings]):
             normalised_threshold=probe.deployment.norm_threshold if probe.candidate.normalised is not None else None,
             cohort=self.norm.cohort_id if probe.candidate.normalised is not None and self.norm is not None else None,
             lateness_s=message.lateness_s,
+            scene_jpeg=probe.candidate.scene_jpeg,
         )
         logger.info(
             'match decided camera_id="%s" track_id="%s" watchlist_id="%s" score="%.3f" votes="%d" frames="%d"',

@@ -17,8 +17,8 @@ runner-up subject is at least ``min_margin`` behind; and, for a deployment with 
 thresholds, the score normalised by the reference's and the template's cohort statistics
 reaches the normalised threshold.
 
-What is kept: in memory, while the track is open, the best faces' embeddings and chips (at most
-``max_faces``) and at most ``max_refs`` references' hits; nothing is written anywhere, and all
+What is kept: in memory, while the track is open, the best faces' embeddings, chips and scene
+crops (at most ``max_faces``) and at most ``max_refs`` references' hits; nothing is written anywhere, and all
 of it goes when the track ends.
 """
 
@@ -49,17 +49,27 @@ class TemplateFace:
     frame_id: str
     capture_ts: float
     trace_id: str
+    #: The face in its scene (``openlfr.vision.scene``), shown with the chip if it becomes the probe.
+    scene_jpeg: bytes | None = None
 
     @classmethod
     def of(
-        cls, vector: np.ndarray, *, quality: float, chip_jpeg: bytes, frame_id: str, capture_ts: float, trace_id: str
+        cls,
+        vector: np.ndarray,
+        *,
+        quality: float,
+        chip_jpeg: bytes,
+        frame_id: str,
+        capture_ts: float,
+        trace_id: str,
+        scene_jpeg: bytes | None = None,
     ) -> TemplateFace:
         """From a face's embedding (any length)."""
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         length = float(np.linalg.norm(v))
         if not length > 0.0:
             raise ValueError("TemplateFace: a zero embedding has no direction")
-        return cls(quality, v / length, length, chip_jpeg, frame_id, capture_ts, trace_id)
+        return cls(quality, v / length, length, chip_jpeg, frame_id, capture_ts, trace_id, scene_jpeg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,14 @@ def test_a_match_becomes_an_alert_carrying_its_fields() -> None:
     assert alert.alert_id == alert_id_for(camera_id="cam-1", track_id="cam-1:f1:0", subject_id="subject-1")
     assert (alert.capture_ts, alert.alert_ts, alert.status, alert.score) == (T0, NOW, "pending", 0.8)
     assert alert.probe_chip_jpeg == b"\xff\xd8\xff\xe0fake"
+    assert alert.scene_jpeg is None and alert.v == 2
+
+
+def test_the_probes_scene_crop_goes_from_the_match_into_the_alert() -> None:
+    scene = b"\xff\xd8\xff\xe0scene"
+    match = SIGNER.sign(_match("cam-1:f1:0").model_copy(update={"scene_jpeg": scene}))
+    alert = _stage().handle(_batch(match), now=NOW).outputs[0].message
+    assert isinstance(alert, Alert) and alert.scene_jpeg == scene
 
 
 # (track, subject, camera, seconds after T0) in arrival order -> alerted or the drop reason.
