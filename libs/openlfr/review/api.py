@@ -249,12 +249,12 @@ def make_review_router(
                 detail=f"the registry's record of subject {subject_id!r} is not as expected: {exc!r}",
             ) from exc
 
-    def chip(alert_id: str, which: Literal["probe", "reference"]) -> Response:
+    def chip(alert_id: str, which: Literal["probe", "reference", "scene"]) -> Response:
         try:
             chips = store.chips(alert_id)
         except AlertNotFound as exc:
             raise _detail_404(exc) from exc
-        data = chips.probe if which == "probe" else chips.reference
+        data = {"probe": chips.probe, "reference": chips.reference, "scene": chips.scene}[which]
         if data is None:
             if chips.crops_purged_ts is not None:
                 days = store.crop_retention_s / 86400
@@ -264,6 +264,8 @@ def make_review_router(
                 )
             elif which == "reference" and not chips.had_reference:
                 detail = f"alert {alert_id} came without a watchlist reference image"
+            elif which == "scene":
+                detail = f"alert {alert_id} came without a scene crop (scene crops were off at detect)"
             else:
                 detail = f"alert {alert_id} has no {which} crop"
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
@@ -292,6 +294,17 @@ def make_review_router(
     def get_reference(alert_id: AlertIdPath, who: Principal = reader) -> Response:
         """The watchlist image it matched (JPEG), until the crop retention deletes it."""
         return chip(alert_id, "reference")
+
+    @router.get(
+        "/v1/alerts/{alert_id}/scene.jpg",
+        tags=["alerts"],
+        response_class=Response,
+        responses={**_JPEG, **_ERRORS, 404: {"description": "no such alert, no scene crop, or deleted (says which)"}},
+    )
+    def get_scene(alert_id: AlertIdPath, who: Principal = reader) -> Response:
+        """The probe face in its scene (JPEG, the face box enlarged about 3x), until the crop
+        retention deletes it with the face crops."""
+        return chip(alert_id, "scene")
 
     @router.post(
         "/v1/alerts/{alert_id}/reviews",

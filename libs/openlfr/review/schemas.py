@@ -13,6 +13,7 @@ from openlfr.review.store import MAX_REASON_CHARS, AlertRecord, AlertSummary, De
 #: Where the API serves an alert's crops (relative to the API's root).
 PROBE_PATH = "/v1/alerts/{alert_id}/probe.jpg"
 REFERENCE_PATH = "/v1/alerts/{alert_id}/reference.jpg"
+SCENE_PATH = "/v1/alerts/{alert_id}/scene.jpg"
 
 
 class ReviewStepPublic(BaseModel):
@@ -28,8 +29,9 @@ class ReviewStepPublic(BaseModel):
 
 
 class AlertPublic(BaseModel):
-    """An alert record with its review state and steps; the crops are at ``probe_url`` and
-    ``reference_url`` (null once deleted under the crop retention, or when never sent)."""
+    """An alert record with its review state and steps; the crops are at ``probe_url``,
+    ``reference_url`` and ``scene_url`` (null once deleted under the crop retention, or when
+    never sent)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,6 +57,9 @@ class AlertPublic(BaseModel):
     reviews: list[ReviewStepPublic]
     probe_url: str | None
     reference_url: str | None
+    scene_url: str | None = Field(
+        default=None, description="the probe face in its scene (JPEG), while kept; null when scene crops were off"
+    )
     crops_purged_ts: float | None = Field(description="when the crops were deleted under the retention period")
 
     @classmethod
@@ -86,6 +91,7 @@ class AlertPublic(BaseModel):
             ],
             probe_url=PROBE_PATH.format(alert_id=record.alert_id) if record.has_probe else None,
             reference_url=REFERENCE_PATH.format(alert_id=record.alert_id) if record.has_reference else None,
+            scene_url=SCENE_PATH.format(alert_id=record.alert_id) if record.has_scene else None,
             crops_purged_ts=record.crops_purged_ts,
         )
 

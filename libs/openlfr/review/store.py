@@ -14,7 +14,7 @@ change in the same transaction as the alert or the review that moves them, so th
 and survive the retention purges that delete the records they count.
 
 Retention is measured from the face's capture time (``capture_ts``): the probe and reference crops
-go after ``crop_retention_s``, the whole record with its review steps after
+and the scene crop go after ``crop_retention_s``, the whole record with its review steps after
 ``record_retention_s``. An alert already older than the record retention when it arrives is not
 kept (it was kept and purged before, or would be purged at once), so a replay of the alerts
 topic cannot count an alert twice; one older than the crop retention is kept without its crops.
@@ -65,7 +65,8 @@ DAY_S = 86400.0
 DEFAULT_CROP_RETENTION_S = 31 * DAY_S
 DEFAULT_RECORD_RETENTION_S = 365 * DAY_S
 
-_SCHEMA_VERSION = 1
+#: 2: the probe's scene crop (``scene_jpeg``), added to a version-1 file in place.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id            TEXT PRIMARY KEY,
@@ -89,7 +90,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     probe_chip_jpeg     BLOB,
     reference_chip_jpeg BLOB,
     had_reference       INTEGER NOT NULL,
-    crops_purged_ts     REAL
+    crops_purged_ts     REAL,
+    scene_jpeg          BLOB
 );
 CREATE INDEX IF NOT EXISTS alerts_by_capture ON alerts (capture_ts DESC, alert_id DESC);
 CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, capture_ts DESC);
@@ -116,7 +118,8 @@ CREATE TABLE IF NOT EXISTS tallies (
 _ALERT_COLUMNS = (
     "alert_id, deployment_id, camera_id, frame_id, trace_id, track_id, subject_id, watchlist_id, capture_ts, "
     "alert_ts, received_ts, score, margin, threshold, reference_image_id, embedder_model, status, status_ts, "
-    "probe_chip_jpeg IS NOT NULL, reference_chip_jpeg IS NOT NULL, had_reference, crops_purged_ts"
+    "probe_chip_jpeg IS NOT NULL, reference_chip_jpeg IS NOT NULL, had_reference, crops_purged_ts, "
+    "scene_jpeg IS NOT NULL"
 )
 
 
@@ -149,6 +152,7 @@ class AlertRecord:
         has_probe, has_reference: whether the crops are still kept.
         had_reference: whether the alert came with a reference crop at all.
         crops_purged_ts: when its crops were deleted under the crop retention, or None.
+        has_scene: whether the probe's scene crop is kept (never sent, or deleted with the crops).
     """
 
     alert_id: str
@@ -174,6 +178,7 @@ class AlertRecord:
     had_reference: bool
     crops_purged_ts: float | None
     reviews: tuple[ReviewStep, ...] = ()
+    has_scene: bool = False
 
     @property
     def final(self) -> bool:
@@ -194,6 +199,7 @@ class Chips:
     reference: bytes | None
     had_reference: bool
     crops_purged_ts: float | None
+    scene: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +362,10 @@ class ReviewStore:
                 f"review store {self.path}: schema version {version} is newer than this code's {_SCHEMA_VERSION}"
             )
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+        if "scene_jpeg" not in columns:  # a version-1 file
+            conn.execute("ALTER TABLE alerts ADD COLUMN scene_jpeg BLOB")
+            logger.info('review store upgraded path="%s" from_version="%d" to_version="%d"', self.path, version, 2)
         conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -384,7 +394,7 @@ class ReviewStore:
     # -- alerts ---------------------------------------------------------------------------
 
     def add_alert(self, alert: Alert) -> bool:
-        """Keep an alert (record and both crops) as ``pending``; True if it is new.
+        """Keep an alert (record, both crops and the scene crop) as ``pending``; True if it is new.
 
         Idempotent by ``alert_id``: a replayed alert changes nothing and returns False. An alert
         captured longer ago than the record retention is not kept (False); one older than the
@@ -403,7 +413,8 @@ class ReviewStore:
                 "INSERT INTO alerts (alert_id, deployment_id, camera_id, frame_id, trace_id, track_id, subject_id, "
                 "watchlist_id, capture_ts, alert_ts, received_ts, score, margin, threshold, reference_image_id, "
                 "embedder_model, status, status_ts, probe_chip_jpeg, reference_chip_jpeg, had_reference, "
-                "crops_purged_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+                "crops_purged_ts, scene_jpeg) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (alert_id) DO NOTHING",
                 (
                     alert.alert_id, alert.deployment_id, alert.camera_id, alert.frame_id, alert.trace_id,
@@ -413,6 +424,7 @@ class ReviewStore:
                     alert.reference_chip_jpeg if keep_crops else None,
                     alert.reference_chip_jpeg is not None,
                     None if keep_crops else now,
+                    alert.scene_jpeg if keep_crops else None,
                 ),
             )
             new = cur.rowcount == 1
@@ -463,7 +475,7 @@ class ReviewStore:
                 subject_id=r[6], watchlist_id=r[7], capture_ts=r[8], alert_ts=r[9], received_ts=r[10],
                 score=r[11], margin=r[12], threshold=r[13], reference_image_id=r[14], embedder_model=r[15],
                 status=r[16], status_ts=r[17], has_probe=bool(r[18]), has_reference=bool(r[19]),
-                had_reference=bool(r[20]), crops_purged_ts=r[21], reviews=tuple(steps[r[0]]),
+                had_reference=bool(r[20]), crops_purged_ts=r[21], reviews=tuple(steps[r[0]]), has_scene=bool(r[22]),
             )
             for r in rows
         ]
@@ -579,20 +591,21 @@ class ReviewStore:
         return AlertSummary(statuses=statuses, needs_review=needs_review, cameras=cameras, deployments=deployments)
 
     def chips(self, alert_id: str) -> Chips:
-        """The crops of an alert (None where not kept).
+        """The crops of an alert, the scene crop included (None where not kept).
 
         Raises:
             AlertNotFound: no such record.
         """
         with self._lock:
             row = self._conn.execute(
-                "SELECT probe_chip_jpeg, reference_chip_jpeg, had_reference, crops_purged_ts FROM alerts "
+                "SELECT probe_chip_jpeg, reference_chip_jpeg, had_reference, crops_purged_ts, scene_jpeg FROM alerts "
                 "WHERE alert_id = ?",
                 (alert_id,),
             ).fetchone()
         if row is None:
             raise AlertNotFound(alert_id)
-        return Chips(probe=row[0], reference=row[1], had_reference=bool(row[2]), crops_purged_ts=row[3])
+        return Chips(probe=row[0], reference=row[1], had_reference=bool(row[2]), crops_purged_ts=row[3],
+                     scene=row[4])
 
     # -- review ---------------------------------------------------------------------------
 
@@ -722,14 +735,15 @@ class ReviewStore:
     # -- retention ------------------------------------------------------------------------
 
     def purge(self, now: float | None = None) -> PurgeResult:
-        """Delete crops older than the crop retention and records older than the record
-        retention (by capture time); the tallies are not touched."""
+        """Delete crops (probe, reference and scene) older than the crop retention and records
+        older than the record retention (by capture time); the tallies are not touched."""
         now = self._clock() if now is None else now
         crop_cutoff = now - self.crop_retention_s
         record_cutoff = now - self.record_retention_s
         with self._tx() as conn:
             crops = conn.execute(
-                "UPDATE alerts SET probe_chip_jpeg = NULL, reference_chip_jpeg = NULL, crops_purged_ts = ? "
+                "UPDATE alerts SET probe_chip_jpeg = NULL, reference_chip_jpeg = NULL, scene_jpeg = NULL, "
+                "crops_purged_ts = ? "
                 "WHERE capture_ts < ? AND crops_purged_ts IS NULL",
                 (now, crop_cutoff),
             ).rowcount

@@ -53,6 +53,21 @@ def jpeg(color: tuple[int, int, int], *, size: int = 150, label: str = "") -> by
     return out.getvalue()
 
 
+def scene_jpeg(*, width: int = 320, height: int = 240, label: str = "scene") -> bytes:
+    """A real JPEG scene-crop stand-in: a grey street with a person's head and shoulders."""
+    image = Image.new("RGB", (width, height), (90, 100, 110))
+    draw = ImageDraw.Draw(image)
+    cx, cy = width // 2, height // 2
+    draw.rectangle((0, int(height * 0.8), width, height), fill=(60, 60, 60))
+    draw.ellipse((cx - width // 8, cy - height // 4, cx + width // 8, cy + height // 8), fill=(200, 160, 130))
+    draw.rectangle((cx - width // 5, cy + height // 8, cx + width // 5, height), fill=(30, 60, 120))
+    if label:
+        draw.text((6, 6), label, fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=75)
+    return out.getvalue()
+
+
 def make_alert(
     *,
     track: str = "t1",
@@ -63,8 +78,10 @@ def make_alert(
     score: float = 0.82,
     margin: float = 0.11,
     reference: bool = True,
+    scene: bool = True,
 ) -> Alert:
-    """An alert as the alert stage raises it, with real JPEG crops."""
+    """An alert as the alert stage raises it, with real JPEG crops (and a scene crop unless
+    ``scene`` is False)."""
     ts = time.time() if capture_ts is None else capture_ts
     return Alert(
         camera_id=camera,
@@ -84,6 +101,7 @@ def make_alert(
         alert_ts=ts + 0.5,
         deployment_id=deployment,
         reference_chip_jpeg=jpeg((40, 40, 120), label="ref") if reference else None,
+        scene_jpeg=scene_jpeg() if scene else None,
     )
 
 

@@ -106,6 +106,7 @@ ROUTES = [
     ("GET", "/v1/alerts/{id}"),
     ("GET", "/v1/alerts/{id}/probe.jpg"),
     ("GET", "/v1/alerts/{id}/reference.jpg"),
+    ("GET", "/v1/alerts/{id}/scene.jpg"),
     ("POST", "/v1/alerts/{id}/reviews"),
     ("GET", "/v1/alerts/stream"),
     ("GET", "/v1/deployments/dep-1/report"),
@@ -210,15 +211,20 @@ def test_chips_are_served_until_purged(client: TestClient, review: ReviewApp, al
     assert probe.content == alert.probe_chip_jpeg and "no-store" in probe.headers["cache-control"]
     ref = client.get(f"/v1/alerts/{alert.alert_id}/reference.jpg", headers=bearer("victor"))
     assert ref.status_code == 200 and ref.content == alert.reference_chip_jpeg
+    scene = client.get(f"/v1/alerts/{alert.alert_id}/scene.jpg", headers=bearer("victor"))
+    assert scene.status_code == 200 and scene.content == alert.scene_jpeg and "no-store" in scene.headers["cache-control"]
+    listed = client.get(f"/v1/alerts/{alert.alert_id}", headers=bearer("victor")).json()
+    assert listed["scene_url"] == f"/v1/alerts/{alert.alert_id}/scene.jpg"
 
     review.store.purge(now=time.time() + 40 * DAY)
-    for which in ("probe", "reference"):
+    for which in ("probe", "reference", "scene"):
         r = client.get(f"/v1/alerts/{alert.alert_id}/{which}.jpg", headers=bearer("victor"))
         assert r.status_code == 404
         assert f"the {which} crop of alert {alert.alert_id} was deleted" in r.json()["detail"]
         assert "crop retention period (31 days)" in r.json()["detail"]
     record = client.get(f"/v1/alerts/{alert.alert_id}", headers=bearer("victor")).json()
-    assert (record["probe_url"], record["reference_url"]) == (None, None) and record["crops_purged_ts"]
+    assert (record["probe_url"], record["reference_url"], record["scene_url"]) == (None, None, None)
+    assert record["crops_purged_ts"]
 
 
 def test_reference_absent_says_so(client: TestClient, review: ReviewApp) -> None:
@@ -227,6 +233,14 @@ def test_reference_absent_says_so(client: TestClient, review: ReviewApp) -> None
     r = client.get(f"/v1/alerts/{a.alert_id}/reference.jpg", headers=bearer("victor"))
     assert r.status_code == 404 and "came without a watchlist reference image" in r.json()["detail"]
     assert client.get(f"/v1/alerts/{a.alert_id}", headers=bearer("victor")).json()["reference_url"] is None
+
+
+def test_scene_absent_says_so(client: TestClient, review: ReviewApp) -> None:
+    a = make_alert(track="noscene", scene=False)
+    review.service.on_alert(a)
+    r = client.get(f"/v1/alerts/{a.alert_id}/scene.jpg", headers=bearer("victor"))
+    assert r.status_code == 404 and "came without a scene crop" in r.json()["detail"]
+    assert client.get(f"/v1/alerts/{a.alert_id}", headers=bearer("victor")).json()["scene_url"] is None
 
 
 def test_two_person_confirm_is_audited_and_published(client: TestClient, review: ReviewApp, alert) -> None:
@@ -485,7 +499,7 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     for path in ("/v1/alerts", "/v1/alerts/{alert_id}", "/v1/alerts/{alert_id}/probe.jpg",
                  "/v1/alerts/{alert_id}/reference.jpg", "/v1/alerts/{alert_id}/reviews", "/v1/alerts/stream",
                  "/v1/deployments/{deployment_id}/report", "/console", "/v1/me", "/v1/alerts/summary",
-                 "/v1/alerts/{alert_id}/subject"):
+                 "/v1/alerts/{alert_id}/subject", "/v1/alerts/{alert_id}/scene.jpg"):
         assert path in paths, path
     post = paths["/v1/alerts/{alert_id}/reviews"]["post"]
     assert {"401", "403", "404", "409", "422"} <= set(post["responses"])

@@ -58,11 +58,12 @@ def test_purge_deletes_crops_then_records_and_keeps_tallies(store: ReviewStore, 
     assert (result.crops, result.records) == (1, 0)
     assert result.crop_cutoff_ts == T0 + 1
     chips = store.chips(old.alert_id)
-    assert (chips.probe, chips.reference, chips.crops_purged_ts) == (None, None, T0 + CROP_S + 1)
+    assert (chips.probe, chips.reference, chips.scene, chips.crops_purged_ts) == (None, None, None, T0 + CROP_S + 1)
     record = store.get(old.alert_id)
-    assert (record.has_probe, record.has_reference, record.status) == (False, False, "confirmed")
+    assert (record.has_probe, record.has_reference, record.has_scene, record.status) == (False, False, False, "confirmed")
     assert len(record.reviews) == 2
     assert store.chips(new.alert_id).probe == new.probe_chip_jpeg
+    assert store.chips(new.alert_id).scene == new.scene_jpeg is not None and store.get(new.alert_id).has_scene
     assert store.purge(now=T0 + CROP_S + 2).crops == 0  # already done: not counted again
 
     # Past the record period of the old alert: its record and review steps go; tallies stay.
@@ -81,12 +82,40 @@ def test_purge_deletes_crops_then_records_and_keeps_tallies(store: ReviewStore, 
 
 def test_purged_crops_are_not_left_in_the_file(store: ReviewStore, tmp_path: Path) -> None:
     alert = make_alert(capture_ts=T0)
-    marker = alert.probe_chip_jpeg[-64:]
+    assert alert.scene_jpeg is not None
+    markers = {"probe": alert.probe_chip_jpeg[-64:], "scene": alert.scene_jpeg[-64:]}
     store.add_alert(alert)
-    assert any(marker in f.read_bytes() for f in tmp_path.glob("review.sqlite3*"))
+    for marker in markers.values():
+        assert any(marker in f.read_bytes() for f in tmp_path.glob("review.sqlite3*"))
     store.purge(now=T0 + CROP_S + 1)
     for f in tmp_path.glob("review.sqlite3*"):
-        assert marker not in f.read_bytes(), f"crop bytes still in {f.name}"
+        for which, marker in markers.items():
+            assert marker not in f.read_bytes(), f"{which} crop bytes still in {f.name}"
+
+
+def test_a_scene_crop_arriving_past_the_crop_retention_is_not_kept(store: ReviewStore, clock: Clock) -> None:
+    late = make_alert(track="late", capture_ts=T0 - CROP_S - 10)
+    assert store.add_alert(late)
+    assert store.chips(late.alert_id).scene is None and not store.get(late.alert_id).has_scene
+
+
+def test_a_version_1_store_gains_the_scene_column_and_keeps_its_alerts(tmp_path: Path, clock: Clock) -> None:
+    import sqlite3
+
+    from openlfr.review import store as store_module
+
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(store_module._SCHEMA.replace("    crops_purged_ts     REAL,\n    scene_jpeg          BLOB\n",
+                                                    "    crops_purged_ts     REAL\n"))
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    assert "scene_jpeg" not in {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    conn.close()
+    with ReviewStore(path, clock=clock, crop_retention_s=CROP_S, record_retention_s=RECORD_S) as upgraded:
+        alert = make_alert(capture_ts=T0)
+        assert upgraded.add_alert(alert) and upgraded.chips(alert.alert_id).scene == alert.scene_jpeg
+        assert upgraded._conn.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_a_replayed_alert_after_its_record_was_purged_is_not_counted_again(store: ReviewStore, clock: Clock) -> None:
