@@ -192,6 +192,28 @@ def _near(pixel: tuple[int, ...], color: tuple[int, int, int], tolerance: int = 
 #: The fill colours of make_alert's crops (openlfr.review.testing.jpeg).
 PROBE_RGB = (120, 40, 40)
 REFERENCE_RGB = (40, 40, 120)
+#: The scene stand-in's face at its centre, and its background (openlfr.review.testing.scene_jpeg).
+SCENE_FACE_RGB = (200, 160, 130)
+SCENE_STREET_RGB = (90, 100, 110)
+
+
+def _scene_loaded(driver: WebDriver, element: WebElement) -> bool:
+    return bool(driver.execute_script(
+        "const img = arguments[0]; return !img.hidden && img.complete && img.naturalWidth > 0;", element))
+
+
+def _check_scene(driver: WebDriver, shot: Image.Image, element: WebElement, *, min_width: float) -> None:
+    """The scene crop is shown at least ``min_width`` wide: the face in its middle, the street at
+    its left edge (the picture is the scene, not a face chip)."""
+    r = _rect(driver, element)
+    assert r["width"] >= min_width and r["top"] >= 0 and r["bottom"] <= 900 and r["right"] <= 1400, r
+    natural = driver.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight];", element)
+    shown_h = min(r["height"], r["width"] * natural[1] / natural[0])  # object-fit: contain
+    cx, cy = int(r["left"] + r["width"] / 2), int(r["top"] + r["height"] / 2)
+    assert _near(shot.getpixel((cx, cy)), SCENE_FACE_RGB), shot.getpixel((cx, cy))
+    left = int(r["left"] + r["width"] / 2 - (r["width"] if natural[0] / natural[1] >= r["width"] / r["height"]
+                                              else shown_h * natural[0] / natural[1]) / 2 + 3)
+    assert _near(shot.getpixel((left, cy)), SCENE_STREET_RGB), shot.getpixel((left, cy))
 
 
 def test_two_reviewers_confirm_a_live_alert(served: tuple[ReviewApp, str], browser: WebDriver) -> None:
@@ -360,7 +382,12 @@ def test_each_person_sees_who_they_are_four_alerts_and_only_their_actions(
         assert "different reviewer" in _why_not(browser, ids[mine])
     assert _why_not(browser, ids["confirmed"]) == ""  # final: nothing to do, nothing to explain
 
-    # The screenshot: 1400x900, the four newest cards wholly inside it, their faces in its pixels.
+    # The screenshot: 1400x900, the four newest cards wholly inside it, their faces and the scene
+    # around the probe in its pixels.
+    page = ConsolePage(browser)
+    page.wait("the scene crops", lambda d: all(
+        _scene_loaded(d, c.find_element(By.CSS_SELECTOR, 'img[data-role="scene"]'))
+        for c in d.find_elements(By.CSS_SELECTOR, "li.alert")[:4]))
     shot = _screenshot(browser, tmp_path / f"console-{who}.png")
     cards = browser.find_elements(By.CSS_SELECTOR, "li.alert")
     assert [c.get_attribute("data-alert-id") for c in cards[:4]] == [
@@ -373,6 +400,7 @@ def test_each_person_sees_who_they_are_four_alerts_and_only_their_actions(
             assert img["width"] >= 100 and img["height"] >= 100, img
             centre = shot.getpixel((int(img["left"] + img["width"] / 2), int(img["top"] + img["height"] / 2)))
             assert _near(centre, color), (which, centre)
+        _check_scene(browser, shot, card.find_element(By.CSS_SELECTOR, 'img[data-role="scene"]'), min_width=140)
         # Every offered button is on screen, not below the fold.
         for button in card.find_elements(By.CSS_SELECTOR, "button[data-action]"):
             if button.is_displayed():
@@ -458,20 +486,28 @@ def test_enlarged_faces_subject_facts_local_time_and_the_new_alert_notice(
     assert _role_text(browser, ids["pending-2"], "expiry-relative") == "(in 30 days)"
     assert "HTTP 404" in _role_text(browser, ids["rejected"], "expiry")
 
-    # A click on a face shows both faces large.
+    # A click on a face shows both faces and the scene large; the scene's own button does too.
+    _wait(browser, "the scene crop", lambda d: _scene_loaded(d, _item(d, ids["pending-2"]).find_element(
+        By.CSS_SELECTOR, 'img[data-role="scene"]')))
     _item(browser, ids["pending-2"]).find_element(By.CSS_SELECTOR, 'button[data-action="enlarge"]').click()
     dialog = browser.find_element(By.ID, "enlarge")
     _wait(browser, "the enlarged faces", lambda d: d.execute_script(
-        "return arguments[0].open && ['enlarge-probe', 'enlarge-reference'].every((id) => {"
+        "return arguments[0].open && ['enlarge-probe', 'enlarge-reference', 'enlarge-scene'].every((id) => {"
         " const img = document.getElementById(id); return img.complete && img.naturalWidth > 0; });", dialog))
     shot = _screenshot(browser, tmp_path / "console-enlarged.png")
     for element_id, color in (("enlarge-probe", PROBE_RGB), ("enlarge-reference", REFERENCE_RGB)):
         r = _rect(browser, browser.find_element(By.ID, element_id))
-        assert r["width"] >= 400 and r["bottom"] <= 900 and r["right"] <= 1400, r
+        assert r["width"] >= 360 and r["top"] >= 0 and r["bottom"] <= 900 and r["right"] <= 1400, r
         assert _near(shot.getpixel((int(r["left"] + r["width"] / 2), int(r["top"] + r["height"] / 2))), color)
+    _check_scene(browser, shot, browser.find_element(By.ID, "enlarge-scene"), min_width=480)
     assert "subject-2" in browser.find_element(By.ID, "enlarge-caption").text
     browser.find_element(By.ID, "enlarge-close").click()
     assert not browser.execute_script("return document.getElementById('enlarge').open")
+    scene_button = _item(browser, ids["pending-2"]).find_elements(By.CSS_SELECTOR, 'button[data-action="enlarge"]')[2]
+    assert scene_button.find_elements(By.CSS_SELECTOR, 'img[data-role="scene"]')
+    scene_button.click()
+    _wait(browser, "the dialog again", lambda d: d.execute_script("return document.getElementById('enlarge').open"))
+    browser.find_element(By.ID, "enlarge-close").click()
 
     # The notice: off by default, then on; loaded alerts are not announced, a new one is.
     notify = browser.find_element(By.ID, "notify")

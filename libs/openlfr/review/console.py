@@ -7,7 +7,8 @@ never put in a URL), asks ``/v1/me`` who holds it (shown in the header with the 
 ``/v1/alerts`` and ``/v1/alerts/summary`` (counts per status and "needs my review", the cameras
 and deployments to filter by), then follows ``/v1/alerts/stream`` with ``fetch()`` streaming
 (``EventSource`` cannot send the header). The face crops are fetched with the token too and shown
-from ``blob:`` URLs; a click on either face shows both large. Each alert's subject category, legal
+from ``blob:`` URLs, and so is the scene crop around the probe face where the alert has one; a
+click on any of them shows the faces and the scene large. Each alert's subject category, legal
 basis and expiry are read from ``/v1/alerts/{id}/subject`` (once per subject per load). Times are
 shown in the browser's time zone with its UTC offset and relative to now ("3 min ago"), the UTC
 time in the tooltip. Everything from the API is written with ``textContent``, never as HTML. A
@@ -28,9 +29,10 @@ for all, or a status), ``#filter-camera``, ``#filter-deployment``, ``#counts`` h
 ``[data-count]``, ``#notify[data-notified]`` (new alerts announced), ``#conn-status[data-state]``
 (``idle``, ``connecting``, ``live``, ``reconnecting``, ``error``), ``#error``,
 ``#alerts[data-loaded]``, ``#more``, ``#enlarge`` (a ``dialog`` with ``#enlarge-probe``,
-``#enlarge-reference``, ``#enlarge-close``); each alert is ``li.alert[data-alert-id][data-status]``
-holding ``[data-role=probe|reference|status|subject|category|legal-basis|expiry|camera|
-deployment|time|time-relative|score|reviews|why-not|note|reject-form|reject-reason|error|...]``
+``#enlarge-reference``, ``#enlarge-scene``, ``#enlarge-close``); each alert is
+``li.alert[data-alert-id][data-status]`` holding ``[data-role=probe|reference|scene|scene-figure|
+status|subject|category|legal-basis|expiry|camera|deployment|time|time-relative|score|reviews|
+why-not|note|reject-form|reject-reason|error|...]``
 and ``button[data-action=enlarge|confirm|reject|reject-submit|reject-cancel]``; each review step
 is ``li[data-step][data-decision][data-reviewer]``.
 """

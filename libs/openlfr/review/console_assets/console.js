@@ -297,7 +297,8 @@
   }
 
   function enlarge(item) {
-    for (const which of ["probe", "reference"]) {
+    $("enlarge-scene-figure").hidden = role(item.li, "scene-figure").hidden;
+    for (const which of ["probe", "reference", "scene"]) {
       const small = role(item.li, which);
       const big = $("enlarge-" + which);
       const missing = $("enlarge-" + which + "-missing");
@@ -334,6 +335,9 @@
     const purged = record.crops_purged_ts ? "deleted " + fmtLocal(record.crops_purged_ts, false) + " (retention)" : null;
     loadChip(item, "probe", record.probe_url, purged || "no probe image", gen);
     loadChip(item, "reference", record.reference_url, purged || "no watchlist image was sent", gen);
+    // No scene crop was made (scene crops off at detect): no room taken for one.
+    role(li, "scene-figure").hidden = !record.scene_url && !purged;
+    loadChip(item, "scene", record.scene_url, purged || "no scene crop was sent", gen);
     loadSubject(item, gen);
     for (const b of li.querySelectorAll('[data-action="enlarge"]')) b.addEventListener("click", () => enlarge(item));
     action(li, "confirm").addEventListener("click", () => {
