@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from openlfr.inference.cpu_budget import default_intra_op_threads
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
@@ -25,7 +27,9 @@ class OrtThreading:
 
     Attributes:
         intra_op_threads: threads inside one operator; 0 lets onnxruntime choose (one per
-            physical core).
+            physical core), except where the process may use fewer CPUs than the machine has (a
+            container's CPU quota, an affinity mask): then that many
+            (:func:`openlfr.inference.cpu_budget.default_intra_op_threads`).
         inter_op_threads: threads running independent operators at once; 0 lets onnxruntime
             choose. Above 1 the graph runs in parallel mode.
         allow_spinning: let idle pool threads spin-wait for the next operator (onnxruntime's
@@ -47,7 +51,7 @@ class OrtThreading:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
+        options.intra_op_num_threads = self.intra_op_threads or default_intra_op_threads()
         options.inter_op_num_threads = self.inter_op_threads
         if self.inter_op_threads > 1:
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
