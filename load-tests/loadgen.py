@@ -19,7 +19,10 @@ stage=url`` for each service).
 
 Measured: alerts are read from the alerts topic as they arrive (capture -> receipt latency, and
 the alert's own ``alert_ts``); every service's ``/metrics`` is scraped each second (lag) and at
-the end (inputs, busy time, drops); faces are counted on the embeddings topic after the run.
+the end (inputs, busy time, drops); faces are counted on the embeddings topic after the run;
+each service's whole-process CPU (user + system, every thread and child, from /proc) and the
+broker's over the time the frames went through (start-up left out), against the loop's process
+CPU per pasted face with ``--baseline``.
 Correctness: every appearance of an enrolled person in at least ``min_votes`` frames gave
 exactly one alert (two passes of one person on one camera within the tracker's
 ``track_max_gap_s`` may be one track, so one alert for them both is right, as is one each);
@@ -43,19 +46,16 @@ import contextlib
 import heapq
 import json
 import logging
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -63,6 +63,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pipeline import Scrape, loadavg, machine, topic_timestamps  # noqa: E402
+from loadgen_stack import LoadgenError, Stack, attach_stack, stack_cpu_s, start_stack  # noqa: E402
 
 from openlfr import paths  # noqa: E402
 from openlfr.testing.loadgen import (  # noqa: E402
@@ -92,7 +93,6 @@ FRAME_PARTITIONS = 6
 MAX_POOL_FRAMES = 2400
 SCRAPE_S = 1.0
 SETTLE_S = 3.0
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _match_default(name: str) -> float:
@@ -104,10 +104,6 @@ def _match_default(name: str) -> float:
 MIN_VOTES = int(_match_default("min_votes"))
 #: A track may span two passes of one person this far apart (the match stage's default).
 TRACK_MAX_GAP_S = _match_default("track_max_gap_s")
-
-
-class LoadgenError(RuntimeError):
-    """The run could not be made (a service did not start, a bound was hit)."""
 
 
 def log(text: str) -> None:
@@ -231,140 +227,6 @@ def build_scenario(args: argparse.Namespace, work: Path | None = None) -> Scenar
              for i, camera in enumerate(cameras)}
     return Scenario(cast, cameras, pools, args.fps, watchlist, skipped, len(sprites),
                     round(time.monotonic() - started, 1))
-
-
-# -- the stack --------------------------------------------------------------------------------
-
-
-def _loopback(host: str, what: str) -> None:
-    if host not in LOOPBACK:
-        raise LoadgenError(f"{what} {host!r} is not a loopback address; the load generator stays on this machine")
-
-
-@dataclass
-class Stack:
-    """The broker and services the run uses, and how to stop what it started."""
-
-    bootstrap: str
-    prefix: str
-    processes: dict[str, list[Any]] = field(default_factory=dict)  # stage -> ServiceProcess list
-    metrics_urls: dict[str, list[str]] = field(default_factory=dict)
-    broker: Any = None
-    stack: Any = None
-
-    def topic(self, name: str) -> str:
-        return self.prefix + name
-
-    def scrape(self) -> dict[str, list[Scrape]]:
-        """Every service's ``/metrics``, by stage (one per replica; a failed scrape is skipped)."""
-        import urllib.request
-
-        out: dict[str, list[Scrape]] = {}
-        for stage, urls in self.metrics_urls.items():
-            for url in urls:
-                try:
-                    with urllib.request.urlopen(url, timeout=5) as resp:
-                        out.setdefault(stage, []).append(Scrape.parse(resp.read().decode()))
-                except OSError as exc:
-                    logger.debug('scrape failed url="%s" error="%s"', url, exc)
-        return out
-
-    def check_alive(self) -> None:
-        for stage, procs in self.processes.items():
-            for p in procs:
-                if p.proc.poll() is not None:
-                    raise LoadgenError(f"{stage} exited {p.proc.returncode}:\n{p.log_tail()}")
-
-    def close(self) -> dict[str, list[int | None]]:
-        """SIGTERM every service started, wait, then stop the broker if started."""
-        codes: dict[str, list[int | None]] = {}
-        for procs in self.processes.values():
-            for p in procs:
-                if p.proc.poll() is None:
-                    p.proc.send_signal(signal.SIGTERM)
-        for stage, procs in self.processes.items():
-            for p in procs:
-                try:
-                    code: int | None = p.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
-                    p.proc.wait()
-                    code = None
-                codes.setdefault(stage, []).append(code)
-        self.processes = {}
-        if self.broker is not None:
-            self.broker.stop()
-            self.broker = None
-        return codes
-
-
-def start_stack(args: argparse.Namespace, scenario: Scenario, work: Path, deployment_id: str) -> Stack:
-    """A broker (unless ``--bootstrap``), the stage services, enrolment and the deployment."""
-    from openlfr.testing.kafka_broker import KafkaBroker
-    from openlfr.testing.stack import ServiceStack
-
-    broker = None
-    if args.bootstrap:
-        _loopback(args.bootstrap.rsplit(":", 1)[0], "--bootstrap")
-        bootstrap = args.bootstrap
-    else:
-        broker = KafkaBroker(work_dir=work / "kafka", startup_timeout_s=90)
-        broker.start()
-        bootstrap = broker.bootstrap
-    env = {
-        "OPENLFR_MAX_FRAME_AGE_S": str(args.max_frame_age_s),
-        "OPENLFR_ALERT_COOLDOWN_S": "0",
-        "OPENLFR_BATCH_SIZE": str(args.batch_size),
-        "OPENLFR_TOPIC_PREFIX": f"lg-{uuid.uuid4().hex[:8]}.",
-    }
-    if args.threads:
-        env["OPENLFR_THREADS"] = str(args.threads)
-    env["OPENLFR_DETECT_GATING"] = args.detect_gating
-    stack = ServiceStack(bootstrap, work / "stack", env=env)
-    result = Stack(bootstrap=bootstrap, prefix=stack.prefix, broker=broker, stack=stack)
-    try:
-        match = stack.start("match")
-        result.processes["match"] = [match]
-        stack.wait_ready(match)
-        counts = {"detect": args.detect_replicas, "embed": args.embed_replicas, "alert": 1}
-        for stage, n in counts.items():
-            own = ({"OPENLFR_MAX_FRAME_AGE_S": str(args.detect_max_frame_age_s)}
-                   if stage == "detect" and args.detect_max_frame_age_s is not None else {})
-            result.processes[stage] = [stack.start(stage, **own) for _ in range(n)]
-        for procs in result.processes.values():
-            for p in procs:
-                stack.wait_ready(p)
-        stack.enrol_and_deploy(scenario.watchlist_dir, cameras=scenario.cameras, deployment_id=deployment_id)
-    except BaseException:  # StackError, or Ctrl-C / the hard timeout while starting
-        result.close()
-        raise
-    result.metrics_urls = {stage: [p.url("/metrics") for p in procs] for stage, procs in result.processes.items()}
-    return result
-
-
-def attach_stack(args: argparse.Namespace, scenario: Scenario, work: Path, deployment_id: str) -> Stack:
-    """A stack already running on this machine: enrol and deploy through its registry API."""
-    from openlfr.testing.stack import ServiceProcess, ServiceStack
-
-    _loopback(args.bootstrap.rsplit(":", 1)[0], "--bootstrap")
-    if not args.registry_url:
-        raise LoadgenError("--bootstrap without --start-stack needs --registry-url (the match service)")
-    url = urllib.parse.urlsplit(args.registry_url)
-    _loopback(url.hostname or "", "--registry-url")
-    tokens = {role: os.environ.get(f"OPENLFR_LOADGEN_{role.upper()}_TOKEN", "") for role in ("admin", "authoriser")}
-    if not all(tokens.values()):
-        raise LoadgenError("set OPENLFR_LOADGEN_ADMIN_TOKEN and OPENLFR_LOADGEN_AUTHORISER_TOKEN")
-    stack = ServiceStack(args.bootstrap, work / "stack", env={"OPENLFR_TOPIC_PREFIX": args.topic_prefix})
-    stack.tokens.update(tokens)
-    # Only the base URL of the match service is used by enrol_and_deploy.
-    stack.services["match"] = ServiceProcess("match", None, url.port or 80, work / "none.log")  # type: ignore[arg-type]
-    stack.enrol_and_deploy(scenario.watchlist_dir, cameras=scenario.cameras, deployment_id=deployment_id)
-    metrics: dict[str, list[str]] = {}
-    for spec in args.metrics:
-        stage, _, metrics_url = spec.partition("=")
-        _loopback(urllib.parse.urlsplit(metrics_url).hostname or "", "--metrics")
-        metrics.setdefault(stage, []).append(metrics_url)
-    return Stack(bootstrap=args.bootstrap, prefix=args.topic_prefix, metrics_urls=metrics)
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -560,6 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         poller.start()
         load = loadavg()
         truth = GroundTruth()
+        cpu_before = stack_cpu_s(stack)
         deadline = time.time() + args.duration_s + args.drain_s + 30
         generator = publish(args, scenario, stack, truth, deadline)
         log(f"published {generator['published']} frames in {generator['seconds']}s; draining")
@@ -574,6 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 drained = True
                 break
         final = stack.scrape()
+        cpu_after = stack_cpu_s(stack)
         end = time.time()
         listener.stop_event.set()
         poller.stop_event.set()
@@ -603,6 +467,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     frames_dropped = generator["dropped_queue_full"] + sum(
         sum(stages.get(s, {}).get("dropped", {}).values()) for s in ("detect", "embed"))
     busy_all = sum(s["busy_s"] for s in stages.values())
+    # Whole processes while the frames went through (start-up left out: a service starts once).
+    process_cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
+    services_cpu = sum(v for k, v in process_cpu.items() if k != "broker")
     result: dict[str, Any] = {
         "loadavg_1m_before": load,
         "scenario": {"cameras": scenario.cameras, "fps": args.fps, "duration_s": args.duration_s,
@@ -623,6 +490,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The pasted faces (the same in both loops; the detector also finds blurred background faces).
         "truth_faces_per_s": truth.faces / active_s if active_s > 0 else None,
         "busy_ms_per_face_all_stages": 1e3 * busy_all / faces if faces else None,
+        "process_cpu_s": process_cpu,
+        "cpu_ms_per_truth_face": 1e3 * services_cpu / truth.faces if truth.faces else None,
+        "cpu_ms_per_truth_face_with_broker": (1e3 * (services_cpu + process_cpu.get("broker", 0.0)) / truth.faces
+                                              if truth.faces else None),
         "frames_dropped": frames_dropped,
         "latency_capture_to_alert": latency_summary([now - a.capture_ts for now, a in received]),
         "latency_capture_to_alert_ts": latency_summary([a.alert_ts - a.capture_ts for _, a in received]),
@@ -663,6 +534,13 @@ def compare(result: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "faces_per_s_ratio": ratio,
         # Processing time per face, all stages summed vs the loop: capacity per CPU-second.
         "busy_time_per_face_ratio": cost,
+        # Whole-process CPU per pasted face: the services (and with the broker) vs the loop.
+        "process_cpu_per_truth_face_ratio": (base["cpu_ms_per_truth_face"] / result["cpu_ms_per_truth_face"]
+                                             if base.get("cpu_ms_per_truth_face") and result["cpu_ms_per_truth_face"]
+                                             else None),
+        "process_cpu_per_truth_face_ratio_with_broker": (
+            base["cpu_ms_per_truth_face"] / result["cpu_ms_per_truth_face_with_broker"]
+            if base.get("cpu_ms_per_truth_face") and result["cpu_ms_per_truth_face_with_broker"] else None),
         "target_ratio": 20.0,
         "recall": {"pipeline": pipe["recall"], "baseline": ref["recall"]},
         "wrong_alert_rate": {"pipeline": rate(pipe), "baseline": rate(ref)},
@@ -682,8 +560,8 @@ def markdown_row(r: dict[str, Any]) -> str:
     return (
         "| cameras | fps | detect x | embed x | frames | faces/s | p50 / p95 / p99 ms | dropped | max lag (stage) | "
         "bottleneck (busy) | alerts ok / expected, dup, wrong | face_recognition faces/s (recall, wrong) | ratio | "
-        "detect gating |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- |\n"
+        "detect gating | process CPU ms per pasted face: services (+ broker) / loop |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- | --- |\n"
         f"| {len(s['cameras'])} | {s['fps']:g} | {s['detect_replicas']} | {s['embed_replicas']} | "
         f"{r['generator']['published']} | {_num(r['truth_faces_per_s'], '.1f')} | "
         f"{_num(lat['p50_s'], '.0f', 1e3)} / {_num(lat['p95_s'], '.0f', 1e3)} / {_num(lat['p99_s'], '.0f', 1e3)} | "
@@ -693,7 +571,12 @@ def markdown_row(r: dict[str, Any]) -> str:
         f"{c['matched']} / {c['expected']}, {c['duplicates']}, {c['unexpected']} | "
         + (f"{_num(base['truth_faces_per_s'], '.2f')} ({_num(base['correctness']['recall'], '.2f')}, "
            f"{base['correctness']['unexpected']}) | {_num(vs.get('faces_per_s_ratio'), '.1f')}x |" if base else "- | - |")
-        + f" {s.get('detect_gating', 'off')} |"
+        + f" {s.get('detect_gating', 'off')} | "
+        + f"{_num(r.get('cpu_ms_per_truth_face'), '.1f')} ({_num(r.get('cpu_ms_per_truth_face_with_broker'), '.1f')})"
+        + (f" / {_num(base.get('cpu_ms_per_truth_face'), '.1f')}: "
+           f"{_num(vs.get('process_cpu_per_truth_face_ratio'), '.1f')}x "
+           f"({_num(vs.get('process_cpu_per_truth_face_ratio_with_broker'), '.1f')}x)" if base else "")
+        + " |"
     )
 
 

@@ -38,6 +38,12 @@ def test_loadgen_runs_end_to_end_and_reports_correct_alerts(kafka_broker: KafkaB
     assert correctness["ok"], correctness
     assert report["latency_capture_to_alert"]["n"] == correctness["alerts"] >= 1
     assert set(report["stages"]) == {"detect", "embed", "match", "alert"}
+    # Whole-process CPU of each service while the frames went through (the broker is the session's,
+    # not started by this run, so not counted): every stage worked, detect most of all.
+    cpu = report["process_cpu_s"]
+    assert set(cpu) == {"detect", "embed", "match", "alert"} and all(v > 0 for v in cpu.values()), cpu
+    assert max(cpu, key=cpu.get) == "detect", cpu
+    assert report["cpu_ms_per_truth_face"] == pytest.approx(1e3 * sum(cpu.values()) / report["truth"]["faces"])
     assert report["stages"]["detect"]["inputs"] == 30
     assert report["exit_codes"] == {stage: [0] for stage in ("match", "detect", "embed", "alert")}
     assert report["bottleneck"] in report["stages"]
