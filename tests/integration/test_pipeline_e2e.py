@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -128,6 +129,10 @@ def test_five_services_over_kafka_alert_once_per_enrolled_person(pipeline: Pipel
     for alert in alerts:
         assert alert.cohort == point["cohort"] and alert.normalised_threshold == point["normalised_threshold"]
         assert alert.normalised_score >= alert.normalised_threshold and alert.score >= alert.threshold == 0.705
+        # The probe face in its scene (scene crops are on by default): a JPEG at most 320 px on its
+        # long side, larger than the 150 px chip.
+        scene = cv2.imdecode(np.frombuffer(alert.scene_jpeg or b"", np.uint8), cv2.IMREAD_COLOR)
+        assert scene is not None and 150 < max(scene.shape[:2]) <= 320, alert.alert_id
     # The poison frame went to the dead letters with its reason and origin; the rest flowed.
     dead = read_topic(kafka_broker.bootstrap, pipeline.env["OPENLFR_TOPIC_PREFIX"] + "openlfr.deadletter.v1", DeadLetter)
     assert len(dead) == 1 and dead[0].stage == "detect" and dead[0].topic == frames_topic
@@ -217,6 +222,9 @@ def test_two_detect_replicas_share_partitions_and_process_each_frame_once(
     ("service", "env", "named"),
     [
         ("detect", {"OPENLFR_BATCH_SIZE": "0"}, "OPENLFR_BATCH_SIZE"),
+        ("detect", {"OPENLFR_SCENE_CROP_SCALE": "0.5"}, "OPENLFR_SCENE_CROP_SCALE"),
+        ("detect", {"OPENLFR_SCENE_CROP_MAX_BYTES": "120000", "OPENLFR_FACES_MESSAGE_MAX_BYTES": "400000"},
+         "OPENLFR_SCENE_CROP_MAX_BYTES"),
         ("match", {"OPENLFR_MATCH_MIN_VOTES": "0"}, "OPENLFR_MATCH_MIN_VOTES"),
         ("match", {"OPENLFR_REGISTRY_THRESHOLD_FLOOR": "2"}, "OPENLFR_REGISTRY_THRESHOLD_FLOOR"),
         ("match", {"OPENLFR_API_TOKENS": "[]"}, "OPENLFR_API_TOKENS"),
