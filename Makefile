@@ -1,5 +1,5 @@
 # The two commands of README.md. Both do all the set-up they need on a fresh machine.
-.PHONY: setup setup-test demo test test-unit test-integration services bench
+.PHONY: setup setup-test demo test test-unit test-integration services bench images
 
 # What the demo needs: Python 3.11 and the shared face set, nothing else.
 setup:
@@ -30,3 +30,7 @@ services: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_models.py --out docs/benchmarks-latest.json
+
+# The container images, built here with podman from Debian bases (no registry pull): scripts/images.sh.
+images: setup-test
+	scripts/images.sh

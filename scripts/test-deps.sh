@@ -14,6 +14,10 @@
 # checks and unit-tests deploy/prometheus, and tests/integration/test_prometheus_scrape.py runs
 # its own /usr/bin/prometheus on loopback. The package enables a system service; where systemd
 # runs it, it listens on :9090 and the tests do not use it.
+# The images (scripts/images.sh) are built and run with root podman (Debian's 4.3, with runc as
+# its runtime: deploy/podman/containers.conf), its bridge networks (netavark, which needs
+# iptables) with container names in DNS (aardvark-dns, so `kafka:9092` resolves), and bases made
+# by debootstrap: about 40 MB downloaded.
 set -euo pipefail
 
 packages=(
@@ -25,6 +29,12 @@ packages=(
     chromium                   # headless browser for the review console test
     chromium-driver            # /usr/bin/chromedriver, the same version as chromium
     prometheus                 # /usr/bin/prometheus and promtool for the monitoring tests
+    podman                     # builds and runs the images (scripts/images.sh, make test-images)
+    runc                       # podman's OCI runtime here
+    netavark                   # podman's networks
+    aardvark-dns               # names of containers in a compose network
+    iptables                   # netavark's NAT and port forwarding
+    debootstrap                # the Debian base images, built locally (no registry is reachable)
 )
 
 missing=()
