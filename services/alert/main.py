@@ -40,7 +40,8 @@ from openlfr.review.events import EventHub
 from openlfr.review.metrics import register_review_metrics
 from openlfr.review.service import ReviewService
 from openlfr.review.settings import ReviewSettings
-from openlfr.review.store import RetentionWorker, ReviewStore
+from openlfr.review.retention import RetentionWorker
+from openlfr.review.store import ReviewStore
 from openlfr.service.main import HttpApi, run_stage_service
 from openlfr.service.settings import ServiceSettings, load_settings
 

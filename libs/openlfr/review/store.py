@@ -36,21 +36,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
-from openlfr.audit.log import AuditLog
 from openlfr.messages.models import Alert
 from openlfr.review.exceptions import AlertNotFound, InvalidCursor, InvalidReview, ReviewConflict
+from openlfr.review.records import (
+    DECISIONS,
+    STATUSES,
+    AlertPage,
+    AlertRecord,
+    AlertSummary,
+    Chips,
+    Decision,
+    PurgeResult,
+    ReviewOutcome,
+    ReviewStep,
+    Status,
+    Tallies,
+)
 
 logger = logging.getLogger(__name__)
-
-Status = Literal["pending", "awaiting_second", "confirmed", "rejected"]
-STATUSES: tuple[Status, ...] = get_args(Status)
-FINAL_STATUSES: frozenset[Status] = frozenset({"confirmed", "rejected"})
-Decision = Literal["confirm", "reject"]
-DECISIONS: tuple[Decision, ...] = get_args(Decision)
 
 #: Longest reason (of a reject) or note (of a confirm), in characters.
 MAX_REASON_CHARS = 2000
@@ -121,170 +126,6 @@ _ALERT_COLUMNS = (
     "probe_chip_jpeg IS NOT NULL, reference_chip_jpeg IS NOT NULL, had_reference, crops_purged_ts, "
     "scene_jpeg IS NOT NULL"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewStep:
-    """One review of an alert.
-
-    Attributes:
-        step: 1 for the first review, 2 for the second.
-        reviewer: the token holder who made it.
-        decision: ``confirm`` or ``reject``.
-        reason: the reason of a reject (always given) or the note of a confirm (optional).
-        ts: when it was made (epoch seconds).
-    """
-
-    step: int
-    reviewer: str
-    decision: Decision
-    reason: str | None
-    ts: float
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """A stored alert without its crops: the alert's fields, its review state and steps.
-
-    Attributes:
-        received_ts: when this store received it.
-        status_ts: when its status last changed (``received_ts`` while pending).
-        has_probe, has_reference: whether the crops are still kept.
-        had_reference: whether the alert came with a reference crop at all.
-        crops_purged_ts: when its crops were deleted under the crop retention, or None.
-        has_scene: whether the probe's scene crop is kept (never sent, or deleted with the crops).
-    """
-
-    alert_id: str
-    deployment_id: str | None
-    camera_id: str
-    frame_id: str
-    trace_id: str
-    track_id: str
-    subject_id: str
-    watchlist_id: str
-    capture_ts: float
-    alert_ts: float
-    received_ts: float
-    score: float
-    margin: float
-    threshold: float
-    reference_image_id: str | None
-    embedder_model: str
-    status: Status
-    status_ts: float
-    has_probe: bool
-    has_reference: bool
-    had_reference: bool
-    crops_purged_ts: float | None
-    reviews: tuple[ReviewStep, ...] = ()
-    has_scene: bool = False
-
-    @property
-    def final(self) -> bool:
-        """Whether the review is over (confirmed or rejected)."""
-        return self.status in FINAL_STATUSES
-
-    @property
-    def next_step(self) -> int | None:
-        """The review step the alert waits for (1 or 2), or None when final."""
-        return {"pending": 1, "awaiting_second": 2}.get(self.status)
-
-
-@dataclass(frozen=True, slots=True)
-class Chips:
-    """The crops of an alert, None where not kept."""
-
-    probe: bytes | None
-    reference: bytes | None
-    had_reference: bool
-    crops_purged_ts: float | None
-    scene: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertPage:
-    """One page of a list, newest first; ``next_cursor`` continues it (None at the end)."""
-
-    records: tuple[AlertRecord, ...]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSummary:
-    """How many alerts are in each state, and how many one reviewer may review next.
-
-    Attributes:
-        statuses: alerts per status (every status present, 0 when none).
-        needs_review: alerts ``reviewer`` may review now (see :meth:`ReviewStore.list_alerts`'s
-            ``needs_review_by``); 0 when no reviewer was named.
-        cameras, deployments: every camera and deployment id of a kept record, sorted (the
-            filters' choices; alerts without a deployment are not listed).
-    """
-
-    statuses: dict[Status, int]
-    needs_review: int
-    cameras: tuple[str, ...]
-    deployments: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewOutcome:
-    """What a review did: the step recorded, the alert after it, and its status before."""
-
-    step: ReviewStep
-    record: AlertRecord
-    previous_status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class Tallies:
-    """The running counts of one deployment (``NO_DEPLOYMENT`` for alerts without one).
-
-    ``alerts`` counts every alert ever received; ``confirmed`` and ``rejected`` final outcomes;
-    ``awaiting_second`` alerts with one confirm waiting for the second review.
-    """
-
-    deployment_id: str
-    alerts: int = 0
-    confirmed: int = 0
-    rejected: int = 0
-    awaiting_second: int = 0
-
-    @property
-    def adjudicated(self) -> int:
-        """Alerts with a final outcome."""
-        return self.confirmed + self.rejected
-
-    @property
-    def unadjudicated(self) -> int:
-        """Alerts without a final outcome (pending, and awaiting the second review)."""
-        return self.alerts - self.adjudicated
-
-    @property
-    def pending(self) -> int:
-        """Alerts no one has reviewed yet."""
-        return self.alerts - self.adjudicated - self.awaiting_second
-
-    @property
-    def precision(self) -> float | None:
-        """confirmed / (confirmed + rejected), or None when nothing is adjudicated."""
-        return self.confirmed / self.adjudicated if self.adjudicated else None
-
-    @property
-    def false_alert_share(self) -> float | None:
-        """rejected / (confirmed + rejected), or None when nothing is adjudicated."""
-        return self.rejected / self.adjudicated if self.adjudicated else None
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeResult:
-    """What a purge deleted: crops of ``crops`` alerts, ``records`` whole alert records."""
-
-    crops: int
-    records: int
-    crop_cutoff_ts: float
-    record_cutoff_ts: float
 
 
 def _encode_cursor(capture_ts: float, alert_id: str) -> str:
@@ -754,90 +595,3 @@ class ReviewStore:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             logger.info('review store purged crops="%d" records="%d"', crops, records)
         return PurgeResult(crops=crops, records=records, crop_cutoff_ts=crop_cutoff, record_cutoff_ts=record_cutoff)
-
-
-class RetentionWorker:
-    """A daemon thread that runs ``store.purge()`` now and then every ``interval_s``.
-
-    Each purge that deleted anything is written to the audit log (``alert.purge``) when one is
-    given. A failed purge is logged with its traceback and retried at the next interval;
-    :meth:`check` reports it to ``/readyz``.
-
-    Args:
-        store: the store to purge.
-        interval_s: seconds between purges.
-        audit: where purges are recorded, if anywhere.
-        actor: the audit actor of the purges.
-    """
-
-    def __init__(
-        self,
-        store: ReviewStore,
-        *,
-        interval_s: float,
-        audit: AuditLog | None = None,
-        actor: str = "openlfr-review-retention",
-    ) -> None:
-        if not (math.isfinite(interval_s) and interval_s > 0):
-            raise ValueError(f"RetentionWorker.interval_s: expected a positive number, got {interval_s}")
-        self.store = store
-        self.interval_s = float(interval_s)
-        self.audit = audit
-        self.actor = actor
-        self.runs = 0
-        self.failures = 0
-        self.last_result: PurgeResult | None = None
-        self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="openlfr-review-retention", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.run_once()
-            self._stop.wait(self.interval_s)
-
-    def run_once(self) -> PurgeResult | None:
-        """One purge (and its audit record); None if it failed."""
-        try:
-            result = self.store.purge()
-            if self.audit is not None and (result.crops or result.records):
-                self.audit.append(
-                    actor=self.actor,
-                    action="alert.purge",
-                    target=f"review-store:{self.store.path}",
-                    details={
-                        "crops": result.crops,
-                        "records": result.records,
-                        "crop_cutoff_ts": result.crop_cutoff_ts,
-                        "record_cutoff_ts": result.record_cutoff_ts,
-                        "crop_retention_s": self.store.crop_retention_s,
-                        "record_retention_s": self.store.record_retention_s,
-                    },
-                )
-        except Exception as exc:  # noqa: BLE001 - logged, counted, shown on /readyz, retried
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.exception('retention purge failed error="%s"', exc)
-            return None
-        self.runs += 1
-        self.last_result = result
-        self.last_error = None
-        return result
-
-    def check(self) -> tuple[bool, str]:
-        """A readiness check: fails while the last purge failed or the thread is gone."""
-        if not self._thread.is_alive() and not self._stop.is_set():
-            return False, "the retention thread stopped"
-        if self.last_error is not None:
-            return False, f"the last retention purge failed: {self.last_error}"
-        return True, "ok"
-
-    def is_alive(self) -> bool:
-        """Whether the thread runs."""
-        return self._thread.is_alive()
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread (a purge under way finishes first)."""
-        self._stop.set()
-        self._thread.join(timeout_s)

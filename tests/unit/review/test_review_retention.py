@@ -9,7 +9,8 @@ import pytest
 
 from openlfr.audit.log import AuditLog
 from openlfr.review.exceptions import AlertNotFound
-from openlfr.review.store import RetentionWorker, ReviewStore, Tallies
+from openlfr.review.retention import RetentionWorker
+from openlfr.review.store import ReviewStore, Tallies
 from openlfr.review.testing import make_alert
 
 T0 = 1_800_000_000.0
