@@ -46,6 +46,8 @@ Action = Literal[
     "watchlist.create",
     "watchlist.update",
     "watchlist.delete",
+    "watchlist.suspend",
+    "watchlist.resume",
     "subject.enrol",
     "subject.update",
     "subject.delete",

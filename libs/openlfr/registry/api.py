@@ -175,6 +175,29 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
             registry.delete_watchlist(watchlist_id, actor=who.name)
         return Response(status_code=HTTPStatus.NO_CONTENT)
 
+    @router.post(
+        "/watchlists/{watchlist_id}/suspend", response_model=WatchlistPublic, tags=["watchlists"],
+        summary="Suspend a whole watchlist",
+        description="No deployment searches its subjects until it is resumed (the match stage's deployment gate "
+                    "is rebuilt before the answer); the subjects keep their own status. Audited "
+                    "(watchlist.suspend); suspending a suspended watchlist changes and records nothing.",
+        responses={**_AUTH, **_404},
+    )
+    def suspend_watchlist(watchlist_id: WatchlistId, who: WatchlistAdmin) -> WatchlistPublic:
+        with _http_errors():
+            return registry.set_watchlist_suspended(watchlist_id, suspended=True, actor=who.name)
+
+    @router.post(
+        "/watchlists/{watchlist_id}/resume", response_model=WatchlistPublic, tags=["watchlists"],
+        summary="Resume a suspended watchlist",
+        description="Its subjects are searched again, each as its own status says (a subject suspended on its "
+                    "own stays suspended). Audited (watchlist.resume).",
+        responses={**_AUTH, **_404},
+    )
+    def resume_watchlist(watchlist_id: WatchlistId, who: WatchlistAdmin) -> WatchlistPublic:
+        with _http_errors():
+            return registry.set_watchlist_suspended(watchlist_id, suspended=False, actor=who.name)
+
     # -- subjects --------------------------------------------------------------------------
 
     @router.post(

@@ -3,7 +3,7 @@ through the match service's API (token in ``$OPENLFR_TOKEN``).
 
   watchlist enroll DIR|--csv F   enrol photos (all or nothing per subject: see ``bulk.py``)
   watchlist list | show ID       the watchlists; one with its subjects
-  watchlist suspend | resume ID  every subject of a watchlist out of (back into) search
+  watchlist suspend | resume ID  the whole watchlist out of (back into) search
   watchlist delete ID --yes      a watchlist with its subjects, images and vectors
   subject list WATCHLIST | show ID | suspend ID | resume ID | delete ID --yes
 
@@ -122,13 +122,19 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
     return _run(args, what, enrol)
 
 
+def _watchlist_state(watchlist: WatchlistPublic) -> str:
+    """``suspended`` (by whom) for a suspended watchlist, else its embedding status."""
+    return f"suspended by {watchlist.suspended_by}" if watchlist.suspended else watchlist.status
+
+
 def cmd_watchlist_list(args: argparse.Namespace) -> int:
     def call(client: RegistryClient) -> int:
         items = list(_all_watchlists(client))
         if args.json:
             _dump([w.model_dump(mode="json") for w in items])
             return 0
-        rows = [[w.id, w.name, str(w.subject_count), w.status, w.created_by, _day(w.created_at)] for w in items]
+        rows = [[w.id, w.name, str(w.subject_count), _watchlist_state(w), w.created_by, _day(w.created_at)]
+                for w in items]
         print(_table(rows, ["WATCHLIST", "NAME", "SUBJECTS", "STATUS", "CREATED_BY", "CREATED"]))
         return 0
 
@@ -143,7 +149,8 @@ def cmd_watchlist_show(args: argparse.Namespace) -> int:
             _dump({"watchlist": watchlist.model_dump(mode="json"),
                    "subjects": [s.model_dump(mode="json") for s in subjects]})
             return 0
-        print(f"watchlist {watchlist.id}: {watchlist.name} ({watchlist.subject_count} subjects, {watchlist.status}; "
+        print(f"watchlist {watchlist.id}: {watchlist.name} ({watchlist.subject_count} subjects, "
+              f"{_watchlist_state(watchlist)}; "
               f"created by {watchlist.created_by} {_day(watchlist.created_at)})")
         if watchlist.description:
             print(watchlist.description)
@@ -155,30 +162,21 @@ def cmd_watchlist_show(args: argparse.Namespace) -> int:
 
 
 def _set_watchlist_status(args: argparse.Namespace, status: SubjectStatus) -> int:
-    """Every subject of a watchlist not in ``status`` changed to it, one by one (the API has no
-    watchlist-wide change); what changed and what failed are both printed."""
-    what = f"watchlist {'suspend' if status == 'suspended' else 'resume'}"
+    """Suspend a whole watchlist on the registry (no deployment searches it) or resume it; its
+    subjects keep their own status."""
+    suspend = status == "suspended"
+    what = f"watchlist {'suspend' if suspend else 'resume'}"
 
     def call(client: RegistryClient) -> int:
-        client.get_watchlist(args.watchlist_id)  # 404 in words before anything
-        todo = [s.id for s in _all_subjects(client, args.watchlist_id) if s.status != status]
-        changed: list[str] = []
-        failed: dict[str, str] = {}
-        for subject_id in todo:
-            try:
-                client.update_subject(subject_id, SubjectUpdate(status=status))
-            except _ERRORS as exc:
-                if getattr(exc, "status_code", None) in (401, 403):
-                    raise
-                failed[subject_id] = str(exc)
-                continue
-            changed.append(subject_id)
-        print(f"watchlist {args.watchlist_id}: {len(changed)} subject(s) {status}"
-              + (f" ({', '.join(changed)})" if changed else "")
-              + ("; none needed it" if not todo else ""))
-        for subject_id, why in failed.items():
-            print(f"openlfr {what}: subject {subject_id} not {status}: {why}", file=sys.stderr)
-        return 1 if failed else 0
+        before = client.get_watchlist(args.watchlist_id)  # 404 in words before anything
+        after = client.suspend_watchlist(args.watchlist_id) if suspend else client.resume_watchlist(args.watchlist_id)
+        if before.suspended == after.suspended:
+            print(f"watchlist {after.id}: already {'suspended' if suspend else 'active'}; nothing changed")
+        elif suspend:
+            print(f"watchlist {after.id} suspended: no deployment searches its {after.subject_count} subject(s)")
+        else:
+            print(f"watchlist {after.id} resumed: its subjects are searched again (each as its own status says)")
+        return 0
 
     return _run(args, what, call)
 
@@ -320,13 +318,13 @@ def add_watchlist_parser(sub: Any) -> Any:  # noqa: ANN401 - argparse's private 
     listing = commands.add_parser("list", help="every watchlist with its subject count")
     show = commands.add_parser("show", help="one watchlist and its subjects")
     suspend = commands.add_parser(
-        "suspend", help="suspend every subject of a watchlist (no longer searched for)",
-        description="Suspends each active subject of the watchlist, one by one; prints those suspended and any "
-                    "that could not be (exit 1).")
+        "suspend", help="suspend a whole watchlist (no deployment searches it)",
+        description="Suspends the watchlist on the registry (audited): no deployment searches its subjects until "
+                    "it is resumed. The subjects keep their own status.")
     resume = commands.add_parser(
-        "resume", help="make every suspended subject of a watchlist active again",
-        description="Resumes each suspended subject of the watchlist, including any suspended on their own "
-                    "before; prints those resumed.")
+        "resume", help="resume a suspended watchlist",
+        description="Resumes the watchlist (audited): its subjects are searched again, each as its own status "
+                    "says (a subject suspended on its own stays suspended).")
     delete = commands.add_parser(
         "delete", help="delete a watchlist with its subjects, images and vectors (needs --yes)",
         description="Refused (409) while an active deployment searches the watchlist: end the deployment first.")

@@ -131,6 +131,12 @@ class RegistryClient:
     def delete_watchlist(self, watchlist_id: str) -> None:
         self._request("DELETE", f"/v1/watchlists/{watchlist_id}")
 
+    def suspend_watchlist(self, watchlist_id: str) -> WatchlistPublic:
+        return self._model(WatchlistPublic, "POST", f"/v1/watchlists/{watchlist_id}/suspend")
+
+    def resume_watchlist(self, watchlist_id: str) -> WatchlistPublic:
+        return self._model(WatchlistPublic, "POST", f"/v1/watchlists/{watchlist_id}/resume")
+
     # -- subjects ----------------------------------------------------------------------------
 
     def create_subject(self, watchlist_id: str, body: SubjectCreate) -> SubjectPublic:

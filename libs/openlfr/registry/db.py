@@ -25,7 +25,7 @@ from openlfr.registry.exceptions import RegistryDbError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE watchlists (
@@ -155,8 +155,15 @@ ALTER TABLE reference_images ADD COLUMN model_version TEXT;
 CREATE INDEX reference_images_by_model ON reference_images (model_version)
 """
 
+#: A watchlist suspended as a whole (by whom, since when): deployments over it do not search it
+#: until it is resumed. Rows of earlier versions are active (NULL).
+_SCHEMA_V4 = """
+ALTER TABLE watchlists ADD COLUMN suspended_ts REAL;
+ALTER TABLE watchlists ADD COLUMN suspended_by TEXT
+"""
+
 #: The statements that bring a database from the previous version to each version.
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 
 class RegistryDb:

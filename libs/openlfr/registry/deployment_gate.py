@@ -2,8 +2,10 @@
 
 The registry keeps a per-camera index of its active deployments' windows (``GateWindow``),
 rebuilt after every deployment change (``_refresh_gate``), so ``active_for`` answers from
-memory without touching the database. A deployment whose watchlists await re-embedding into
-the running embedder stays in the index but is withheld: the gate answers None for it, and
+memory without touching the database. A suspended watchlist (``set_watchlist_suspended``) is left out of
+each deployment's ``watchlist_ids``, so the match stage does not search it; a deployment whose
+every watchlist is suspended is left out of the index. A deployment whose watchlists await
+re-embedding into the running embedder stays in the index but is withheld: the gate answers None for it, and
 counts each such answer (``withheld_lookups``). ``record_activity`` adds the faces and tracks
 the match stage saw under a deployment; the counts are written by a background thread at
 most every ``activity_flush_s`` seconds. Together these are the registry's side of
@@ -113,9 +115,17 @@ class DeploymentGateMixin(RegistryCore):
         floor = self.settings.threshold_floor
         rows = self.db.all("SELECT * FROM deployments WHERE status = 'active'")
         pending = self._pending_reembedding()
+        suspended = {r["id"] for r in self.db.all("SELECT id FROM watchlists WHERE suspended_ts IS NOT NULL")}
         withheld: dict[str, str] = {}
         index: dict[str, list[GateWindow]] = {}
         for row in rows:
+            searched = [w for w in self._watchlists_of(row["id"]) if w not in suspended]
+            if not searched:
+                # Every watchlist it searches is suspended: nothing to search, so no deployment
+                # covers its cameras (faces there are not searched, tracked or kept).
+                logger.info('deployment searches nothing: every watchlist of it is suspended deployment_id="%s"',
+                            row["id"])
+                continue
             waiting = [w for w in self._watchlists_of(row["id"]) if w in pending]
             if waiting and row["end_ts"] > self._clock():
                 withheld[row["id"]] = (
@@ -141,7 +151,7 @@ class DeploymentGateMixin(RegistryCore):
                     )
             active = ActiveDeployment(
                 deployment_id=row["id"],
-                watchlist_ids=tuple(self._watchlists_of(row["id"])),
+                watchlist_ids=tuple(searched),
                 threshold=threshold,
                 snapshot_ts=float(row["snapshot_ts"]),
                 norm_threshold=norm_threshold,

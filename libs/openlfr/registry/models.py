@@ -143,6 +143,13 @@ class WatchlistPublic(_Response):
                     "(not in the store): deployments over it do not match until POST /v1/reembed moves them",
     )
     subjects_to_reembed: int = Field(default=0, description="subjects with references not yet re-embedded")
+    suspended: bool = Field(
+        default=False,
+        description="suspended as a whole (POST .../suspend): no deployment searches its subjects until it is "
+                    "resumed; its subjects keep their own status",
+    )
+    suspended_at: datetime | None = Field(default=None, description="when it was suspended, while it is")
+    suspended_by: str | None = Field(default=None, description="who suspended it, while it is")
 
 
 class WatchlistPage(_Response):

@@ -169,6 +169,46 @@ class Registry(ReembeddingMixin, ReferencesMixin, DeploymentsMixin, RegistryCore
                 self._audit(actor, "watchlist.update", f"watchlist/{watchlist_id}", {"changes": diff})
         return self.get_watchlist(watchlist_id)
 
+    def set_watchlist_suspended(self, watchlist_id: str, *, suspended: bool, actor: str) -> WatchlistPublic:
+        """Suspend a whole watchlist (no deployment searches its subjects) or resume it.
+
+        Audited (``watchlist.suspend`` / ``watchlist.resume``) when it changes anything; asking
+        for the state it is in changes nothing and records nothing. The subjects keep their own
+        status, so resuming the watchlist brings back exactly the subjects that were searchable
+        before. The deployment gate the match stage asks is rebuilt before the answer.
+
+        Raises:
+            NotFound: no such watchlist.
+        """
+        now = self._clock()
+        with self._change() as tx:
+            row = self._watchlist_row(tx.conn, watchlist_id)
+            if row is None:
+                raise NotFound("watchlist", watchlist_id)
+            changed = (row["suspended_ts"] is not None) != suspended
+            if changed:
+                tx.conn.execute(
+                    "UPDATE watchlists SET suspended_ts = ?, suspended_by = ?, updated_ts = ? WHERE id = ?",
+                    (now if suspended else None, actor if suspended else None, now, watchlist_id),
+                )
+                searched_by = [
+                    r["id"] for r in tx.conn.execute(
+                        "SELECT d.id FROM deployments d JOIN deployment_watchlists w ON w.deployment_id = d.id "
+                        "WHERE w.watchlist_id = ? AND d.status = 'active' AND d.end_ts > ? ORDER BY d.id",
+                        (watchlist_id, now),
+                    )
+                ]
+                self._audit(
+                    actor, "watchlist.suspend" if suspended else "watchlist.resume", f"watchlist/{watchlist_id}",
+                    {"before": {"suspended": not suspended}, "after": {"suspended": suspended},
+                     "active_deployments": searched_by},
+                )
+        if changed:
+            self._refresh_gate()
+            logger.info('watchlist %s watchlist_id="%s" actor="%s"', "suspended" if suspended else "resumed",
+                        watchlist_id, actor)
+        return self.get_watchlist(watchlist_id)
+
     def delete_watchlist(self, watchlist_id: str, *, actor: str) -> None:
         """Delete a watchlist with its subjects, their images and their vectors.
 
@@ -363,6 +403,9 @@ class Registry(ReembeddingMixin, ReferencesMixin, DeploymentsMixin, RegistryCore
             id=row["id"], name=row["name"], description=row["description"], created_by=row["created_by"],
             created_at=to_datetime(row["created_ts"]), updated_at=to_datetime(row["updated_ts"]),
             subject_count=int(row["subject_count"]),
+            suspended=row["suspended_ts"] is not None,
+            suspended_at=to_datetime(row["suspended_ts"]) if row["suspended_ts"] is not None else None,
+            suspended_by=row["suspended_by"],
         )
 
     def _subject_public(self, row: sqlite3.Row, images: list[ImagePublic]) -> SubjectPublic:

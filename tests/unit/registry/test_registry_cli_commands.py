@@ -101,17 +101,24 @@ def test_subject_list_show_suspend_resume(enrolled, capsys) -> None:
     assert env.registry.get_subject("obama").status == "active"
 
 
-def test_watchlist_suspend_and_resume_every_subject(enrolled, capsys) -> None:
+def test_watchlist_suspend_and_resume_the_whole_watchlist(enrolled, capsys) -> None:
     env, url = enrolled
     assert _run(capsys, "subject", "suspend", "rose", "--api", url)[0] == 0
     rc, out, _ = _run(capsys, "watchlist", "suspend", "wl", "--api", url)
-    assert rc == 0 and out.strip() == "watchlist wl: 1 subject(s) suspended (obama)"
-    assert {env.registry.get_subject(s).status for s in ("obama", "rose")} == {"suspended"}
+    assert rc == 0 and out.strip() == "watchlist wl suspended: no deployment searches its 2 subject(s)"
+    assert env.registry.get_watchlist("wl").suspended and env.registry.get_watchlist("wl").suspended_by == "alice"
+    # The subjects keep their own status: suspending the list does not touch them.
+    assert [env.registry.get_subject(s).status for s in ("obama", "rose")] == ["active", "suspended"]
+    rc, out, _ = _run(capsys, "watchlist", "show", "wl", "--api", url)
+    assert rc == 0 and "(2 subjects, suspended by alice;" in out.splitlines()[0]
     rc, out, _ = _run(capsys, "watchlist", "suspend", "wl", "--api", url)
-    assert rc == 0 and out.strip() == "watchlist wl: 0 subject(s) suspended; none needed it"
+    assert rc == 0 and out.strip() == "watchlist wl: already suspended; nothing changed"
     rc, out, _ = _run(capsys, "watchlist", "resume", "wl", "--api", url)
-    assert rc == 0 and out.strip() == "watchlist wl: 2 subject(s) active (obama, rose)"
-    assert {env.registry.get_subject(s).status for s in ("obama", "rose")} == {"active"}
+    assert rc == 0 and out.strip().startswith("watchlist wl resumed: its subjects are searched again")
+    assert not env.registry.get_watchlist("wl").suspended
+    # Rose was suspended on her own before: she stays suspended.
+    assert [env.registry.get_subject(s).status for s in ("obama", "rose")] == ["active", "suspended"]
+    assert env.actions().count("watchlist.suspend") == 1 and env.actions().count("watchlist.resume") == 1
 
 
 def test_subject_and_watchlist_refusals(enrolled, monkeypatch, capsys) -> None:
@@ -123,7 +130,9 @@ def test_subject_and_watchlist_refusals(enrolled, monkeypatch, capsys) -> None:
         "['watchlist_admin']" in err, err
     rc, _, err = _run(capsys, "watchlist", "suspend", "wl", "--api", url)
     assert rc == 1 and "refused (HTTP 403)" in err and "watchlist_admin" in err
-    assert env.registry.get_subject("rose").status == "active"
+    assert env.registry.get_subject("rose").status == "active" and not env.registry.get_watchlist("wl").suspended
+    rc, _, err = _run(capsys, "watchlist", "resume", "nope", "--api", url)
+    assert rc == 1 and "HTTP 404" in err
     _as(monkeypatch, env, None)
     rc, _, err = _run(capsys, "subject", "list", "wl", "--api", url)
     assert rc == 2 and f"set {cli.TOKEN_ENV} to an API token" in err

@@ -59,7 +59,8 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_a_failed_transaction_is_rolled_back_and_checks_hold() -> None:
     db = RegistryDb(":memory:")
     with pytest.raises(RuntimeError), db.transaction() as conn:
-        conn.execute("INSERT INTO watchlists VALUES ('wl-1', 'n', '', 'a', 0, 0)")
+        conn.execute("INSERT INTO watchlists (id, name, description, created_by, created_ts, updated_ts) "
+                     "VALUES ('wl-1', 'n', '', 'a', 0, 0)")
         raise RuntimeError("boom")
     assert db.all("SELECT * FROM watchlists") == []
     _watchlist(db, "wl-1")

@@ -275,6 +275,7 @@ _V1_DEPLOYMENT_COLUMNS = (
     "id, purpose, authorised_by, created_by, start_ts, end_ts, threshold, status, snapshot_ts, snapshot_subjects, "
     "snapshot_images, snapshot_fingerprint, model_version, created_ts, updated_ts, ended_ts, ended_by, end_reason"
 )
+_V1_WATCHLIST_COLUMNS = "id, name, description, created_by, created_ts, updated_ts"
 _V1_IMAGE_COLUMNS = (
     "subject_id, id, sha256, source, added_by, added_ts, chip_jpeg, chip_png, face_px, inter_eye_px, blur, yaw, "
     "roll_deg, detector_score, quality_score"
@@ -290,7 +291,7 @@ def _as_v1(source: Path, target: Path) -> None:
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_ts REAL NOT NULL)")
     conn.execute("INSERT INTO schema_version VALUES (1, 0)")
     conn.execute("ATTACH DATABASE ? AS src", (str(source),))
-    for table, columns in (("watchlists", "*"), ("subjects", "*"), ("reference_images", _V1_IMAGE_COLUMNS),
+    for table, columns in (("watchlists", _V1_WATCHLIST_COLUMNS), ("subjects", "*"), ("reference_images", _V1_IMAGE_COLUMNS),
                            ("deployments", _V1_DEPLOYMENT_COLUMNS), ("deployment_cameras", "*"),
                            ("deployment_watchlists", "*"), ("deployment_stats", "*")):
         conn.execute(f"INSERT INTO {table} SELECT {columns} FROM src.{table}")  # noqa: S608 - constants
@@ -340,7 +341,8 @@ def test_v1_rows_pass_the_v2_checks(tmp_path: Path) -> None:
     row cannot be written without its normalised threshold."""
     db = RegistryDb(tmp_path / "r.sqlite3")
     with db.transaction() as conn:
-        conn.execute("INSERT INTO watchlists VALUES ('wl', 'n', '', 'a', 0, 0)")
+        conn.execute("INSERT INTO watchlists (id, name, description, created_by, created_ts, updated_ts) "
+                     "VALUES ('wl', 'n', '', 'a', 0, 0)")
     with pytest.raises(sqlite3.IntegrityError, match="norm_threshold"), db.transaction() as conn:
         conn.execute(
             f"INSERT INTO deployments ({_V1_DEPLOYMENT_COLUMNS}, threshold_mode) VALUES "
