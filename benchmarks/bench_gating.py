@@ -126,7 +126,7 @@ def run(detector: FaceDetector, frames: list[np.ndarray], gate: MotionGate | Pyr
             det = detector.detect_many([frame])[0]
             crops.append(len(tiles))
         elif isinstance(gate, PyramidGate):
-            plan = gate.plan("bench", frame, tiles, input_size=detector.input_size)
+            plan = gate.plan("bench", frame, tiles, input_size=detector.follow_input_size)
             det = detector.detect_many([frame], tile_masks=[plan.mask], extra_tiles=[plan.extra])[0]
             gate.remember("bench", det.boxes)
             crops.append(plan.crops)

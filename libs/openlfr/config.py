@@ -33,6 +33,11 @@ class ModelSettings(BaseSettings):
     #: from the fp32 file; recall on the shared set's boxes within a point of fp32, see
     #: docs/models.md). ``detector_model`` in every message names the one that ran.
     detector_precision: Literal["fp32", "int8"] = "fp32"
+    #: The model that re-finds followed faces in the crops the detect gate cuts around them
+    #: (the face fills about a quarter of such a crop): ``short`` (the short-range BlazeFace,
+    #: 128 px, about a third of the full-range model's CPU per crop; same precision as the
+    #: detector) or ``same`` (the detector's own model).
+    detector_follow: Literal["short", "same"] = "short"
     #: onnxruntime intra-op threads for the local backend; 0 lets onnxruntime decide. The
     #: default of every stage whose own ``*_INTRA_OP_THREADS`` is not set.
     threads: int = Field(default=0, ge=0, le=256)
@@ -74,6 +79,12 @@ class ModelSettings(BaseSettings):
         from openlfr.models.specs import DETECTORS
 
         return DETECTORS[(self.detector, self.detector_precision)]
+
+    def follow_spec(self) -> ModelSpec:
+        """The BlazeFace model of the crops around followed faces (``detector_follow``)."""
+        from openlfr.models.specs import DETECTORS
+
+        return DETECTORS[("short" if self.detector_follow == "short" else self.detector, self.detector_precision)]
 
     def ort_threading(self, stage: ModelStage) -> OrtThreading:
         """The onnxruntime thread pools of ``stage``'s sessions (local backend)."""

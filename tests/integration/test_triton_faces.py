@@ -80,6 +80,31 @@ def test_triton_and_local_give_the_same_faces(
         backend.close()
 
 
+def test_crops_around_followed_faces_run_on_triton_as_locally(real_triton: TritonServer, analyzer,
+                                                               images: list[np.ndarray]) -> None:
+    """The detect stage's follow model (the short-range BlazeFace, OPENLFR_DETECTOR_FOLLOW=short)
+    is served by Triton and gives the local backend's boxes for the crops cut around faces."""
+    from openlfr.vision.detector import roi_tile
+
+    backend = TritonBackend(url=real_triton.grpc_url, protocol="grpc", timeout_s=60)
+    try:
+        remote = build_analyzer(ModelSettings(), backend=backend).detector
+        local = analyzer.detector
+        assert [s.name for s in remote.specs] == ["blazeface_full", "blazeface_short"]
+        assert all(backend.ready(spec) == (True, "ok") for spec in remote.specs)
+        image = images[0]
+        height, width = image.shape[:2]
+        box = local.detect_many([image])[0].boxes[0]
+        crop = roi_tile(box, frame_width=width, frame_height=height, input_size=remote.follow_input_size,
+                        factor=4.0, min_side=remote.follow_input_size)
+        none = np.zeros(len(local.tiles_for(width, height)), bool)
+        there, here = (d.detect_many([image], tile_masks=[none], extra_tiles=[(crop,)])[0] for d in (remote, local))
+        assert len(there) == len(here) > 0
+        np.testing.assert_allclose(there.boxes, here.boxes, atol=1e-3)
+    finally:
+        backend.close()
+
+
 def test_an_embedder_registered_by_its_manifest_is_served_by_triton(real_triton: TritonServer, model_dir: Path,
                                                                     local_backend, images: list[np.ndarray]) -> None:
     if not _second_embedder(model_dir):

@@ -187,9 +187,13 @@ class DetectStage(Stage[Frame]):
         self._crops = metrics_for(_CropMetrics, registry).crops
 
     def ready(self) -> tuple[bool, str]:
-        """The detector's model answers on its backend."""
+        """The detector's models answer on its backend."""
         detector = self.analyzer.detector
-        return detector.backend.ready(detector.spec)
+        for spec in detector.specs:
+            ok, why = detector.backend.ready(spec)
+            if not ok:
+                return ok, why
+        return True, "ok"
 
     def handle(self, batch: Sequence[Incoming[Frame]], *, now: float) -> BatchResult:
         """Detect the faces of a batch of frames (see the class docstring for each outcome).
@@ -274,7 +278,7 @@ class DetectStage(Stage[Frame]):
         for camera_id, image in zip(cameras, images):
             tiles = detector.tiles_for(image.shape[1], image.shape[0])
             if isinstance(self.gate, PyramidGate):
-                plan = self.gate.plan(camera_id, image, tiles, input_size=detector.input_size)
+                plan = self.gate.plan(camera_id, image, tiles, input_size=detector.follow_input_size)
                 masks.append(plan.mask)
                 extras.append(plan.extra)
             else:

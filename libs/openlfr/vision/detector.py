@@ -247,6 +247,40 @@ def _check_image(image: object, name: str) -> np.ndarray:
     return to_rgb(image, name=name)  # type: ignore[arg-type]  # to_rgb reports non-arrays
 
 
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """One BlazeFace model as the detector uses it: its spec, anchor options and anchors."""
+
+    spec: ModelSpec
+    options: AnchorOptions
+    anchors: np.ndarray
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> _Model:
+        """The model of ``spec``, checked against its anchors.
+
+        Raises:
+            ValueError: ``spec`` is not a BlazeFace model or its tensors do not match.
+        """
+        if spec.name not in ANCHOR_OPTIONS:
+            raise ValueError(
+                f"spec {spec.name!r} is not a BlazeFace model; expected one of {sorted(ANCHOR_OPTIONS)}"
+            )
+        options = ANCHOR_OPTIONS[spec.name]
+        anchors = generate_anchors(options)
+        if len(spec.inputs) != 1 or spec.inputs[0].shape != (options.input_size, options.input_size, 3):
+            raise ValueError(f"spec {spec.name!r} input {spec.inputs} does not match a {options.input_size}px model")
+        out_shapes = {t.name: t.shape for t in spec.outputs}
+        expected = {"regressors": (len(anchors), 16), "classificators": (len(anchors), 1)}
+        if out_shapes != expected:
+            raise ValueError(f"spec {spec.name!r} outputs {out_shapes} do not match its {len(anchors)} anchors")
+        return cls(spec, options, anchors)
+
+    @property
+    def input_size(self) -> int:
+        return self.options.input_size
+
+
 @dataclass(slots=True)
 class _Candidates:
     boxes: np.ndarray
@@ -275,6 +309,7 @@ class FaceDetector:
         min_tile_px: int | None = None,
         close_up_margin: float = CLOSE_UP_MARGIN,
         max_batch: int | None = None,
+        follow_spec: ModelSpec | None = None,
     ) -> None:
         """Set up a detector.
 
@@ -296,14 +331,16 @@ class FaceDetector:
             close_up_margin: blank margin around the extra whole-frame crop that finds faces
                 filling most of the frame (see :data:`CLOSE_UP_MARGIN`); 0 leaves it out.
             max_batch: most crops per backend call; defaults to ``spec.max_batch_size``.
+            follow_spec: the model for crops around followed faces (``ROI_LEVEL`` crops cut for
+                its input size, :attr:`follow_input_size`): there the face fills about a quarter
+                of the crop, which the short-range model (128 px, a third of the full-range
+                model's CPU) finds as well; ``None`` or ``spec`` runs them on ``spec``.
 
         Raises:
             ValueError: an argument is out of range or ``spec`` is not a BlazeFace spec.
         """
-        if spec.name not in ANCHOR_OPTIONS:
-            raise ValueError(
-                f"spec {spec.name!r} is not a BlazeFace model; expected one of {sorted(ANCHOR_OPTIONS)}"
-            )
+        main = _Model.of(spec)
+        follow = _Model.of(follow_spec) if follow_spec is not None and follow_spec != spec else None
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if not 0.0 < nms_iou < 1.0:
@@ -317,22 +354,10 @@ class FaceDetector:
             raise ValueError(f"tile_overlap must be in [0, 0.9], got {tile_overlap}")
         if not 0.0 <= close_up_margin <= 2.0:
             raise ValueError(f"close_up_margin must be in [0, 2], got {close_up_margin}")
-        self.options = ANCHOR_OPTIONS[spec.name]
-        self.anchors = generate_anchors(self.options)
-        if len(spec.inputs) != 1 or spec.inputs[0].shape != (
-            self.options.input_size,
-            self.options.input_size,
-            3,
-        ):
-            raise ValueError(
-                f"spec {spec.name!r} input {spec.inputs} does not match a {self.options.input_size}px model"
-            )
-        out_shapes = {t.name: t.shape for t in spec.outputs}
-        expected = {"regressors": (len(self.anchors), 16), "classificators": (len(self.anchors), 1)}
-        if out_shapes != expected:
-            raise ValueError(
-                f"spec {spec.name!r} outputs {out_shapes} do not match its {len(self.anchors)} anchors"
-            )
+        self._main = main
+        self._follow = follow
+        self.options = main.options
+        self.anchors = main.anchors
         self.backend = backend
         self.spec = spec
         self.score_threshold = float(score_threshold)
@@ -352,6 +377,17 @@ class FaceDetector:
     def input_size(self) -> int:
         """Side of the model's square input, in pixels."""
         return self.options.input_size
+
+    @property
+    def follow_input_size(self) -> int:
+        """Input side of the model that runs crops around followed faces: cut them for it
+        (:func:`roi_tile`'s ``input_size``)."""
+        return (self._follow or self._main).input_size
+
+    @property
+    def specs(self) -> tuple[ModelSpec, ...]:
+        """Every model this detector runs (the backend must serve each)."""
+        return (self.spec,) if self._follow is None else (self.spec, self._follow.spec)
 
     def tiles_for(self, width: int, height: int) -> list[Tile]:
         """The crops this detector runs for a frame of the given size."""
@@ -413,54 +449,65 @@ class FaceDetector:
         total = sum(len(p) for p in plans)
         if total == 0:
             return [Detections.empty() for _ in rgb]
-        size = self.input_size
         owners: list[tuple[int, Tile]] = [(i, t) for i, plan in enumerate(plans) for t in plan]
         scaled = [_ScaledFrames(img, plan) for img, plan in zip(rgb, plans)]
-        regressors: list[np.ndarray] = []
-        classificators: list[np.ndarray] = []
-        for start in range(0, total, self.max_batch):
-            chunk = owners[start : start + self.max_batch]
-            batch = np.empty((len(chunk), size, size, 3), np.uint8)
-            for slot, (i, tile) in enumerate(chunk):
-                _letterbox_into(batch[slot], rgb[i], tile, scaled[i])
-            out = self._infer(batch.astype(np.float32))
-            regressors.append(out["regressors"])
-            classificators.append(out["classificators"])
-        raw_boxes = np.concatenate(regressors, axis=0)
-        raw_scores = np.concatenate(classificators, axis=0)[:, :, 0]
-
-        candidates = self._candidates(raw_boxes, raw_scores, [t for _, t in owners])
+        candidates: list[_Candidates | None] = [None] * total
+        for model, positions in self._by_model(owners):
+            size = model.input_size
+            for start in range(0, len(positions), self.max_batch):
+                chunk = positions[start : start + self.max_batch]
+                batch = np.empty((len(chunk), size, size, 3), np.uint8)
+                for slot, pos in enumerate(chunk):
+                    i, tile = owners[pos]
+                    _letterbox_into(batch[slot], rgb[i], tile, scaled[i])
+                out = self._infer(model, batch.astype(np.float32))
+                found = self._candidates(model, out["regressors"], out["classificators"][:, :, 0],
+                                         [owners[pos][1] for pos in chunk])
+                for pos, c in zip(chunk, found):
+                    candidates[pos] = c
         results: list[Detections] = []
         start = 0
         for i, plan in enumerate(plans):
-            per_image = candidates[start : start + len(plan)]
+            per_image = [c for c in candidates[start : start + len(plan)] if c is not None]
             start += len(plan)
             results.append(self._merge(per_image, width=rgb[i].shape[1], height=rgb[i].shape[0]))
         return results
 
-    def _infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.backend.infer(self.spec, {self.spec.inputs[0].name: batch})
+    def _by_model(self, owners: Sequence[tuple[int, Tile]]) -> list[tuple[_Model, list[int]]]:
+        """The crops' positions grouped by the model that runs them: crops around followed faces
+        cut for the follow model's input go to it, every other crop to the main model."""
+        if self._follow is None:
+            return [(self._main, list(range(len(owners))))]
+        size = self._follow.input_size
+        follow = [k for k, (_, t) in enumerate(owners) if t.level == ROI_LEVEL and max(t.width, t.height) == size]
+        chosen = set(follow)
+        main = [k for k in range(len(owners)) if k not in chosen]
+        return [(m, ks) for m, ks in ((self._main, main), (self._follow, follow)) if ks]
+
+    def _infer(self, model: _Model, batch: np.ndarray) -> dict[str, np.ndarray]:
+        spec = model.spec
+        out = self.backend.infer(spec, {spec.inputs[0].name: batch})
         n = batch.shape[0]
-        for t in self.spec.outputs:
+        for t in spec.outputs:
             value = out.get(t.name)
             if value is None or value.shape != (n, *t.shape):
                 got = None if value is None else value.shape
                 raise ModelMismatchError(
-                    f"model {self.spec.name!r} output {t.name!r}: expected shape {(n, *t.shape)}, got {got}"
+                    f"model {spec.name!r} output {t.name!r}: expected shape {(n, *t.shape)}, got {got}"
                 )
         return out
 
     def _candidates(
-        self, raw_boxes: np.ndarray, raw_scores: np.ndarray, tiles: list[Tile]
+        self, model: _Model, raw_boxes: np.ndarray, raw_scores: np.ndarray, tiles: list[Tile]
     ) -> list[_Candidates]:
         """Per crop: decoded detections above the threshold, in frame pixels, with a cut flag."""
         scores = sigmoid_scores(raw_scores)
         keep = scores >= self.score_threshold
-        size = float(self.input_size)
+        size = float(model.input_size)
         found: list[_Candidates] = []
         for k, tile in enumerate(tiles):
             idx = np.flatnonzero(keep[k])
-            boxes, keypoints = decode(raw_boxes[k, idx], self.anchors[idx], self.input_size)
+            boxes, keypoints = decode(raw_boxes[k, idx], model.anchors[idx], model.input_size)
             # Input units -> crop pixels -> frame pixels.
             sx, sy = 1.0 / tile.scale_x, 1.0 / tile.scale_y
             offset = np.array([tile.x0 - tile.pad_x * sx, tile.y0 - tile.pad_y * sy], np.float32)

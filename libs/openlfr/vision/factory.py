@@ -32,6 +32,7 @@ def build_analyzer(
         spec=spec,
         score_threshold=settings.detector_score_threshold,
         tiling=settings.tiling,
+        follow_spec=settings.follow_spec(),
     )
     return FaceAnalyzer(
         detector=detector,

@@ -253,8 +253,8 @@ class PyramidGate:
             camera_id: the camera the frame comes from.
             image: the frame.
             tiles: the detector's crops for this frame (``FaceDetector.tiles_for``).
-            input_size: the detector's input side (``FaceDetector.input_size``), the smallest
-                crop of a followed face.
+            input_size: the input side of the model that runs crops around followed faces
+                (``FaceDetector.follow_input_size``), the smallest crop of a followed face.
         """
         height, width = image.shape[:2]
         grid = _motion_grid(image)

@@ -39,6 +39,7 @@ def stage_config(stage: DetectStage) -> dict[str, Any]:
         "max_message_bytes": stage.max_message_bytes,
         "detector_model": stage.detector_model,
         "detector": (detector.spec.name, detector.score_threshold, repr(detector.tile_grids), detector.tile_overlap),
+        "detector_models": [spec.name for spec in detector.specs],
         "min_face_px": stage.analyzer.min_face_px,
         "detect_threads": detector.backend.threading,
         "embed_threads": stage.analyzer.embedder.backend.threading,
@@ -58,7 +59,7 @@ def _run_args(*extra: str) -> Any:
          "OPENLFR_CATCHUP_KEEP_EVERY": "3", "OPENLFR_DETECT_INTRA_OP_THREADS": "1",
          "OPENLFR_EMBED_INTER_OP_THREADS": "2", "OPENLFR_ORT_ALLOW_SPINNING": "1"},
         {"OPENLFR_DETECT_GATING": "off", "OPENLFR_FACES_MESSAGE_MAX_BYTES": "400000", "OPENLFR_THREADS": "1"},
-        {"OPENLFR_DETECT_STILL_KEYFRAMES": "0", "OPENLFR_DETECT_STILL_REFRESH": "2"},
+        {"OPENLFR_DETECT_STILL_KEYFRAMES": "0", "OPENLFR_DETECT_STILL_REFRESH": "2", "OPENLFR_DETECTOR_FOLLOW": "same"},
     ],
     ids=["defaults", "everything-changed", "ungated", "still-rules"],
 )
@@ -78,6 +79,11 @@ def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
     assert stage_config(live) == stage_config(service)
     if not env:
         assert isinstance(service.gate, PyramidGate)  # the default, for both
+    detector_models = [spec.name for spec in live.analyzer.detector.specs]
+    if env.get("OPENLFR_DETECTOR_FOLLOW") == "same" or env.get("OPENLFR_DETECTOR") == "short":
+        assert detector_models == [live.analyzer.detector.spec.name]
+    else:  # the default: followed faces re-found by the short-range model
+        assert detector_models[1:] == ["blazeface_short"]
     if "OPENLFR_DETECT_STILL_REFRESH" in env:
         assert isinstance(live.gate, PyramidGate) and (live.gate.still_keyframes, live.gate.still_refresh) == (0, 2)
     if env.get("OPENLFR_DETECT_GATING") == "motion":
@@ -99,6 +105,7 @@ def test_the_run_flag_for_the_frame_age_limit_overrides_the_setting(monkeypatch:
 
 
 BAD_SETTINGS = [
+    ("OPENLFR_DETECTOR_FOLLOW", "tiny"),
     ("OPENLFR_DETECT_STILL_KEYFRAMES", "-1"),
     ("OPENLFR_DETECT_STILL_REFRESH", "0"),
     ("OPENLFR_DETECT_INTRA_OP_THREADS", "-1"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from openlfr.models.specs import BLAZEFACE_FULL
-from openlfr.vision.detector import CLOSE_UP_LEVEL, ROI_LEVEL, FaceDetector, Tile, plan_tiles, roi_tile
+from openlfr.vision.detector import CLOSE_UP_LEVEL, ROI_LEVEL, FaceDetector, Tile, box_iou, plan_tiles, roi_tile
 from openlfr.vision.pyramid_gate import PyramidGate
 from openlfr.vision.images import load_image
 
@@ -354,3 +354,52 @@ def test_extra_crops_must_fit_their_image(local_backend) -> None:
         detector.detect_many([FRAME], extra_tiles=[(other,)])
     with pytest.raises(ValueError, match="one entry per image"):
         detector.detect_many([FRAME], extra_tiles=[(), ()])
+
+
+class _Recording:
+    """The real local backend, noting which model ran how many crops."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001 - the LocalBackend
+        self.inner = inner
+        self.crops: dict[str, int] = {}
+
+    def infer(self, spec, inputs):  # noqa: ANN001, ANN201 - InferenceBackend.infer
+        batch = next(iter(inputs.values()))
+        self.crops[spec.name] = self.crops.get(spec.name, 0) + int(batch.shape[0])
+        return self.inner.infer(spec, inputs)
+
+
+def test_crops_around_followed_faces_run_on_the_follow_model_and_find_the_face(local_backend, small_face_frame) -> None:
+    """With the short-range model for followed faces, the gate cuts their crops for its 128 px
+    input and only those run on it; the face is found as the full-range crop finds it."""
+    from openlfr.models.specs import BLAZEFACE_SHORT
+
+    frame, (x0, y0, x1, y1) = small_face_frame
+    backend = _Recording(local_backend)
+    detector = FaceDetector(backend=backend, spec=BLAZEFACE_FULL, follow_spec=BLAZEFACE_SHORT)  # type: ignore[arg-type]
+    plain = FaceDetector(backend=local_backend, spec=BLAZEFACE_FULL)
+    assert detector.follow_input_size == 128 and plain.follow_input_size == INPUT
+    assert [s.name for s in detector.specs] == ["blazeface_full", "blazeface_short"]
+    tiles = detector.tiles_for(WIDTH, HEIGHT)
+    whole_only = np.array([t.level == 0 for t in tiles])
+    reference = plain.detect_many([frame])[0]
+    assert len(reference) == 1
+    gate = PyramidGate(**MOVING, keyframe_interval=100)
+    gate.plan("cam", FRAME, tiles, input_size=detector.follow_input_size)
+    gate.remember("cam", _box(1000, 600, 150))  # small, not tiny: followed with a crop of its own
+    (cut,) = gate.plan("cam", FRAME, tiles, input_size=detector.follow_input_size).extra
+    assert max(cut.width, cut.height) == 128  # cut for the follow model's input
+    roi = roi_tile(reference.boxes[0], frame_width=WIDTH, frame_height=HEIGHT, input_size=128, factor=4.0,
+                   min_side=128)
+    det = detector.detect_many([frame], tile_masks=[whole_only], extra_tiles=[(roi,)])[0]
+    assert backend.crops == {"blazeface_full": 1, "blazeface_short": 1}
+    assert len(det) == 1
+    bx = det.boxes[0]
+    assert x0 <= (bx[0] + bx[2]) / 2 <= x1 and y0 <= (bx[1] + bx[3]) / 2 <= y1
+    assert box_iou(det.boxes[:1], reference.boxes[:1])[0, 0] > 0.7
+    # A crop cut for the full-range input still runs on the full-range model.
+    backend.crops.clear()
+    roi = roi_tile(reference.boxes[0], frame_width=WIDTH, frame_height=HEIGHT, input_size=INPUT, factor=4.0,
+                   min_side=INPUT)
+    assert len(detector.detect_many([frame], tile_masks=[whole_only], extra_tiles=[(roi,)])[0]) == 1
+    assert backend.crops == {"blazeface_full": 2}
