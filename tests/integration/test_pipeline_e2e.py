@@ -223,7 +223,7 @@ def test_two_detect_replicas_share_partitions_and_process_each_frame_once(
     [
         ("detect", {"OPENLFR_BATCH_SIZE": "0"}, "OPENLFR_BATCH_SIZE"),
         ("detect", {"OPENLFR_SCENE_CROP_SCALE": "0.5"}, "OPENLFR_SCENE_CROP_SCALE"),
-        ("detect", {"OPENLFR_SCENE_CROP_MAX_BYTES": "120000", "OPENLFR_FACES_MESSAGE_MAX_BYTES": "400000"},
+        ("detect", {"OPENLFR_SCENE_CROP_MAX_BYTES": "120000", "OPENLFR_FACES_MESSAGE_MAX_BYTES": "250000"},
          "OPENLFR_SCENE_CROP_MAX_BYTES"),
         ("match", {"OPENLFR_MATCH_MIN_VOTES": "0"}, "OPENLFR_MATCH_MIN_VOTES"),
         ("match", {"OPENLFR_REGISTRY_THRESHOLD_FLOOR": "2"}, "OPENLFR_REGISTRY_THRESHOLD_FLOOR"),

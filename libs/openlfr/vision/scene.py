@@ -40,9 +40,14 @@ DEFAULT_SCALE = 3.0
 DEFAULT_MAX_PX = 320
 DEFAULT_JPEG_QUALITY = 75
 DEFAULT_MAX_BYTES = 49_152
+#: What a faces message must hold for one face without a scene crop (its chip, descriptor and
+#: fields, the envelope): the floor of ``OPENLFR_FACES_MESSAGE_MAX_BYTES``. A scene crop's
+#: base64 comes on top.
+FACE_WITHOUT_SCENE_BYTES = 131_072
 #: Qualities tried, after the configured one, for a crop over ``max_bytes``.
 _FALLBACK_QUALITIES = (60, 45, 30)
 _LOWEST_QUALITY = 30
+_MIN_MAX_BYTES = 4096
 
 
 def scene_box(box: Sequence[float], *, scale: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -96,16 +101,21 @@ class SceneCropSettings(BaseSettings):
     #: JPEG quality of the crop (lower qualities are tried for one over the byte limit).
     scene_crop_jpeg_quality: int = Field(default=DEFAULT_JPEG_QUALITY, ge=_LOWEST_QUALITY, le=95)
     #: Most bytes of one crop; a crop over it at the lowest quality is left out (counted).
-    scene_crop_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=4096, le=MAX_SCENE_JPEG_BYTES)
+    scene_crop_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=_MIN_MAX_BYTES, le=MAX_SCENE_JPEG_BYTES)
 
     @model_validator(mode="after")
     def _fits_a_faces_message(self) -> SceneCropSettings:
         budget = getattr(self, "faces_message_max_bytes", None)  # where the stage's message budget is set
-        if self.scene_crop and budget is not None and 4 * self.scene_crop_max_bytes > budget:
+        if not self.scene_crop or budget is None:
+            return self
+        need = FACE_WITHOUT_SCENE_BYTES + 4 * math.ceil(self.scene_crop_max_bytes / 3)
+        if need > budget:
+            most = (budget - FACE_WITHOUT_SCENE_BYTES) * 3 // 4
+            room = f"give at most {most}, " if most >= _MIN_MAX_BYTES else ""
             raise ValueError(
-                f"OPENLFR_SCENE_CROP_MAX_BYTES={self.scene_crop_max_bytes} is too large for "
-                f"OPENLFR_FACES_MESSAGE_MAX_BYTES={budget}: at most a quarter of it ({budget // 4}), "
-                "so a faces message still holds several faces"
+                f"OPENLFR_SCENE_CROP_MAX_BYTES={self.scene_crop_max_bytes} leaves no room for one face with its "
+                f"crop under OPENLFR_FACES_MESSAGE_MAX_BYTES={budget} (needs {need}): {room}raise the budget, "
+                "or set OPENLFR_SCENE_CROP=false"
             )
         return self
 

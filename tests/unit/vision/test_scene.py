@@ -104,6 +104,22 @@ def test_bad_scene_settings_are_refused_naming_them(env: dict[str, str], setting
     assert setting in str(refused.value)
 
 
+def test_a_scene_byte_limit_the_faces_budget_cannot_hold_is_refused_naming_both(monkeypatch) -> None:
+    from openlfr.pipeline.detect_settings import DetectSettings
+
+    monkeypatch.setenv("OPENLFR_FACES_MESSAGE_MAX_BYTES", "150000")
+    with pytest.raises(ValidationError) as refused:
+        DetectSettings()
+    message = str(refused.value)
+    assert "OPENLFR_SCENE_CROP_MAX_BYTES=49152 leaves no room" in message
+    assert "OPENLFR_FACES_MESSAGE_MAX_BYTES=150000" in message and "give at most 14196" in message
+    monkeypatch.setenv("OPENLFR_SCENE_CROP_MAX_BYTES", "14196")
+    assert DetectSettings().scene_crop_max_bytes == 14196
+    monkeypatch.setenv("OPENLFR_SCENE_CROP_MAX_BYTES", "49152")
+    monkeypatch.setenv("OPENLFR_SCENE_CROP", "false")
+    assert DetectSettings().scene_cropper() is None
+
+
 def test_scene_crops_are_on_by_default_and_off_gives_no_cropper(monkeypatch) -> None:
     cropper = SceneCropSettings().scene_cropper(registry=CollectorRegistry())
     assert cropper is not None and (cropper.scale, cropper.max_px) == (3.0, 320)
