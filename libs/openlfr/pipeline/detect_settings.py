@@ -49,8 +49,9 @@ class DetectSettings(ModelSettings, CatchUpSettings, SceneCropSettings):
     #: With gating on, every this-many frames of a camera run every tile.
     detect_keyframe_interval: int = Field(default=DEFAULT_KEYFRAME_INTERVAL, ge=1, le=1000)
     #: ``pyramid`` only: periodic keyframes in a row that run the fine tiles only where the
-    #: frame changed since the camera's last keyframe; the next runs every tile (0: every
-    #: keyframe runs every tile, the behaviour before the still-scene rules).
+    #: frame changed since the camera's last keyframe; the next runs every tile, and a face
+    #: unchanged since the keyframe before keeps no fine tiles running (0 turns both off: the
+    #: keyframes of before the still-scene rules).
     detect_still_keyframes: int = Field(default=DEFAULT_STILL_KEYFRAMES, ge=0, le=100)
     #: ``pyramid`` only: a followed face whose surroundings did not change since the frame before
     #: gets its own crop every this-many frames (1: every frame).

@@ -155,7 +155,8 @@ class PyramidGate:
       keyframe_interval`` frames. 0 makes every keyframe run everything;
     * a face found on a keyframe marks fine tiles only if its box changed since the keyframe
       before (a new face that needs them): a face-like pattern in the background does not keep
-      a level's tiles running;
+      a level's tiles running. With ``still_keyframes=0`` this rule is off too (keyframes
+      behave as before the still-scene rules);
     * a followed face whose surroundings did not change since the frame before gets its own
       crop only on every ``still_refresh``-th frame, and is carried as found on the others, so
       it stays followed and its track stays open. 1 gives every followed face a crop on every
@@ -201,7 +202,8 @@ class PyramidGate:
             track_memory: frames whose faces are followed (>= 0; 0 follows none).
             max_cameras: cameras whose state is kept (>= 1).
             still_keyframes: periodic keyframes in a row that run fine tiles only where the
-                frame changed (>= 0; 0: every keyframe runs every crop).
+                frame changed (>= 0; 0: every keyframe runs every crop and every small face it
+                finds marks its tiles, changed or not).
             still_refresh: a still followed face gets its own crop every this-many frames (>= 1;
                 1: every frame).
             still_threshold: grey-level change of a motion-grid cell that counts, 1..255.
@@ -347,7 +349,7 @@ class PyramidGate:
         reach = _coarser_sides(tiles)
         until = state.keyframes_seen + self.scale_memory - 1
         width, height = state.size
-        changed = state.keyframe_changed
+        changed = state.keyframe_changed if self.still_keyframes else None
         for box in found:
             if _is_large(box, width, height):
                 for k, tile in enumerate(tiles):

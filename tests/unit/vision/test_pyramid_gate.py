@@ -250,7 +250,7 @@ def test_a_still_keyframe_runs_fine_tiles_only_where_the_frame_changed(tiles: li
 
 
 def test_an_unchanged_tiny_face_keeps_no_tiles_running_and_a_new_one_does(tiles: list[Tile]) -> None:
-    gate = PyramidGate(keyframe_interval=2, still_keyframes=0, still_refresh=1, track_memory=0)
+    gate = PyramidGate(keyframe_interval=2, still_keyframes=1, still_refresh=1, track_memory=0)
     scene = _scene()
     poster = _box(400, 300, 30)  # a face-like pattern on the wall, tiny for the whole frame
     for _ in range(5):  # keyframes 1 (the first frame: marks), 2 and 3 (unchanged: mark nothing)
