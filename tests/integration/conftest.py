@@ -1,5 +1,5 @@
-"""Session fixtures of the integration tier: a real Kafka broker, a real Prometheus server, and
-names unique per test."""
+"""Session fixtures of the integration tier: a real Kafka broker, a real Prometheus server, the
+sample video with its watchlist, and names unique per test."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from openlfr.pipeline.samples import Samples, build_samples
 from openlfr.testing.kafka_broker import KafkaBroker, fetch_script
 from openlfr.testing.prometheus import PrometheusServer, find_binary
 
@@ -68,3 +71,15 @@ def unique_topic(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Samples:  # noqa: ANN001
+    """The sample video and its watchlist (``openlfr.pipeline.samples``), built once a session
+    and only read by the tests that feed it."""
+
+    def locate(image: np.ndarray) -> np.ndarray:
+        faces = analyzer.analyze(image)
+        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
+
+    return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)

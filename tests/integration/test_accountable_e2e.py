@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Frame
-from openlfr.pipeline.samples import Samples, build_samples
+from openlfr.pipeline.samples import Samples
 from openlfr.testing.console import ConsolePage, browser_available, chromium
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.stack import ServiceStack, StackError
@@ -35,15 +34,6 @@ pytestmark = pytest.mark.integration
 DEPLOYMENT = "dep-e2e"
 CAMERA = "cam-e2e"
 OUTSIDE = "cam-outside"
-
-
-@pytest.fixture(scope="module")
-def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Samples:
-    def locate(image: np.ndarray) -> np.ndarray:
-        faces = analyzer.analyze(image)
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
-
-    return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)
 
 
 @pytest.fixture

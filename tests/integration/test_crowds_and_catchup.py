@@ -19,14 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
 from openlfr.messages.codec import decode, encode, headers_for
 from openlfr.messages.models import Embeddings, Faces, Frame
 from openlfr.pipeline.frame_parts import DEFAULT_MESSAGE_MAX_BYTES
-from openlfr.pipeline.samples import Samples, build_samples
+from openlfr.pipeline.samples import Samples
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.stack import ServiceStack, StackError
 from openlfr.vision.images import decode_image
@@ -97,15 +96,6 @@ def test_a_crowd_of_85_faces_gets_through_detect_and_embed_whole(stack: ServiceS
         assert service.metric(f'openlfr_stage_messages_dropped_total{{stage="{stage}",reason="stale"') == 0
         assert service.metric(f'openlfr_stage_messages_dead_lettered_total{{stage="{stage}"') == 0
     assert stack.stop_all() == {"detect": 0, "embed": 0}
-
-
-@pytest.fixture(scope="module")
-def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Samples:
-    def locate(image: np.ndarray) -> np.ndarray:
-        faces = analyzer.analyze(image)
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
-
-    return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)
 
 
 def test_an_outage_of_detect_loses_no_alert_and_the_alerts_say_how_late(stack: ServiceStack, samples: Samples) -> None:

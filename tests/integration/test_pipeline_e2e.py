@@ -11,12 +11,10 @@ the stranger, also when the match service is killed with SIGKILL mid-stream and 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,22 +26,13 @@ import pytest
 from openlfr.kafka.replay import read_topic
 from openlfr.messages.models import Alert, DeadLetter, Frame
 from openlfr.messages.models import Faces as FacesMessage
-from openlfr.pipeline.samples import Samples, build_samples
+from openlfr.pipeline.samples import Samples
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.stack import ServiceProcess, ServiceStack, StackError
 
 pytestmark = pytest.mark.integration
 
 STAGES = ("detect", "embed", "match", "alert")
-
-
-@pytest.fixture(scope="module")
-def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Samples:
-    def locate(image: np.ndarray) -> np.ndarray:
-        faces = analyzer.analyze(image)
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
-
-    return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)
 
 
 class Pipeline(ServiceStack):

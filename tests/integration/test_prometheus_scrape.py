@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from openlfr.inference.triton_repo import assemble_repository
 from openlfr.inference.triton_server import TritonServer
 from openlfr.models.specs import ALL_MODELS
-from openlfr.pipeline.samples import Samples, build_samples
+from openlfr.pipeline.samples import Samples
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.prometheus import (
     DASHBOARDS_DIR,
@@ -46,15 +45,6 @@ CAMERA = "cam-prom"
 STAGES = ("detect", "embed", "match", "alert")
 #: The deployed config's jobs, which the test gives the same names.
 JOBS = tuple(yaml_values(PROMETHEUS_CONFIG, "job_name"))
-
-
-@pytest.fixture(scope="module")
-def samples(analyzer, faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Samples:
-    def locate(image: np.ndarray) -> np.ndarray:
-        faces = analyzer.analyze(image)
-        return faces.boxes[int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))]
-
-    return build_samples(faces_dir, tmp_path_factory.mktemp("samples"), locate=locate)
 
 
 @pytest.fixture(scope="module")
