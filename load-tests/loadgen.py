@@ -377,8 +377,21 @@ def stage_figures(final: dict[str, list[Scrape]], poller: MetricsPoller, wall_s:
                                      for s in scrapes)),
             "retries": int(sum(s.total("openlfr_stage_backend_retries_total", stage=stage) for s in scrapes)),
             "max_lag": poller.max_lag.get(stage),
+            # How many inputs each handle call took together: detect runs the crops of all of a
+            # batch's frames, of every camera, through the model in one call (per model).
+            "mean_batch": _ratio(sum(s.total("openlfr_stage_batch_size_messages_sum", stage=stage) for s in scrapes),
+                                 sum(s.total("openlfr_stage_batch_size_messages_count", stage=stage) for s in scrapes)),
         }
+        if stage == "detect":
+            run = sum(s.total("openlfr_detect_crops_total", kind="run") for s in scrapes)
+            out[stage]["crops_per_frame"] = _ratio(run, inputs)
+            out[stage]["crops_ungated_per_frame"] = _ratio(
+                sum(s.total("openlfr_detect_crops_total", kind="ungated") for s in scrapes), inputs)
     return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
 
 
 def count_faces(stack: Stack, cameras: set[str]) -> tuple[int, int, float | None]:

@@ -43,6 +43,8 @@ def test_loadgen_runs_end_to_end_and_reports_correct_alerts(kafka_broker: KafkaB
     cpu = report["process_cpu_s"]
     assert set(cpu) == {"detect", "embed", "match", "alert"} and all(v > 0 for v in cpu.values()), cpu
     assert max(cpu, key=cpu.get) == "detect", cpu
+    detect = report["stages"]["detect"]
+    assert detect["mean_batch"] >= 1 and 1 <= detect["crops_per_frame"] < detect["crops_ungated_per_frame"], detect
     assert report["cpu_ms_per_truth_face"] == pytest.approx(1e3 * sum(cpu.values()) / report["truth"]["faces"])
     assert report["stages"]["detect"]["inputs"] == 30
     assert report["exit_codes"] == {stage: [0] for stage in ("match", "detect", "embed", "alert")}
