@@ -50,10 +50,12 @@ COPY services/ services/
 COPY deploy/triton/ deploy/triton/
 # The models, the shape predictor's parsed arrays (build/cache: the services read it, the
 # read-only root filesystem keeps them from writing it), then the Triton model repositories of
-# both variants over the models.
+# both variants over the models. Written 0600 (atomic writes through mkstemp) and owned by root:
+# made readable for the services' user.
 RUN /opt/models-venv/bin/openlfr models build \
  && /opt/venv/bin/python -c "from openlfr import paths; from openlfr.models import sources; from openlfr.models.shape_predictor import ShapePredictor; ShapePredictor.load_cached(sources.dlib_model_path('shape_predictor_5'), cache_dir=paths.build_dir() / 'cache')" \
- && /opt/models-venv/bin/python -c "from openlfr import paths; from openlfr.inference.triton_repo import assemble_repository; from openlfr.models.specs import ALL_MODELS; [assemble_repository(v, paths.build_dir() / 'triton' / v, paths.model_dir(), list(ALL_MODELS.values()), link=False) for v in ('onnxruntime', 'onnxruntime-gpu')]"
+ && /opt/models-venv/bin/python -c "from openlfr import paths; from openlfr.inference.triton_repo import assemble_repository; from openlfr.models.specs import ALL_MODELS; [assemble_repository(v, paths.build_dir() / 'triton' / v, paths.model_dir(), list(ALL_MODELS.values()), link=False) for v in ('onnxruntime', 'onnxruntime-gpu')]" \
+ && chmod -R a+rX build
 
 # ---- runtime: the services
 FROM ${PYTHON_IMAGE} AS runtime
