@@ -10,9 +10,16 @@ at a time, in order, as one camera's frames reach the detect stage:
 * pyramid: :class:`openlfr.vision.pyramid_gate.PyramidGate` (coarse always, fine tiles only where
   keyframes found faces small enough to need them, a crop of its own around each small face
   being followed, and its still-scene rules: keyframes run fine tiles where the frame changed,
-  every third one everything; a still followed face is re-found every fourth frame);
-* pyramid-moving: the same without the still-scene rules (every keyframe runs everything, every
-  followed face gets its crop on every frame): the default before 2026-12-05.
+  every third one everything; a still followed face is re-found every fourth frame), the crops
+  around followed faces on the short-range model (``OPENLFR_DETECTOR_FOLLOW=short``): the
+  detect stage's default;
+* pyramid-full-follow: the same with those crops on the full-range model;
+* pyramid-moving: without the still-scene rules, with the short-range follow model;
+* pyramid-2026-12-04: neither (every keyframe runs everything, every followed face gets its
+  full-range crop on every frame): the default before 2026-12-05.
+
+A fifth clip is ``benchmarks/cpu_per_face.py``'s scene (every frame, 10 fps, with its ground
+truth). CPU seconds are this process's (every thread) over the clip.
 
 Recall is the share of the faces found with gating off that the gated run also finds (IoU >=
 0.5), so gating off is the reference, not ground truth; "new" counts the gated run's faces that
@@ -21,7 +28,7 @@ tiles miss it; not checked against ground truth). Time per frame includes the ga
 work (downscale, difference, tile selection). Local onnxruntime backend.
 
 Usage: .venv/bin/python benchmarks/bench_gating.py [--fps 5] [--keyframe 10] [--gates motion,pyramid]
-       [--video-fps F] [--out results.json]
+       [--out results.json]
 Prints a Markdown table.
 """
 
@@ -44,7 +51,7 @@ from openlfr.config import ModelSettings
 from openlfr.inference.local import LocalBackend
 from openlfr.models.build import build_all
 from openlfr.vision.detections import Detections
-from openlfr.vision.detector import FaceDetector, box_iou
+from openlfr.vision.detector import FaceDetector, box_iou, roi_tile
 from openlfr.vision.factory import build_analyzer
 from openlfr.vision.gating import MotionGate
 from openlfr.vision.pyramid_gate import PyramidGate
@@ -66,12 +73,40 @@ MATCH_IOU = 0.5
 RECOGNISABLE_PX = 40.0
 
 
-#: The gates compared, by name, made for a keyframe interval.
+_STILL_OFF = {"still_keyframes": 0, "still_refresh": 1}
+
+#: The variants compared, by name: a gate made for a keyframe interval, and the follow model.
 GATES = {
-    "motion": lambda k: MotionGate(keyframe_interval=k),
-    "pyramid": lambda k: PyramidGate(keyframe_interval=k),
-    "pyramid-moving": lambda k: PyramidGate(keyframe_interval=k, still_keyframes=0, still_refresh=1),
+    "motion": (lambda k: MotionGate(keyframe_interval=k), "short"),
+    "pyramid": (lambda k: PyramidGate(keyframe_interval=k), "short"),
+    "pyramid-full-follow": (lambda k: PyramidGate(keyframe_interval=k), "same"),
+    "pyramid-moving": (lambda k: PyramidGate(keyframe_interval=k, **_STILL_OFF), "short"),
+    "pyramid-2026-12-04": (lambda k: PyramidGate(keyframe_interval=k, **_STILL_OFF), "same"),
 }
+
+#: ``benchmarks/cpu_per_face.py``'s scene (seed 7), every frame.
+CPU_SCENE = "cpu_per_face scene (1280x720, 10 fps, 2 lanes of walkers, every frame)"
+
+
+def cpu_scene_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The frames of ``cpu_per_face.py``'s scene (built on first use) and its pasted faces."""
+    import cv2
+
+    sys.path.insert(0, str(paths.REPO_ROOT / "benchmarks"))
+    import cpu_per_face
+
+    scene = cpu_per_face.build_scene(7)
+    capture = cv2.VideoCapture(str(scene.video))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    faces = json.loads(scene.truth.read_text())["frame_faces"]
+    truth = [np.array([f["box"] for f in frame], np.float32).reshape(-1, 4) for frame in faces]
+    return frames, truth
 
 
 def recognisable(found: Detections) -> Detections:
@@ -115,10 +150,11 @@ def truth_recall(truth: list[np.ndarray], found: list[Detections]) -> float:
 
 
 def run(detector: FaceDetector, frames: list[np.ndarray], gate: MotionGate | PyramidGate | None) -> dict:
-    """Detect every frame in order; seconds, crops and detections per frame."""
+    """Detect every frame in order; seconds, crops and detections per frame, CPU seconds."""
     seconds: list[float] = []
     crops: list[int] = []
     found: list[Detections] = []
+    cpu_started = time.process_time()
     for frame in frames:
         t0 = time.perf_counter()
         tiles = detector.tiles_for(frame.shape[1], frame.shape[0])
@@ -137,7 +173,7 @@ def run(detector: FaceDetector, frames: list[np.ndarray], gate: MotionGate | Pyr
             crops.append(int(mask.sum()))
         seconds.append(time.perf_counter() - t0)
         found.append(det)
-    return {"seconds": seconds, "crops": crops, "found": found}
+    return {"seconds": seconds, "crops": crops, "found": found, "cpu_s": time.process_time() - cpu_started}
 
 
 def matched(reference: Detections, other: Detections) -> int:
@@ -171,23 +207,32 @@ def main() -> int:
         parser.error(f"--gates: unknown {unknown or 'none given'}; choose from {', '.join(GATES)}")
     model_dir = paths.model_dir()
     build_all(model_dir)
-    detector = build_analyzer(ModelSettings(), backend=LocalBackend(model_dir)).detector
+    backend = LocalBackend(model_dir)
+    detectors = {follow: build_analyzer(ModelSettings(detector_follow=follow), backend=backend).detector
+                 for follow in ("short", "same")}
+    detector = detectors["same"]
     rows = []
     clips = {label: [f.image for f in iter_video_frames(path, sample_fps=args.fps)] for label, path in VIDEOS.items()}
-    clips[LOADTEST], truth = loadtest_frames(args.fps)
+    truths: dict[str, list[np.ndarray]] = {}
+    clips[LOADTEST], truths[LOADTEST] = loadtest_frames(args.fps)
+    clips[CPU_SCENE], truths[CPU_SCENE] = cpu_scene_frames()
     for label, frames in clips.items():
-        detector.detect_many(frames[:1])  # warm-up
+        for d in detectors.values():
+            d.detect_many(frames[:1], extra_tiles=[(roi_tile((10, 10, 60, 60), frame_width=frames[0].shape[1],
+                                                             frame_height=frames[0].shape[0], input_size=d.follow_input_size,
+                                                             factor=4.0, min_side=d.follow_input_size),)])  # warm-up
         off = run(detector, frames, None)
         reference = sum(len(d) for d in off["found"])
         row = {"video": label, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "frames": len(frames),
                "fps_off": len(frames) / sum(off["seconds"]), "crops_off": float(np.mean(off["crops"])),
-               "faces_off": reference}
-        if label == LOADTEST:
+               "faces_off": reference, "cpu_s_off": off["cpu_s"]}
+        truth = truths.get(label)
+        if truth is not None:
             row["truth_faces"] = sum(len(t) for t in truth)
             row["truth_recall_off"] = truth_recall(truth, off["found"])
-        gates = {name: GATES[name](args.keyframe) for name in names}
-        for name, gate in gates.items():
-            on = run(detector, frames, gate)
+        for name in names:
+            make_gate, follow = GATES[name]
+            on = run(detectors[follow], frames, make_gate(args.keyframe))
             hits = sum(matched(a, b) for a, b in zip(off["found"], on["found"]))
             faces = sum(len(d) for d in on["found"])
             big = sum(len(recognisable(d)) for d in off["found"])
@@ -195,8 +240,8 @@ def main() -> int:
             row.update({f"fps_{name}": len(frames) / sum(on["seconds"]), f"crops_{name}": float(np.mean(on["crops"])),
                         f"faces_{name}": faces, f"recall_{name}": hits / reference if reference else float("nan"),
                         f"recall40_{name}": big_hits / big if big else float("nan"), "faces40_off": big,
-                        f"new_{name}": faces - hits})
-            if label == LOADTEST:
+                        f"new_{name}": faces - hits, f"cpu_s_{name}": on["cpu_s"]})
+            if truth is not None:
                 row[f"truth_recall_{name}"] = truth_recall(truth, on["found"])
         rows.append(row)
     meta = {
@@ -210,12 +255,13 @@ def main() -> int:
     print(f"\nMachine: {meta['machine']}; date {meta['date']}; {args.fps:g} fps sampling, "
           f"keyframe every {args.keyframe} frames; local onnxruntime\n")
     heads = " / ".join(["off", *names])
-    print(f"| video | frames | frames/s {heads} | crops per frame {heads} | faces {heads} | "
+    print(f"| video | frames | frames/s {heads} | CPU s {heads} | crops per frame {heads} | faces {heads} | "
           f"recall vs off: {', '.join(names)} | faces >= 40 px off; recall: {', '.join(names)} | "
           f"new faces: {', '.join(names)} |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['video']} | {r['frames']} | " + " / ".join(f"{r['fps_' + n]:.1f}" for n in ["off", *names])
+              + " | " + " / ".join(f"{r['cpu_s_' + n]:.2f}" for n in ["off", *names])
               + " | " + " / ".join(f"{r['crops_' + n]:.1f}" for n in ["off", *names])
               + " | " + " / ".join(f"{r['faces_' + n]}" for n in ["off", *names])
               + " | " + ", ".join(f"{r['recall_' + n]:.3f}" for n in names)
