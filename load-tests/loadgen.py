@@ -668,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["args"] = {k: str(v) for k, v in vars(args).items()}
     print(markdown_row(result))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     with contextlib.suppress(KeyError):
         log(f"correctness ok={result['correctness']['ok']} latency p99="
