@@ -9,7 +9,8 @@ deploy/compose/local.yml`` runs
 - the face models in-process (``OPENLFR_BACKEND=local``, onnxruntime) instead of on Triton, and the
   watchlist vectors in the embedded store (``OPENLFR_VECTOR_STORE=edge``, on the match volume)
   instead of on a Qdrant server: neither server has an image this machine can build;
-- healthchecks without ``start_interval``, which compose refuses on podman's API;
+- healthchecks without ``start_interval``, which compose refuses on podman's API, and as shell
+  lines (podman 4.3's API splits a CMD check's arguments at spaces);
 - Qdrant, Prometheus and Grafana only under their profiles (``qdrant``, ``monitoring``), for a
   machine that can pull their images; Triton stays under ``cpu``/``gpu`` as before.
 
@@ -20,6 +21,7 @@ name OPENLFR_QDRANT_API_KEY and GRAFANA_ADMIN_PASSWORD (any value: nothing local
 from __future__ import annotations
 
 import copy
+import shlex
 from typing import Any
 
 import yaml
@@ -65,10 +67,17 @@ def local_override(project: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"image": local_image(service["image"]), "pull_policy": "never"}
         if "build" in service:
             entry["build"] = Reset()
-        if "start_interval" in service.get("healthcheck", {}):
+        check = service.get("healthcheck", {})
+        if check:
+            entry["healthcheck"] = {}
+        if "start_interval" in check:
             # Compose refuses it below Docker Engine 25's API, which podman 4.3's is
             # (scripts/podman-api.sh's ticker checks every 2 s while a container starts instead).
-            entry["healthcheck"] = {"start_interval": Reset()}
+            entry["healthcheck"]["start_interval"] = Reset()
+        if check.get("test", [""])[0] == "CMD":
+            # podman 4.3's Docker API joins a CMD check's words and splits them again at spaces,
+            # so `python -c "import a; b"` ran as `python -c import ...`: a shell line survives.
+            entry["healthcheck"]["test"] = ["CMD-SHELL", shlex.join(check["test"][1:])]
         env = service.get("environment", {})
         if env.get("OPENLFR_BACKEND") == "triton" or env.get("OPENLFR_VECTOR_STORE") == "qdrant":
             local_env = {key: value for key, value in env.items() if key not in SERVER_ONLY_ENV}

@@ -39,7 +39,9 @@ def test_local_stack_runs_only_images_built_here(merged: dict[str, Any]) -> None
     for name, service in services.items():
         assert service["image"].startswith("localhost/openlfr/"), name
         assert service.get("pull_policy") == "never" and "build" not in service, name
-        assert "start_interval" not in service.get("healthcheck", {}), name  # podman 4.3's API refuses it
+        check = service.get("healthcheck", {})
+        assert "start_interval" not in check, name  # podman 4.3's API refuses it
+        assert check.get("test", ["CMD-SHELL"])[0] != "CMD", name  # and splits its words at spaces
 
 
 def test_local_stack_runs_models_in_process_and_vectors_embedded(merged: dict[str, Any]) -> None:
