@@ -91,6 +91,8 @@ DETECT_MAX_FRAME_AGE_S = 1.0
 FRAME_PARTITIONS = 6
 #: Frames in all pools together at most (about 100 KB each in memory).
 MAX_POOL_FRAMES = 2400
+#: Drop reasons that are frames shed (``openlfr.pipeline.freshness``).
+SHED_REASONS = frozenset({"stale", "catchup_sampled"})
 SCRAPE_S = 1.0
 SETTLE_S = 3.0
 
@@ -477,8 +479,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     active_s = (max(last_embeddings or generator["end_ts"], generator["end_ts"]) - generator["start_ts"])
     stages = stage_figures(final, poller, end - generator["start_ts"],
                            {"detect": args.detect_replicas, "embed": args.embed_replicas})
+    # Shed for freshness only: embed's "skipped" (every face of a frame left out by the embed
+    # skip, a decision that cannot change) and detect's "no_face" are not frames lost.
     frames_dropped = generator["dropped_queue_full"] + sum(
-        sum(stages.get(s, {}).get("dropped", {}).values()) for s in ("detect", "embed"))
+        n for s in ("detect", "embed") for reason, n in stages.get(s, {}).get("dropped", {}).items()
+        if reason in SHED_REASONS)
     busy_all = sum(s["busy_s"] for s in stages.values())
     # Whole processes while the frames went through (start-up left out: a service starts once).
     process_cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
