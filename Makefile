@@ -1,5 +1,5 @@
 # The two commands of README.md. Both do all the set-up they need on a fresh machine.
-.PHONY: setup setup-test demo test test-unit test-integration services bench images
+.PHONY: setup setup-test demo test test-unit test-integration services bench images test-images
 
 # What the demo needs: Python 3.11 and the shared face set, nothing else.
 setup:
@@ -34,3 +34,7 @@ bench: setup
 # The container images, built here with podman from Debian bases (no registry pull): scripts/images.sh.
 images: setup-test
 	scripts/images.sh
+
+# The stack from those images under compose over podman, end to end (also in the integration tier).
+test-images: setup-test
+	.venv/bin/python -m pytest tests/integration/test_compose_images.py
