@@ -138,6 +138,8 @@ def stack(samples: Samples) -> Iterator[Stack]:
     _run("scripts/images.sh", timeout=3600)
     _run("scripts/compose-kafka-credentials.sh", timeout=120)
     demo_cohort()  # ./build/cohort/default.npz, which the match service mounts
+    pid_file = REPO / "build" / "podman" / "service.pid"
+    api_was_up = pid_file.is_file() and Path(f"/proc/{pid_file.read_text().strip()}").exists()
     api = _run("scripts/podman-api.sh", "start", timeout=60)
     env = {**os.environ, "CONTAINERS_CONF": str(REPO / "deploy" / "podman" / "containers.conf"),
            "DOCKER_HOST": api.stdout.split("DOCKER_HOST=")[1].split()[0]}
@@ -173,6 +175,8 @@ def stack(samples: Samples) -> Iterator[Stack]:
             s.compose("down", "--volumes", "--remove-orphans", "--timeout", "60", check=False)
         env_file.unlink(missing_ok=True)
         override.unlink(missing_ok=True)
+        if not api_was_up:  # the API and its ticker as the test found them
+            _run("scripts/podman-api.sh", "stop", timeout=60, check=False)
 
 
 def test_compose_stack_from_the_images_alerts_once_per_enrolled_person(stack: Stack, samples: Samples) -> None:
