@@ -13,8 +13,8 @@
 #                                                jars scripts/kafka-fetch.sh gives the tests
 #
 # Cached: a base is rebuilt only when its inputs (suite, mirror, packages, set-up) change (a hash
-# in its label); podman reuses the Dockerfiles' layers, and pip's downloads live in a cache
-# mount between builds. Each build's time and each image's size are printed and appended to
+# in its label); podman reuses the Dockerfiles' layers (and pip's cache mount, where the network's
+# answers are cacheable: behind this machine's proxy they are not, docs/operations.md). Each build's time and each image's size are printed and appended to
 # build/images/builds.log. Needs root, podman, runc and debootstrap (scripts/test-deps.sh) and
 # the network to Debian and PyPI. docs/operations.md, "Images with podman".
 set -euo pipefail
