@@ -11,7 +11,7 @@ still.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -94,12 +94,31 @@ class GatePlan:
         return int(self.mask.sum()) + len(self.extra)
 
 
+#: Frames of a camera planned and not yet remembered that are kept (a bound: the detect stage
+#: remembers every frame it planned, in order, once its batch is detected).
+MAX_PLANNED = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """What :meth:`PyramidGate.remember` needs of the plan of one frame: several frames of a
+    camera may be planned before the first is remembered (a batch detected in one call)."""
+
+    #: The frame's keyframe number, or None when it was not a keyframe.
+    keyframe_no: int | None = None
+    #: Cells changed since the keyframe before (keyframes; None: unknown, all count as changed).
+    changed: np.ndarray | None = None
+    #: Still followed faces left without a crop on this frame: carried as found.
+    carried: tuple[np.ndarray, ...] = ()
+    #: The frame's motion grid.
+    grid: np.ndarray | None = None
+
+
 @dataclass(slots=True)
 class _PyramidState:
     size: tuple[int, int]
     frames_seen: int = 0
     keyframes_seen: int = 0
-    last_was_keyframe: bool = True
     #: Keyframes in a row that ran only where the frame changed.
     still_keyframes_run: int = 0
     #: Per crop of the detector's plan: the keyframe count up to which it keeps running.
@@ -108,16 +127,15 @@ class _PyramidState:
     faces: list[np.ndarray] = field(default_factory=list)
     #: A small grey copy of the camera's last frame (scene-change test).
     thumb: np.ndarray | None = None
-    #: The motion grid of the camera's last frame and of its last keyframe.
-    grid: np.ndarray | None = None
+    #: The motion grid of the camera's last keyframe, and of the last frame whose faces were
+    #: remembered (where the followed faces were seen).
     keyframe_grid: np.ndarray | None = None
-    #: Cells changed between the last two keyframes (None: unknown, everything counts as changed).
-    keyframe_changed: np.ndarray | None = None
+    faces_grid: np.ndarray | None = None
     #: Still faces left without a crop of their own on the latest frames, with how many frames
     #: in a row; they stay followed (the gate carries them into the faces of the frame).
     carried: list[tuple[np.ndarray, int]] = field(default_factory=list)
-    #: Boxes carried on the frame being planned (added to what the detector finds).
-    carry_now: list[np.ndarray] = field(default_factory=list)
+    #: The frames planned and not yet remembered, oldest first.
+    planned: deque[_Planned] = field(default_factory=lambda: deque(maxlen=MAX_PLANNED))
 
 
 class PyramidGate:
@@ -280,20 +298,16 @@ class PyramidGate:
                 full = state.still_keyframes_run >= self.still_keyframes
             if keyframe:
                 state.frames_seen = 0  # the next keyframe_interval counts from here
-        previous_grid = state.grid
         state.thumb = thumb
-        state.grid = grid
         state.frames_seen += 1
-        state.last_was_keyframe = keyframe
-        state.carry_now = []
         self._tiles[camera_id] = list(tiles)
         levels = np.array([t.level for t in tiles])
         if keyframe:
             state.keyframes_seen += 1
             changed = None if fresh or state.keyframe_grid is None else self._changed(state.keyframe_grid, grid)
-            state.keyframe_changed = changed
             state.keyframe_grid = grid
             state.carried = []
+            state.planned.append(_Planned(keyframe_no=state.keyframes_seen, changed=changed, grid=grid))
             if full or changed is None:
                 state.still_keyframes_run = 0
                 return GatePlan(np.ones(len(tiles), bool))
@@ -306,7 +320,9 @@ class PyramidGate:
         followed = _recent_boxes([*state.faces, *([np.stack([b for b, _ in carried_before])] if carried_before else [])])
         if any(_is_large(box, width, height) for box in followed):
             mask |= levels == CLOSE_UP_LEVEL
-        moved = None if previous_grid is None else self._changed(previous_grid, grid)
+        # Changed since the frame the followed faces were last seen in (the frame before, unless
+        # several frames of the camera are planned before their faces are remembered).
+        moved = None if state.faces_grid is None else self._changed(state.faces_grid, grid)
         extra: list[Tile] = []
         spill: list[np.ndarray] = []
         carried: list[tuple[np.ndarray, int]] = []
@@ -330,26 +346,30 @@ class PyramidGate:
                 if tile.level >= need and _touches_any(box[None, :], tile):
                     mask[k] = True
         state.carried = carried
-        state.carry_now = [box for box, _ in carried]
+        state.planned.append(_Planned(carried=tuple(box for box, _ in carried), grid=grid))
         return GatePlan(mask, tuple(extra))
 
     def remember(self, camera_id: str, boxes: np.ndarray) -> None:
-        """Record the face boxes (``(n, 4)`` frame pixels) found in the camera's latest frame."""
+        """Record the face boxes (``(n, 4)`` frame pixels) found in the oldest frame of the camera
+        planned and not yet remembered (frames are remembered in the order they were planned)."""
         state = self._cameras.get(camera_id)
         if state is None:
             return
+        planned = state.planned.popleft() if state.planned else _Planned()
+        if planned.grid is not None:
+            state.faces_grid = planned.grid
         found = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
         if self.track_memory:
-            still = [b for b in state.carry_now if all(_iou(b, f) < 0.3 for f in found)]
+            still = [b for b in planned.carried if all(_iou(b, f) < 0.3 for f in found)]
             state.faces.append(np.concatenate([found, np.asarray(still, np.float32).reshape(-1, 4)]))
             del state.faces[: max(0, len(state.faces) - self.track_memory)]
-        if not state.last_was_keyframe or found.shape[0] == 0:
+        if planned.keyframe_no is None or found.shape[0] == 0:
             return
         tiles = self._tiles.get(camera_id, [])
         reach = _coarser_sides(tiles)
-        until = state.keyframes_seen + self.scale_memory - 1
+        until = planned.keyframe_no + self.scale_memory - 1
         width, height = state.size
-        changed = state.keyframe_changed if self.still_keyframes else None
+        changed = planned.changed if self.still_keyframes else None
         for box in found:
             if _is_large(box, width, height):
                 for k, tile in enumerate(tiles):

@@ -285,6 +285,33 @@ def test_a_still_followed_face_is_refound_every_still_refresh_frames_and_stays_f
         moving.remember("cam", _box(x, 600, 150))
 
 
+def test_frames_planned_together_are_remembered_each_with_its_own_plan(tiles: list[Tile]) -> None:
+    """The detect stage plans a batch's frames of a camera before it remembers the first: a
+    keyframe's faces still mark their tiles when the frame planned after it was no keyframe."""
+    gate = PyramidGate(keyframe_interval=3, still_keyframes=0, still_refresh=1, track_memory=0)
+    cx, cy = 1500.0, 300.0
+    batch = [gate.plan("cam", FRAME, tiles, input_size=INPUT) for _ in range(2)]  # a keyframe, then not
+    assert batch[0].mask.all() and int(batch[1].mask.sum()) == 1
+    gate.remember("cam", _box(cx, cy, 30))  # the keyframe's faces: tiny, they need the fine tiles
+    gate.remember("cam", NONE)
+    fine = [t for t, on in zip(tiles, gate.plan("cam", FRAME, tiles, input_size=INPUT).mask) if on and t.level >= 1]
+    assert fine and all(_holds(t, cx, cy) for t in fine)
+
+
+def test_a_face_that_walked_off_is_looked_for_not_carried_as_still(tiles: list[Tile]) -> None:
+    """Frames planned together, the followed face's place unchanged between them but changed
+    since the frame it was seen in (the walker left): the gate looks for it again instead of
+    carrying a face that is no longer there."""
+    gate = PyramidGate(keyframe_interval=100, still_refresh=4, track_memory=2)
+    scene = _scene()
+    seen = _with_patch(scene, 940, 540)  # someone at (1000, 600)
+    gate.plan("cam", seen, tiles, input_size=INPUT)
+    gate.remember("cam", _box(1000, 600, 150))
+    gone = _with_patch(scene, 1400, 540)  # the next frames: they walked on
+    plans = [gate.plan("cam", gone, tiles, input_size=INPUT) for _ in range(3)]
+    assert all(len(p.extra) == 1 and p.extra[0].x0 < 1000 < p.extra[0].x1 for p in plans)
+
+
 def test_roi_tile_is_centred_clipped_and_never_below_min_side() -> None:
     centred = roi_tile((900, 500, 1000, 600), frame_width=WIDTH, frame_height=HEIGHT, input_size=INPUT,
                        factor=4.0, min_side=INPUT)
