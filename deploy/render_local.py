@@ -11,8 +11,9 @@ deploy/compose/local.yml`` runs
   instead of on a Qdrant server: neither server has an image this machine can build;
 - healthchecks without ``start_interval``, which compose refuses on podman's API, and as shell
   lines (podman 4.3's API splits a CMD check's arguments at spaces);
-- Qdrant, Prometheus and Grafana only under their profiles (``qdrant``, ``monitoring``), for a
-  machine that can pull their images; Triton stays under ``cpu``/``gpu`` as before.
+- Prometheus from Debian's package (``localhost/openlfr/prometheus:bookworm``);
+- Qdrant and Grafana only under their profiles (``qdrant``, ``monitoring``), for a machine that
+  can pull their images; Triton stays under ``cpu``/``gpu`` as before.
 
 Compose reads the main file's ``${VAR:?}`` secrets before merging, so the env file must still
 name OPENLFR_QDRANT_API_KEY and GRAFANA_ADMIN_PASSWORD (any value: nothing local reads them).
@@ -31,7 +32,10 @@ LOCAL_REGISTRY = "localhost"
 #: Settings that name a server the local stack does not run.
 SERVER_ONLY_ENV = ("OPENLFR_TRITON_URL", "OPENLFR_TRITON_PROTOCOL", "OPENLFR_QDRANT_URL", "OPENLFR_QDRANT_API_KEY")
 #: The services without a locally built image, and the profile that brings each back.
-PROFILED = {"qdrant": "qdrant", "prometheus": "monitoring", "grafana": "monitoring"}
+PROFILED = {"qdrant": "qdrant", "grafana": "monitoring"}
+#: Services whose local image is not the main file's name under localhost/: Prometheus from
+#: Debian's package (scripts/images.sh), the version the monitoring tests run.
+LOCAL_IMAGES = {"prometheus": "localhost/openlfr/prometheus:bookworm"}
 #: The servers the local stack replaces with in-process backends.
 REPLACED = ("triton", "triton-gpu", "qdrant")
 
@@ -62,9 +66,13 @@ def local_override(project: dict[str, Any]) -> dict[str, Any]:
         if name in PROFILED:
             services[name] = {"profiles": [PROFILED[name]]}
             continue
-        if name.startswith("triton") or not service["image"].startswith("openlfr/"):
+        if name in LOCAL_IMAGES:
+            image = LOCAL_IMAGES[name]
+        elif name.startswith("triton") or not service["image"].startswith("openlfr/"):
             continue  # Triton keeps its profiles and its images
-        entry: dict[str, Any] = {"image": local_image(service["image"]), "pull_policy": "never"}
+        else:
+            image = local_image(service["image"])
+        entry: dict[str, Any] = {"image": image, "pull_policy": "never"}
         if "build" in service:
             entry["build"] = Reset()
         check = service.get("healthcheck", {})

@@ -11,6 +11,8 @@
 #   localhost/openlfr/openlfr:0.1.0              Dockerfile, target runtime (the five services)
 #   localhost/openlfr/kafka:4.3.1                deploy/kafka/Dockerfile over build/kafka/libs: the
 #                                                jars scripts/kafka-fetch.sh gives the tests
+#   localhost/openlfr/prometheus:bookworm        Debian 12 minbase + Debian's prometheus (2.42, the
+#                                                one the monitoring tests run), wget for its check
 #
 # Cached: a base is rebuilt only when its inputs (suite, mirror, packages, set-up) change (a hash
 # in its label); podman reuses the Dockerfiles' layers (and pip's cache mount, where the network's
@@ -28,6 +30,7 @@ SUITE=bookworm
 MIRROR=${OPENLFR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PYTHON_BASE=localhost/openlfr-base/python:3.11-$SUITE
 JAVA_BASE=localhost/openlfr-base/java:17-$SUITE
+PROMETHEUS_IMAGE=localhost/openlfr/prometheus:$SUITE
 OPENLFR_IMAGE=localhost/openlfr/openlfr:$VERSION
 OPENLFR_BUILD_STAGE=localhost/openlfr/openlfr-build:$VERSION
 KAFKA_IMAGE=localhost/openlfr/kafka:$KAFKA_VERSION
@@ -46,12 +49,15 @@ record() {  # record IMAGE SECONDS
     printf '%s %s size_bytes=%s build_s=%s\n' "$(date -u +%FT%TZ)" "$1" "$size" "$2" >> "$LOG"
 }
 
-# base IMAGE PACKAGES SETUP: a Debian minbase root filesystem with PACKAGES, SETUP run in it
-# (chroot, /bin/sh -e), imported as IMAGE; skipped when IMAGE exists with the same inputs.
+# base IMAGE PACKAGES SETUP [CHANGE...]: a Debian minbase root filesystem with PACKAGES, SETUP run
+# in it (chroot, /bin/sh -e), imported as IMAGE with the Dockerfile instructions CHANGE; skipped
+# when IMAGE exists with the same inputs.
 base() {
     local image=$1 packages=$2 setup=$3
-    local inputs
-    inputs=$(printf '%s\n' "$SUITE" "$MIRROR" "$packages" "$setup" | sha256sum | cut -c1-16)
+    shift 3
+    local changes=() change inputs
+    for change in "$@"; do changes+=(--change "$change"); done
+    inputs=$(printf '%s\n' "$SUITE" "$MIRROR" "$packages" "$setup" "$@" | sha256sum | cut -c1-16)
     if podman image exists "$image" \
         && [ "$(podman image inspect --format '{{index .Labels "org.openlfr.base.inputs"}}' "$image")" = "$inputs" ]; then
         log "$image up to date (inputs $inputs)"
@@ -82,6 +88,7 @@ base() {
         --change 'ENV LANG=C.UTF-8' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["/bin/bash"]' \
+        "${changes[@]}" \
         "$rootfs.tar" "$image" >/dev/null
     rm -rf "$rootfs" "$rootfs.log" "$rootfs.tar"
     record "$image" $(( $(date +%s) - started ))
@@ -95,6 +102,12 @@ bases() {
         'ln -sf /usr/bin/python3.11 /usr/local/bin/python; ln -sf /usr/bin/python3.11 /usr/local/bin/python3'
     # No /proc in the chroot, so java cannot run there (it finds libjli.so through /proc/self/exe).
     base "$JAVA_BASE" openjdk-17-jre-headless,ca-certificates 'test -x "$(readlink -f /usr/bin/java)"'
+    # Prometheus as Debian packages it, run as its package's user; /prometheus (the compose
+    # volume's mount point) owned by that user, so a new volume starts writable.
+    base "$PROMETHEUS_IMAGE" prometheus,wget \
+        'mkdir -p /prometheus && chown prometheus:prometheus /prometheus && test -x /usr/bin/prometheus' \
+        'USER prometheus' 'WORKDIR /prometheus' 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+        'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
 }
 
 # build IMAGE ARGS...: podman build, never pulling, with the layer cache.

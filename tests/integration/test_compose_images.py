@@ -36,8 +36,8 @@ REPO = paths.REPO_ROOT
 COMPOSE = REPO / "build" / "deploy-tools" / "bin" / "docker-compose"
 WORK = REPO / "build" / "images" / "e2e"
 CAMERA = "cam-demo"  # the compose file's default camera
-SERVICES = ("kafka-users", "topic-init", "detect", "embed", "match", "alert")
-HEALTHY = ("kafka", "detect", "embed", "match", "alert")
+SERVICES = ("kafka-users", "topic-init", "detect", "embed", "match", "alert", "prometheus")
+HEALTHY = ("kafka", "detect", "embed", "match", "alert", "prometheus")
 
 # Run inside the network (the broker advertises kafka:9092) as openlfr-admin, from the image.
 _READ_ALERTS = """
@@ -166,6 +166,7 @@ def stack(samples: Samples) -> Iterator[Stack]:
         f"    volumes: !override ['{samples.video.parent}:/data/samples:ro']\n"
         "  match:\n    ports: !override ['127.0.0.1::8080']\n"
         "  alert:\n    ports: !override ['127.0.0.1::8080']\n"
+        "  prometheus:\n    ports: !override ['127.0.0.1::9090']\n"
     )
     s = Stack(project=project, env_file=env_file, override=override, env=env, tokens=keys.tokens)
     try:
@@ -220,6 +221,10 @@ def test_compose_stack_from_the_images_alerts_once_per_enrolled_person(stack: St
     assert sorted(item["alert_id"] for item in review.json()["items"]) == sorted(a["alert_id"] for a in alerts)
     # The kill was mid-stream: the restarted match had embeddings left to consume.
     assert _metric(stack.url("match"), matched) > 0
+    # Prometheus (Debian's, in its image) scrapes the services by their compose names.
+    prometheus = "http://" + stack.compose("port", "prometheus", "9090").stdout.strip().replace("0.0.0.0", "127.0.0.1")
+    up = httpx.get(prometheus + "/api/v1/query", params={"query": 'up{job=~"match|alert"}'}, timeout=30).json()
+    assert sorted((r["metric"]["job"], r["value"][1]) for r in up["data"]["result"]) == [("alert", "1"), ("match", "1")], up
 
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "60")
     assert stack.containers() == []
