@@ -3,6 +3,7 @@ it (`docker-compose config`), on the images scripts/images.sh builds."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ COMPOSE = REPO / "build" / "deploy-tools" / "bin" / "docker-compose"
 @pytest.fixture(scope="module")
 def merged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if not COMPOSE.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and no compose binary at build/deploy-tools/bin: scripts/deploy-tools.sh installs it")
         pytest.skip("no compose binary; scripts/deploy-tools.sh installs it")
     env_file = tmp_path_factory.mktemp("env") / "secrets.env"
     env_file.write_text("".join(f"{var}=x\n" for var in (
