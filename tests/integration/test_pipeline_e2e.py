@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from openlfr.kafka.replay import read_topic
+from openlfr.kafka.replay import group_caught_up, read_topic
 from openlfr.messages.models import Alert, DeadLetter, Frame
 from openlfr.messages.models import Faces as FacesMessage
 from openlfr.pipeline.samples import Samples
@@ -196,6 +196,9 @@ def test_two_detect_replicas_share_partitions_and_process_each_frame_once(
         if handled >= len(frames) or time.monotonic() > deadline:
             break
         time.sleep(1)
+    while not group_caught_up(kafka_broker.bootstrap, "openlfr-detect", prefix + "openlfr.frames.v1"):
+        assert time.monotonic() < deadline, "detect took every frame but did not commit them all"
+        time.sleep(1)  # committed: every faces message of those frames is acknowledged
     faces = read_topic(kafka_broker.bootstrap, prefix + "openlfr.faces.v1", FacesMessage)
     ids = [f.frame_id for f in faces]
     assert handled == len(frames) >= 6 * 17  # 8.6 s of video at 2 fps, six cameras

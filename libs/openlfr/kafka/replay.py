@@ -72,3 +72,27 @@ def read_topic(bootstrap: Bootstrap, topic: str, model: type[M], *, timeout_s: f
         return out
     finally:
         consumer.close()
+
+
+def group_caught_up(bootstrap: Bootstrap, group: str, topic: str, *, timeout_s: float = 10.0) -> bool:
+    """Whether ``group`` has committed every partition of ``topic`` up to its current end.
+
+    The runner commits an input only after its outputs are acknowledged, so a group caught up
+    with its input has published everything it will for what the topic held when asked. Only
+    reads the group's offsets: it never joins the group.
+    """
+    consumer = Consumer({**client_config(bootstrap), "group.id": group, "enable.auto.commit": False,
+                         "logger": LIBRDKAFKA_LOGGER})
+    try:
+        info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if info is None or info.error is not None:
+            return False
+        partitions = [TopicPartition(topic, p) for p in info.partitions]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=timeout_s)}
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            if high > low and committed.get(tp.partition, -1) < high:
+                return False
+        return True
+    finally:
+        consumer.close()
