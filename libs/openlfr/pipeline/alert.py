@@ -9,8 +9,9 @@ the reason, counted in ``openlfr_alert_matches_refused_total{reason}``:
   stage's clock (``openlfr.pipeline.event_time``; also counted per camera);
 * the registry's checks (``openlfr.pipeline.match_trust``): the deployment and the subject exist,
   the deployment covers the camera at the capture time and searches the watchlist, the subject is
-  on it, and the thresholds are not below the deployment's. The registry not answering pauses the
-  stage (``BackendUnavailable``): nothing is alerted unchecked, nothing dropped.
+  on it, neither is suspended (nor the subject expired), and the thresholds are not below the
+  deployment's. The registry not answering pauses the stage (``BackendUnavailable``): nothing is
+  alerted unchecked, nothing dropped.
 
 ``alert_id`` is the first 32 hex digits of SHA-256 of ``"<camera_id>|<track_id>|<subject_id>"``:
 a replayed match gives the same id. A match is suppressed (counted in ``dropped``) when
@@ -244,6 +245,7 @@ class AlertStage(Stage[Match]):
             if replay is None and self.signer.verify(incoming.message):
                 self.authority.deployment(incoming.message.deployment_id)
                 self.authority.subject(incoming.message.subject_id)
+                self.authority.watchlist(incoming.message.watchlist_id)
         self._redelivery.forget_before(batch)
         for incoming, replay in zip(batch, replays, strict=True):
             if replay is None:
@@ -276,7 +278,8 @@ class AlertStage(Stage[Match]):
         if ahead is not None:
             return self._refuse(outcome, match, "clock_ahead", ahead)
         refusal = check_match(match, deployment=self.authority.deployment(match.deployment_id),
-                              subject=self.authority.subject(match.subject_id))
+                              subject=self.authority.subject(match.subject_id),
+                              watchlist=self.authority.watchlist(match.watchlist_id))
         if refusal is not None:
             return self._refuse(outcome, match, *refusal)
         alert_id = alert_id_for(camera_id=match.camera_id, track_id=match.track_id, subject_id=match.subject_id)

@@ -10,10 +10,17 @@ reason, when
 * ``watchlist_not_deployed``: the match's watchlist is not one the deployment searches;
 * ``unknown_subject``: the registry has no such subject (never enrolled, or deleted since);
 * ``subject_not_on_watchlist``: the subject is on another watchlist than the match says;
+* ``subject_suspended``: the subject is suspended, or past its ``expires_at``;
+* ``watchlist_suspended``: the match's watchlist is suspended as a whole (or deleted since);
 * ``below_threshold``: the match's threshold is under the deployment's (its floor with per-subject
   thresholds), its score under its own threshold, or, for per-subject thresholds, its normalised
   threshold under the deployment's or its normalised score under that. A threshold raised since
   the match was made refuses it too: the safe side.
+
+Suspension and expiry are read as they are when the alert stage decides (within ``cache_s``),
+not as they were at the match's capture time: a person suspended (a warrant withdrawn, a wrong
+enrolment found) is not put up for review from a match made a moment before, nor from a backlog
+replayed after. Matches refused so are dead-lettered with the reason, never alerted.
 
 ``RegistryAuthority`` reads deployments and subjects from the registry's API (the match service)
 and keeps each answer, found or not, for ``cache_s`` (bounded LRU), so the registry is asked about
@@ -37,7 +44,7 @@ from typing import Any, Literal, Protocol
 from openlfr.messages.models import Match
 from openlfr.pipeline.deployments import ActiveDeployment
 from openlfr.pipeline.exceptions import BackendUnavailable
-from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound, WatchlistNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,8 @@ Refusal = Literal[
     "watchlist_not_deployed",
     "unknown_subject",
     "subject_not_on_watchlist",
+    "subject_suspended",
+    "watchlist_suspended",
     "below_threshold",
 ]
 #: Scores travel as JSON floats: a threshold equal to the deployment's may differ in the last bits.
@@ -101,22 +110,57 @@ class DeploymentFacts:
 
 @dataclass(frozen=True, slots=True)
 class SubjectFacts:
-    """What a match is checked against, of the subject it names."""
+    """What a match is checked against, of the subject it names.
+
+    Attributes:
+        status: ``active`` or ``suspended``.
+        expired: past its ``expires_at``.
+    """
 
     subject_id: str
     watchlist_id: str
+    status: str = "active"
+    expired: bool = False
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SubjectFacts:
         """From the registry's ``GET /v1/subjects/{id}`` answer.
 
         Raises:
-            ValueError: the answer lacks a field.
+            ValueError: the answer lacks a field (``status`` and ``expired`` included: a record
+                without them cannot show that the subject may still be searched for).
         """
         try:
-            return cls(subject_id=str(record["id"]), watchlist_id=str(record["watchlist_id"]))
-        except (KeyError, TypeError) as exc:
+            status, expired = record["status"], record["expired"]
+            if status not in ("active", "suspended") or not isinstance(expired, bool):
+                raise ValueError(f"status {status!r}, expired {expired!r}")
+            return cls(subject_id=str(record["id"]), watchlist_id=str(record["watchlist_id"]), status=status,
+                       expired=expired)
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the registry's subject record is not as expected: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class WatchlistFacts:
+    """What a match is checked against, of the watchlist it names."""
+
+    watchlist_id: str
+    suspended: bool = False
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> WatchlistFacts:
+        """From the registry's ``GET /v1/watchlists/{id}`` answer.
+
+        Raises:
+            ValueError: the answer lacks a field, or ``suspended`` is not a boolean.
+        """
+        try:
+            suspended = record["suspended"]
+            if not isinstance(suspended, bool):
+                raise ValueError(f"suspended {suspended!r}")
+            return cls(watchlist_id=str(record["id"]), suspended=suspended)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the registry's watchlist record is not as expected: {exc!r}") from exc
 
 
 def _ts(value: object) -> float:
@@ -146,13 +190,22 @@ class MatchAuthority(Protocol):
         """
         ...
 
+    def watchlist(self, watchlist_id: str) -> WatchlistFacts | None:
+        """The watchlist, or None when there is none of that id.
+
+        Raises:
+            BackendUnavailable: it could not be asked; retry later.
+        """
+        ...
+
     def ready(self) -> tuple[bool, str]:
         """Whether it answered last time it was asked, with why not."""
         ...
 
 
 def check_match(
-    match: Match, *, deployment: DeploymentFacts | None, subject: SubjectFacts | None
+    match: Match, *, deployment: DeploymentFacts | None, subject: SubjectFacts | None,
+    watchlist: WatchlistFacts | None,
 ) -> tuple[Refusal, str] | None:
     """Why a (signed) match may not become an alert, or None when it may."""
     if deployment is None:
@@ -176,6 +229,14 @@ def check_match(
         return "subject_not_on_watchlist", (
             f"subject {match.subject_id!r} is on watchlist {subject.watchlist_id!r}, not {match.watchlist_id!r}"
         )
+    if subject.status != "active":
+        return "subject_suspended", f"subject {match.subject_id!r} is {subject.status}"
+    if subject.expired:
+        return "subject_suspended", f"subject {match.subject_id!r} is past its expiry"
+    if watchlist is None:
+        return "watchlist_suspended", f"watchlist {match.watchlist_id!r} is not in the registry"
+    if watchlist.suspended:
+        return "watchlist_suspended", f"watchlist {match.watchlist_id!r} is suspended"
     if match.threshold + _EPS < deployment.threshold:
         return "below_threshold", (
             f"threshold {match.threshold:g} is below the {deployment.threshold:g} of deployment "
@@ -204,9 +265,16 @@ def check_match(
 class StaticAuthority:
     """Deployments and subjects given at construction (``openlfr run``: one process, no registry)."""
 
-    def __init__(self, *, deployments: Iterable[DeploymentFacts], subjects: Iterable[SubjectFacts]) -> None:
+    def __init__(
+        self, *, deployments: Iterable[DeploymentFacts], subjects: Iterable[SubjectFacts],
+        watchlists: Iterable[WatchlistFacts] | None = None,
+    ) -> None:
+        """``watchlists``: left out, every watchlist a subject is on, none suspended."""
         self._deployments = {d.deployment_id: d for d in deployments}
         self._subjects = {s.subject_id: s for s in subjects}
+        if watchlists is None:
+            watchlists = [WatchlistFacts(w) for w in sorted({s.watchlist_id for s in self._subjects.values()})]
+        self._watchlists = {w.watchlist_id: w for w in watchlists}
 
     @classmethod
     def for_run(
@@ -227,6 +295,9 @@ class StaticAuthority:
     def subject(self, subject_id: str) -> SubjectFacts | None:
         return self._subjects.get(subject_id)
 
+    def watchlist(self, watchlist_id: str) -> WatchlistFacts | None:
+        return self._watchlists.get(watchlist_id)
+
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
 
@@ -237,6 +308,8 @@ class RegistryReader(Protocol):
     def get_deployment(self, deployment_id: str) -> dict[str, Any]: ...
 
     def get_subject(self, subject_id: str) -> dict[str, Any]: ...
+
+    def get_watchlist(self, watchlist_id: str) -> dict[str, Any]: ...
 
 
 class _TtlCache:
@@ -263,7 +336,7 @@ class _TtlCache:
 
 
 class RegistryAuthority:
-    """Deployments and subjects from the registry's API, each answer kept ``cache_s``.
+    """Deployments, subjects and watchlists from the registry's API, each answer kept ``cache_s``.
 
     Args:
         reader: the registry client (a ``service`` token).
@@ -285,6 +358,7 @@ class RegistryAuthority:
         self._reader = reader
         self._deployments = _TtlCache(ttl_s=cache_s, max_entries=max_entries, clock=clock)
         self._subjects = _TtlCache(ttl_s=cache_s, max_entries=max_entries, clock=clock)
+        self._watchlists = _TtlCache(ttl_s=cache_s, max_entries=max_entries, clock=clock)
         self._lock = threading.Lock()  # /readyz reads the last failure from the HTTP thread
         self._failure: str | None = None
         self.lookups = 0
@@ -314,6 +388,20 @@ class RegistryAuthority:
         except ValueError as exc:
             raise self._unavailable(str(exc)) from exc
         self._subjects.put(subject_id, facts)
+        return facts
+
+    def watchlist(self, watchlist_id: str) -> WatchlistFacts | None:
+        found, value = self._watchlists.get(watchlist_id)
+        if found:
+            return value  # type: ignore[return-value]
+        try:
+            facts: WatchlistFacts | None = WatchlistFacts.from_record(
+                self._ask(self._reader.get_watchlist, watchlist_id))
+        except WatchlistNotFound:
+            facts = None
+        except ValueError as exc:
+            raise self._unavailable(str(exc)) from exc
+        self._watchlists.put(watchlist_id, facts)
         return facts
 
     def _ask(self, call: Callable[[str], dict[str, Any]], key: str) -> dict[str, Any]:

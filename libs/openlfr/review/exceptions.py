@@ -68,6 +68,17 @@ class SubjectNotFound(ReviewError, KeyError):
         return f"the registry has no subject {self.subject_id!r}"
 
 
+class WatchlistNotFound(ReviewError, KeyError):
+    """The registry does not know the watchlist (never created, or deleted)."""
+
+    def __init__(self, watchlist_id: str) -> None:
+        super().__init__(watchlist_id)
+        self.watchlist_id = watchlist_id
+
+    def __str__(self) -> str:
+        return f"the registry has no watchlist {self.watchlist_id!r}"
+
+
 class RegistryUnavailable(ReviewError):
     """The registry could not be asked (down, refusing, timing out, or refusing our token)."""
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound, WatchlistNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,16 @@ class HttpRegistryClient:
         """
         return self._get(f"/v1/subjects/{urllib.parse.quote(subject_id, safe='')}",
                          what=f"subject {subject_id!r}", not_found=lambda: SubjectNotFound(subject_id))
+
+    def get_watchlist(self, watchlist_id: str) -> dict[str, Any]:
+        """The registry's record of a watchlist (``GET /v1/watchlists/{id}``: its suspension).
+
+        Raises:
+            WatchlistNotFound: the registry does not know it.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        return self._get(f"/v1/watchlists/{urllib.parse.quote(watchlist_id, safe='')}",
+                         what=f"watchlist {watchlist_id!r}", not_found=lambda: WatchlistNotFound(watchlist_id))
 
     def _get(self, path: str, *, what: str, not_found: Callable[[], Exception]) -> dict[str, Any]:
         request = urllib.request.Request(self.base_url + path, headers={"Accept": "application/json"})

@@ -1,6 +1,7 @@
-"""The alert stage's checks against the real registry API: its deployment and subject records,
-each answer kept ``cache_s``, and a registry that does not answer pausing the stage (nothing
-alerted unchecked, nothing dropped)."""
+"""The alert stage's checks against the real registry API: its deployment, subject and watchlist
+records, each answer kept ``cache_s``, suspensions and expiry refusing matches made before them,
+and a registry that does not answer pausing the stage (nothing alerted unchecked, nothing
+dropped)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from openlfr.pipeline.alert import AlertSettings, AlertStage
 from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.pipeline.match_trust import DeploymentFacts, RegistryAuthority
 from openlfr.pipeline.stage import Incoming
-from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound
+from openlfr.registry.models import SubjectUpdate
+from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound, WatchlistNotFound
 
 from .test_registry_thresholds import add_subjects, deploy
 
@@ -47,6 +49,9 @@ class ApiReader:
 
     def get_subject(self, subject_id: str) -> dict[str, Any]:
         return self._get(f"/v1/subjects/{subject_id}", SubjectNotFound(subject_id))
+
+    def get_watchlist(self, watchlist_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/watchlists/{watchlist_id}", WatchlistNotFound(watchlist_id))
 
 
 @pytest.fixture
@@ -96,14 +101,51 @@ def test_checked_against_the_registry_and_asked_once_per_cache_period(deployed) 
     result = stage.handle(_batch(*genuine, *forged), now=now)
     assert [o.message.subject_id for o in result.outputs] == ["obama", "rose"]  # the third: cooldown
     assert [r.split(":")[0] for _, r in result.rejected] == ["unknown_subject", "below_threshold"]
-    # One question per deployment and subject, the unknown one included.
+    # One question per deployment, subject and watchlist, the unknown subject included.
     assert sorted(reader.calls) == ["/v1/deployments/dep-1", "/v1/subjects/nobody", "/v1/subjects/obama",
-                                    "/v1/subjects/rose"]
+                                    "/v1/subjects/rose", "/v1/watchlists/wl"]
     stage.handle(_batch(_match(env, dep, "t10", subject="nobody"), first=10), now=now)
-    assert len(reader.calls) == 4
+    assert len(reader.calls) == 5
     ticks[0] = 31.0
     stage.handle(_batch(_match(env, dep, "t11", subject="nobody"), first=11), now=now)
-    assert sorted(reader.calls[4:]) == ["/v1/deployments/dep-1", "/v1/subjects/nobody"]
+    assert sorted(reader.calls[5:]) == ["/v1/deployments/dep-1", "/v1/subjects/nobody", "/v1/watchlists/wl"]
+
+
+@pytest.mark.parametrize("what", ["subject", "watchlist"])
+def test_a_match_made_before_a_suspension_is_refused_after_it_and_alerts_again_on_resume(deployed, what) -> None:
+    """Suspension is read when the stage decides: a match made (and signed) a moment before the
+    subject or its watchlist was suspended is not put up for review."""
+    env, dep = deployed
+    stage = _stage(RegistryAuthority(ApiReader(env), cache_s=0.0))
+    made_before = _match(env, dep, "t1")
+
+    def suspend(on: bool) -> None:
+        if what == "subject":
+            env.registry.update_subject("obama", SubjectUpdate(status="suspended" if on else "active"), actor="alice")
+        else:
+            env.registry.set_watchlist_suspended("wl", suspended=on, actor="alice")
+
+    suspend(True)
+    result = stage.handle(_batch(made_before), now=env.clock.now + 2)
+    assert result.outputs == []
+    [(_, reason)] = result.rejected
+    assert reason.startswith(f"{what}_suspended: ") and "suspended" in reason.split(": ", 1)[1]
+    assert stage._refused.labels(f"{what}_suspended")._value.get() == 1
+    suspend(False)
+    result = stage.handle(_batch(_match(env, dep, "t2"), first=1), now=env.clock.now + 3)
+    assert [o.message.subject_id for o in result.outputs] == ["obama"] and result.rejected == []
+
+
+def test_a_subject_past_its_expiry_is_refused(deployed) -> None:
+    env, dep = deployed
+    stage = _stage(RegistryAuthority(ApiReader(env), cache_s=0.0))
+    made_before = _match(env, dep, "t1", subject="rose")
+    expires = env.registry.get_subject("rose").expires_at.timestamp()
+    env.clock.advance(expires - env.clock.now + 1)
+    assert env.registry.get_subject("rose").expired
+    result = stage.handle(_batch(made_before), now=env.clock.now)
+    assert [r.split(":")[0] for _, r in result.rejected] == ["subject_suspended"]
+    assert "past its expiry" in result.rejected[0][1]
 
 
 def test_a_deployment_ended_by_hand_backs_no_match_captured_after_its_end(deployed) -> None:
