@@ -102,8 +102,6 @@ class TritonDistribution:
         return distribution
 
 
-
-
 def interpreter_lib_dir() -> Path:
     """Directory of the base interpreter's ``libpython`` (sysconfig ``LIBDIR``; a venv's base)."""
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -308,6 +306,27 @@ class TritonServer(ChildProcess):
         )
         return env
 
+    def prepare(self) -> tuple[list[str], dict[str, str]]:
+        """What :meth:`start` does before it starts the process: check the repository, find the
+        wheel, assemble the backend directory, fix the ports.
+
+        ``openlfr.inference.triton_exec`` (a container's entry point) execs the result itself.
+
+        Returns:
+            The command line and the environment to run it with.
+
+        Raises:
+            TritonServerError: The repository is not a directory, or the wheel lacks a file.
+        """
+        if not self.model_repository.is_dir():
+            raise TritonServerError(f"model repository {self.model_repository} is not a directory")
+        self._distribution = self._distribution or TritonDistribution.find()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        assemble_backend_dir(self.work_dir, distribution=self._distribution)
+        ports = tuple(p if p is not None else free_port(self.host) for p in self._requested_ports)
+        self._ports = (ports[0], ports[1], ports[2])
+        return self.command(), self.environment()
+
     def start(self) -> TritonServer:
         """Start the server and wait until it and all its models are ready.
 
@@ -317,23 +336,17 @@ class TritonServer(ChildProcess):
         """
         if self.is_alive():
             raise TritonServerError(f"the server is already running (pid {self.pid})")
-        if not self.model_repository.is_dir():
-            raise TritonServerError(f"model repository {self.model_repository} is not a directory")
-        self._distribution = self._distribution or TritonDistribution.find()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        assemble_backend_dir(self.work_dir, distribution=self._distribution)
-        ports = tuple(p if p is not None else free_port(self.host) for p in self._requested_ports)
-        self._ports = (ports[0], ports[1], ports[2])
+        command, environment = self.prepare()
 
         started = time.monotonic()
         with self._log_file.open("wb") as log:
             # The child keeps its own copy of the descriptor; ours can close at once.
             self._process = subprocess.Popen(
-                self.command(),
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=self.environment(),
+                env=environment,
                 cwd=self.work_dir,
                 start_new_session=True,  # a Ctrl-C meant for the tests does not hit the server
             )
