@@ -934,12 +934,7 @@ def render(source: Source) -> dict[Path, str]:
     project = compose(source)
     files[LOCAL_OVERRIDE] = dump(
         [render_local.local_override(project)],
-        comment=(
-            "The local stack: docker-compose.yml on the images scripts/images.sh builds here, models\n"
-            "in-process, the embedded vector store; Prometheus from Debian; Qdrant and Grafana under profiles\n"
-            "(deploy/render_local.py). Start: docker compose -f docker-compose.yml -f deploy/compose/local.yml\n"
-            "--env-file deploy/compose/secrets.env up -d --wait (docs/operations.md, \"Images with podman\")."
-        ),
+        comment=render_local.HEADER,
     )
     files[COMPOSE_FILE] = dump(
         [project],

@@ -3,12 +3,15 @@
 # (none is reachable here): the base images come from Debian packages (debootstrap, then
 # `podman import`), the rest from the repository's Dockerfiles with those bases as build arguments.
 #
-#   scripts/images.sh [base|openlfr|kafka|all]      (default: all)
+#   scripts/images.sh [base|openlfr|kafka|triton|all]      (default: all)
 #
 #   localhost/openlfr-base/python:3.11-bookworm  Debian 12 minbase + python3.11 and venv; stands in
 #                                                for python:3.11-slim (the Dockerfile's default)
 #   localhost/openlfr-base/java:17-bookworm      Debian 12 minbase + OpenJDK 17 JRE headless
 #   localhost/openlfr/openlfr:0.1.0              Dockerfile, target runtime (the five services)
+#   localhost/openlfr/triton:0.1.0-pytriton      Dockerfile, target triton-cpu: the nvidia-pytriton
+#                                                wheel's tritonserver on the CPU over the python
+#                                                repository variant (NVIDIA's image is out of reach)
 #   localhost/openlfr/kafka:4.3.1                deploy/kafka/Dockerfile over build/kafka/libs: the
 #                                                jars scripts/kafka-fetch.sh gives the tests
 #   localhost/openlfr/prometheus:bookworm        Debian 12 minbase + Debian's prometheus (2.42, the
@@ -34,6 +37,8 @@ PROMETHEUS_IMAGE=localhost/openlfr/prometheus:$SUITE
 OPENLFR_IMAGE=localhost/openlfr/openlfr:$VERSION
 OPENLFR_BUILD_STAGE=localhost/openlfr/openlfr-build:$VERSION
 KAFKA_IMAGE=localhost/openlfr/kafka:$KAFKA_VERSION
+TRITON_IMAGE=localhost/openlfr/triton:$VERSION-pytriton
+TRITON_VENV_STAGE=localhost/openlfr/triton-cpu-venv:$VERSION
 LOG=build/images/builds.log
 mkdir -p build/images
 
@@ -120,15 +125,25 @@ build() {
     record "$image" $(( $(date +%s) - started ))
 }
 
+# The Dockerfile's arguments: the python base, and pip inside the build trusting what pip here
+# trusts ($PIP_CERT: a TLS-intercepting proxy's CA); an empty secret when unset, which the
+# Dockerfile reads as "pip's own bundle".
+DOCKERFILE_ARGS=(--file Dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE" --secret "id=pip-cert,src=${PIP_CERT:-/dev/null}")
+
+build_stage() {
+    # The build stage (the models, for both images below) tagged too: untagged, the prune below
+    # would take it, and the layer cache of its slow steps (the pip installs) with it.
+    build "$OPENLFR_BUILD_STAGE" "${DOCKERFILE_ARGS[@]}" --target build
+}
+
 openlfr() {
-    # pip inside the build trusts what pip here trusts ($PIP_CERT: a TLS-intercepting proxy's CA);
-    # an empty secret when unset, which the Dockerfile reads as "pip's own bundle".
-    local cert=${PIP_CERT:-/dev/null}
-    local args=(--file Dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE" --secret "id=pip-cert,src=$cert")
-    # The build stage tagged too: untagged, the prune below would take it, and the layer cache
-    # of its slow steps (the pip installs) with it.
-    build "$OPENLFR_BUILD_STAGE" "${args[@]}" --target build
-    build "$OPENLFR_IMAGE" "${args[@]}" --target runtime
+    build "$OPENLFR_IMAGE" "${DOCKERFILE_ARGS[@]}" --target runtime
+}
+
+triton() {
+    # Its pip stage tagged for the same reason as the build stage.
+    build "$TRITON_VENV_STAGE" "${DOCKERFILE_ARGS[@]}" --target triton-cpu-venv
+    build "$TRITON_IMAGE" "${DOCKERFILE_ARGS[@]}" --target triton-cpu
 }
 
 kafka() {
@@ -139,10 +154,11 @@ kafka() {
 what=${1:-all}
 case $what in
     base) bases ;;
-    openlfr) bases; openlfr ;;
+    openlfr) bases; build_stage; openlfr ;;
     kafka) bases; kafka ;;
-    all) bases; openlfr; kafka ;;
-    *) echo "images: unknown image set '$what' (base, openlfr, kafka or all)" >&2; exit 2 ;;
+    triton) bases; build_stage; triton ;;
+    all) bases; build_stage; openlfr; kafka; triton ;;
+    *) echo "images: unknown image set '$what' (base, openlfr, kafka, triton or all)" >&2; exit 2 ;;
 esac
 # Layers a rebuild replaced: untagged images no tagged one is built on (the cache stays).
 podman image prune --force >/dev/null

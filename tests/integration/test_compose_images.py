@@ -2,11 +2,13 @@
 real Compose v2 binary over podman's Docker-compatible API (scripts/podman-api.sh), from
 docker-compose.yml with the local override (deploy/compose/local.yml).
 
-One test, in order: every service healthy; the sample watchlist enrolled and a deployment
-authorised through the registry API; the sample walk-by video played once by the ingest
-container; the match container killed (SIGKILL) mid-stream and started again; exactly one alert
-per enrolled person on the alerts topic and in the review API; `compose down` leaves no container,
-volume or network of the project. Needs root, podman, runc and debootstrap (scripts/test-deps.sh)
+One test, in order: every service healthy, Triton (the image of the Dockerfile's triton-cpu
+target: the nvidia-pytriton wheel's server) included; the sample watchlist enrolled and a
+deployment authorised through the registry API; the sample walk-by video played once by the
+ingest container; the match container killed (SIGKILL) mid-stream and started again; exactly one
+alert per enrolled person on the alerts topic and in the review API; the detector and the
+embedder run on Triton (its own counters of successful requests); `compose down` leaves no
+container, volume or network of the project. Needs root, podman, runc and debootstrap (scripts/test-deps.sh)
 and the network to Debian and PyPI for a cold image build.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -37,7 +40,7 @@ COMPOSE = REPO / "build" / "deploy-tools" / "bin" / "docker-compose"
 WORK = REPO / "build" / "images" / "e2e"
 CAMERA = "cam-demo"  # the compose file's default camera
 SERVICES = ("kafka-users", "topic-init", "detect", "embed", "match", "alert", "prometheus")
-HEALTHY = ("kafka", "detect", "embed", "match", "alert", "prometheus")
+HEALTHY = ("kafka", "triton", "detect", "embed", "match", "alert", "prometheus")
 
 # Run inside the network (the broker advertises kafka:9092) as openlfr-admin, from the image.
 _READ_ALERTS = """
@@ -167,6 +170,7 @@ def stack(samples: Samples) -> Iterator[Stack]:
         "  match:\n    ports: !override ['127.0.0.1::8080']\n"
         "  alert:\n    ports: !override ['127.0.0.1::8080']\n"
         "  prometheus:\n    ports: !override ['127.0.0.1::9090']\n"
+        "  triton:\n    ports: !override ['127.0.0.1::8002']\n"
     )
     s = Stack(project=project, env_file=env_file, override=override, env=env, tokens=keys.tokens)
     try:
@@ -225,6 +229,11 @@ def test_compose_stack_from_the_images_alerts_once_per_enrolled_person(stack: St
     prometheus = "http://" + stack.compose("port", "prometheus", "9090").stdout.strip().replace("0.0.0.0", "127.0.0.1")
     up = httpx.get(prometheus + "/api/v1/query", params={"query": 'up{job=~"match|alert"}'}, timeout=30).json()
     assert sorted((r["metric"]["job"], r["value"][1]) for r in up["data"]["result"]) == [("alert", "1"), ("match", "1")], up
+    # The models ran on Triton, not in the services' processes: Triton's own count of the
+    # requests it answered, per model (the detector's two models share the work).
+    triton = "http://" + stack.compose("port", "triton", "8002").stdout.strip().replace("0.0.0.0", "127.0.0.1")
+    served = _triton_successes(triton)
+    assert served.get("dlib_resnet_v1", 0) > 0 and served.get("blazeface_full", 0) + served.get("blazeface_short", 0) > 0, served
 
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "60")
     assert stack.containers() == []
@@ -242,6 +251,13 @@ def _metric(base_url: str, prefix: str) -> float:
     except httpx.HTTPError:
         return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _triton_successes(base_url: str) -> dict[str, float]:
+    """Triton's ``nv_inference_request_success`` per model."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    found = re.findall(r'^nv_inference_request_success\{model="([^"]+)",version="[^"]*"\} (\S+)$', text, re.M)
+    return {model: float(value) for model, value in found}
 
 
 def _ingest_exit(stack: Stack) -> str | None:

@@ -39,7 +39,7 @@ def merged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_local_stack_runs_only_images_built_here(merged: dict[str, Any]) -> None:
     services = merged["services"]
     assert set(services) == {"kafka", "kafka-users", "topic-init", "ingest", "detect", "embed", "match", "alert",
-                             "prometheus"}
+                             "prometheus", "triton"}
     for name, service in services.items():
         assert service["image"].startswith("localhost/openlfr/"), name
         assert service.get("pull_policy") == "never" and "build" not in service, name
@@ -48,12 +48,19 @@ def test_local_stack_runs_only_images_built_here(merged: dict[str, Any]) -> None
         assert check.get("test", ["CMD-SHELL"])[0] != "CMD", name  # and splits its words at spaces
 
 
-def test_local_stack_runs_models_in_process_and_vectors_embedded(merged: dict[str, Any]) -> None:
+def test_local_stack_runs_models_on_its_triton_and_vectors_embedded(merged: dict[str, Any]) -> None:
     services = merged["services"]
     for name in ("detect", "embed", "match"):
         env = services[name]["environment"]
-        assert env["OPENLFR_BACKEND"] == "local" and "OPENLFR_TRITON_URL" not in env, name
-        assert not {"triton", "triton-gpu", "qdrant"} & set(services[name]["depends_on"]), name
+        assert (env["OPENLFR_BACKEND"], env["OPENLFR_TRITON_URL"]) == ("triton", "triton:8001"), name
+        depends = services[name]["depends_on"]
+        assert depends["triton"] == {"condition": "service_healthy", "required": True}, name
+        assert not {"triton-gpu", "qdrant"} & set(depends), name
+    triton = services["triton"]
+    assert "profiles" not in triton and triton["image"] == "localhost/openlfr/triton:0.1.0-pytriton"
+    assert "command" not in triton  # the image's entry point (openlfr.inference.triton_exec)
+    assert triton["read_only"] is True and triton["user"] == "1000:1000"  # the main file's, kept
+    assert "/v2/health/ready" in triton["healthcheck"]["test"][1]
     match = services["match"]["environment"]
     assert match["OPENLFR_VECTOR_STORE"] == "edge" and match["OPENLFR_QDRANT_PATH"].startswith("/data/")
     assert "OPENLFR_QDRANT_URL" not in match and "OPENLFR_QDRANT_API_KEY" not in match

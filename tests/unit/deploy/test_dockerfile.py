@@ -56,7 +56,7 @@ def _args(text: str) -> dict[str, str]:
 def test_stages_and_pinned_base_images() -> None:
     text = DOCKERFILE.read_text()
     stages = _stages(text)
-    assert list(stages) == ["build", "runtime", "triton"]
+    assert list(stages) == ["build", "runtime", "triton-cpu-venv", "triton-cpu", "triton"]
     args = _args(text)
     for name, instructions in stages.items():
         image = instructions[0][1]
@@ -71,11 +71,15 @@ def test_models_are_built_into_the_image() -> None:
     copies = [rest for word, rest in stages["runtime"] if word == "COPY"]
     assert any("--from=build" in c and "/app/build/models" in c for c in copies)
     assert any("--from=build" in c and "/models" in c for word, c in stages["triton"] if word == "COPY")
+    # The CPU Triton's: the python variant, assembled over the same models for its virtualenv.
+    assert "'python', paths.build_dir() / 'triton' / 'python-image'" in runs and "/opt/triton/venv/" in runs
+    assert any(c.split() == ["--from=build", "/app/build/triton/python-image", "/models"]
+               for word, c in stages["triton-cpu"] if word == "COPY")
 
 
 def test_final_stages_run_as_non_root_with_a_healthcheck() -> None:
     stages = _stages(DOCKERFILE.read_text())
-    for name in ("runtime", "triton"):
+    for name in ("runtime", "triton-cpu", "triton"):
         users = [rest for word, rest in stages[name] if word == "USER"]
         assert users, f"{name} has no USER"
         user = users[-1].split(":")[0]
@@ -84,6 +88,20 @@ def test_final_stages_run_as_non_root_with_a_healthcheck() -> None:
     runtime = dict((w, r) for w, r in stages["runtime"])
     healthcheck = runtime["HEALTHCHECK"]
     assert "/healthz" in healthcheck and "8080" in healthcheck
+    triton_cpu = dict((w, r) for w, r in stages["triton-cpu"])
+    assert "/v2/health/ready" in triton_cpu["HEALTHCHECK"] and "curl" not in triton_cpu["HEALTHCHECK"]  # no curl there
+
+
+def test_the_cpu_triton_runs_the_wheels_server_through_the_entry_point() -> None:
+    stages = _stages(DOCKERFILE.read_text())
+    venv_runs = " ".join(rest for word, rest in stages["triton-cpu-venv"] if word == "RUN")
+    assert "--no-deps -c constraints.txt nvidia-pytriton" in venv_runs and "onnxruntime" in venv_runs and '"numpy<2"' in venv_runs
+    final = stages["triton-cpu"]
+    assert final[0] == ("FROM", "${PYTHON_IMAGE}")  # the local python base, not NVIDIA's image
+    runs = " ".join(rest for word, rest in final if word == "RUN")
+    assert "openlfr.inference.triton_exec" in runs and "--prepare-only" in runs  # laid out at build time
+    cmd = dict(final)["CMD"]
+    assert '"openlfr.inference.triton_exec"' in cmd and '"--model-repository=/models"' in cmd
 
 
 def test_compose_builds_targets_that_exist() -> None:
