@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from openlfr.inference.session_options import OrtThreading
     from openlfr.models.specs import ModelSpec
 
+#: Most crops per detector call with the local backend (``ModelSettings.detector_batch``).
+LOCAL_DETECTOR_BATCH = 4
 #: The stages that run models, each with thread settings of its own.
 ModelStage = Literal["detect", "embed"]
 
@@ -54,6 +56,11 @@ class ModelSettings(BaseSettings):
     #: Off: they sleep at once and leave the cores to the other stages (``openlfr run``, or
     #: services sharing a few cores). Turn on only for a service with cores of its own.
     ort_allow_spinning: bool = False
+    #: Most crops per detector call. Unset: 4 with the local backend (onnxruntime's CPU time per
+    #: crop rises with the batch once a batch's activations outgrow the cache: BlazeFace at 192 px
+    #: costs about 4.0 CPU ms a crop in calls of 2-4 and 5.2-5.8 in calls of 32-64, one thread,
+    #: docs/benchmarks.md), the model's largest batch (64) with Triton, where a call is a round trip.
+    detector_max_batch: int | None = Field(default=None, ge=1, le=64)
     triton_url: str = "localhost:8001"
     triton_protocol: Literal["grpc", "http"] = "grpc"
     triton_timeout_s: float = Field(default=10.0, gt=0, le=600)
@@ -85,6 +92,12 @@ class ModelSettings(BaseSettings):
         from openlfr.models.specs import DETECTORS
 
         return DETECTORS[("short" if self.detector_follow == "short" else self.detector, self.detector_precision)]
+
+    def detector_batch(self) -> int:
+        """Most crops per detector call (``detector_max_batch``, or the backend's default)."""
+        if self.detector_max_batch is not None:
+            return self.detector_max_batch
+        return LOCAL_DETECTOR_BATCH if self.backend == "local" else self.detector_spec().max_batch_size
 
     def ort_threading(self, stage: ModelStage) -> OrtThreading:
         """The onnxruntime thread pools of ``stage``'s sessions (local backend)."""

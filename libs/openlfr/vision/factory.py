@@ -33,6 +33,7 @@ def build_analyzer(
         score_threshold=settings.detector_score_threshold,
         tiling=settings.tiling,
         follow_spec=settings.follow_spec(),
+        max_batch=settings.detector_batch(),
     )
     return FaceAnalyzer(
         detector=detector,

@@ -63,3 +63,34 @@ def test_a_session_without_spinning_gives_the_same_numbers(tmp_path: Path) -> No
     assert quiet.threading.allow_spinning is False  # the default
     np.testing.assert_array_equal(quiet.infer(EMBEDDER, {"chips": chips})["embeddings"],
                                   spinning.infer(EMBEDDER, {"chips": chips})["embeddings"])
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, 4), ({"OPENLFR_BACKEND": "triton"}, 64), ({"OPENLFR_DETECTOR_MAX_BATCH": "16"}, 16),
+     ({"OPENLFR_BACKEND": "triton", "OPENLFR_DETECTOR_MAX_BATCH": "1"}, 1)],
+    ids=["local", "triton", "set", "set-triton"],
+)
+def test_detector_calls_are_small_on_the_cpu_and_whole_batches_on_triton(
+    env: dict[str, str], expected: int, model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small calls keep a batch's activations in cache (docs/benchmarks.md); the analyzer's
+    detector gets what the settings say."""
+    from openlfr.vision.factory import build_analyzer
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = ModelSettings(model_dir=model_dir)
+    assert settings.detector_batch() == expected
+    backend = LocalBackend(model_dir)  # the batch is the settings', whatever serves the model
+    try:
+        assert build_analyzer(settings, backend=backend).detector.max_batch == expected
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("value", ["0", "65", "four"])
+def test_a_detector_batch_out_of_range_is_refused_naming_it(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENLFR_DETECTOR_MAX_BATCH", value)
+    with pytest.raises(ValueError, match="detector_max_batch"):
+        ModelSettings()
