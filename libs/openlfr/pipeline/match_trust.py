@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from openlfr.messages.models import Match
 from openlfr.pipeline.deployments import ActiveDeployment
@@ -47,6 +47,8 @@ from openlfr.pipeline.exceptions import BackendUnavailable
 from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable, SubjectNotFound, WatchlistNotFound
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F")
 
 Refusal = Literal[
     "unknown_deployment",
@@ -364,44 +366,32 @@ class RegistryAuthority:
         self.lookups = 0
 
     def deployment(self, deployment_id: str) -> DeploymentFacts | None:
-        found, value = self._deployments.get(deployment_id)
-        if found:
-            return value  # type: ignore[return-value]
-        try:
-            record = self._ask(self._reader.get_deployment, deployment_id)
-            facts: DeploymentFacts | None = DeploymentFacts.from_record(record)
-        except DeploymentNotFound:
-            facts = None
-        except ValueError as exc:
-            raise self._unavailable(str(exc)) from exc
-        self._deployments.put(deployment_id, facts)
-        return facts
+        return self._lookup(self._deployments, self._reader.get_deployment, deployment_id,
+                            DeploymentFacts.from_record, DeploymentNotFound)
 
     def subject(self, subject_id: str) -> SubjectFacts | None:
-        found, value = self._subjects.get(subject_id)
-        if found:
-            return value  # type: ignore[return-value]
-        try:
-            facts: SubjectFacts | None = SubjectFacts.from_record(self._ask(self._reader.get_subject, subject_id))
-        except SubjectNotFound:
-            facts = None
-        except ValueError as exc:
-            raise self._unavailable(str(exc)) from exc
-        self._subjects.put(subject_id, facts)
-        return facts
+        return self._lookup(self._subjects, self._reader.get_subject, subject_id, SubjectFacts.from_record,
+                            SubjectNotFound)
 
     def watchlist(self, watchlist_id: str) -> WatchlistFacts | None:
-        found, value = self._watchlists.get(watchlist_id)
+        return self._lookup(self._watchlists, self._reader.get_watchlist, watchlist_id, WatchlistFacts.from_record,
+                            WatchlistNotFound)
+
+    def _lookup(
+        self, cache: _TtlCache, call: Callable[[str], dict[str, Any]], key: str,
+        parse: Callable[[dict[str, Any]], F], not_found: type[Exception],
+    ) -> F | None:
+        """The cached answer about ``key``, else the registry's (None: it has none such)."""
+        found, value = cache.get(key)
         if found:
             return value  # type: ignore[return-value]
         try:
-            facts: WatchlistFacts | None = WatchlistFacts.from_record(
-                self._ask(self._reader.get_watchlist, watchlist_id))
-        except WatchlistNotFound:
+            facts: F | None = parse(self._ask(call, key))
+        except not_found:
             facts = None
         except ValueError as exc:
             raise self._unavailable(str(exc)) from exc
-        self._watchlists.put(watchlist_id, facts)
+        cache.put(key, facts)
         return facts
 
     def _ask(self, call: Callable[[str], dict[str, Any]], key: str) -> dict[str, Any]:
