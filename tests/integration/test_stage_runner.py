@@ -1,8 +1,9 @@
 """The Kafka loop against the real broker: outputs, dead letters, retries, holds, crashes, stops.
 
 In-process tests run ``StageRunner`` in a thread with the echo stage
-(``openlfr.testing.echo_stage``); the crash and stop tests run the echo stage as a service in a
-subprocess (``python -m openlfr.testing.echo_stage``) and kill it. The echo stage tags each
+(``openlfr.testing.echo_stage``); the crash and stop tests (test_stage_runner_service.py) run it
+as a service in a subprocess, and test_stage_runner_stalls.py holds those where one message could
+stall a stage. This module's helpers and fixtures serve all three. The echo stage tags each
 output with the input's partition and offset, so the outputs alone say what was processed.
 """
 
@@ -10,35 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as PromCounter
 
-from openlfr import paths
 from openlfr.subprocesses import free_port
 from openlfr.kafka.admin import ensure_topics
 from openlfr.kafka.runner import Backoff, Publisher, StageRunner
 from openlfr.messages.codec import decode, encode
 from openlfr.messages.models import DeadLetter, Frame
-from openlfr.messages.topics import DEADLETTER, FACES, FRAMES, TopicSpec
+from openlfr.messages.topics import DEADLETTER, FRAMES, TopicSpec
 from openlfr.pipeline.stage import BatchResult, Incoming, Outgoing
-from openlfr.service.http import make_health_app, run_http_in_thread
 from openlfr.testing.echo_stage import ECHO_OUT, EchoStage
 from openlfr.testing.kafka_broker import KafkaBroker
 
@@ -476,122 +467,6 @@ def test_failed_deliveries_are_retried_and_nothing_is_committed_until_acknowledg
                    reason="delivery") >= 10
 
 
-# -- no single message stalls the stage ----------------------------------------------------------
-
-#: An input topic without faces (unlike frames): its dead letters keep the value's first bytes.
-PLAIN_IN = TopicSpec("openlfr.test.echo-in.v1", 3, 3_600_000, "echo input without faces (tests)")
-
-
-class _PlainEcho(EchoStage):
-    """The echo stage reading a topic that carries no faces."""
-
-    input_topic = PLAIN_IN
-
-
-class _FacesEcho(EchoStage):
-    """The echo stage in embed's place: its input is the faces topic (chips)."""
-
-    input_topic = FACES
-
-
-@pytest.mark.parametrize(
-    ("stage_cls", "payload", "kept"),
-    [
-        pytest.param(EchoStage, "omitted", 0, id="frames-metadata-only"),
-        pytest.param(_FacesEcho, "omitted", 0, id="faces-metadata-only"),
-        pytest.param(_PlainEcho, "truncated", 4096, id="plain-truncated"),
-    ],
-)
-def test_a_900_kb_undecodable_message_is_dead_lettered_by_reference_and_the_stage_goes_on(
-    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], run_in_thread,
-    reader: Callable[[str], Reader], stage_cls: type[EchoStage], payload: str, kept: int,
-) -> None:
-    # Issue 11, failure 2: the whole value in a dead letter (base64, 1.2 MB) was over the broker's
-    # 1 MB limit, so the runner retried the batch for ever with its partitions paused.
-    topics = _topics(kafka_broker, unique_topic, frames_partitions=1)
-    junk = os.urandom(900 * 1024)
-    good = _good(5)
-    where = _produce(kafka_broker.bootstrap, topics.frames, [*good[:2], ("cam-9", junk), *good[2:]])
-    registry = CollectorRegistry()
-    names = {**topics.names(), stage_cls.input_topic: topics.frames}
-    runner = _runner(stage_cls(), kafka_broker, topics, batch_size=16, registry=registry,
-                     topic_names=names, deadletter_payload_bytes=4096,
-                     backoff=Backoff(initial_s=0.1, max_s=0.5))
-    thread = run_in_thread(runner)
-
-    dlq = reader(topics.dlq)
-    letters = [decode(m.value(), DeadLetter) for m in dlq.read(until=1, timeout_s=30)]
-    assert len(letters) == 1, "no dead letter: the stage is stuck on the large message"
-    deadline = time.monotonic() + 30
-    while (_committed(kafka_broker.bootstrap, topics.group, topics.frames).get(0) != 6
-           and time.monotonic() < deadline):
-        time.sleep(0.2)
-    outputs = reader(topics.out).read(until=5, timeout_s=30)
-    _stop(runner, thread)
-
-    letter = letters[0]
-    assert (letter.v, letter.topic, letter.partition, letter.offset) == (2, topics.frames, *where[2])
-    assert letter.key == b"cam-9" and "invalid Frame" in letter.reason
-    assert (letter.payload, letter.value) == (payload, junk[:kept])
-    assert letter.value_bytes == len(junk)
-    assert letter.value_sha256 == hashlib.sha256(junk).hexdigest()
-    assert len(dlq.messages[0].value()) < 1_000_000
-    assert {_source(m)[0] for m in outputs} == {f"F-{i}" for i in range(5)}
-    assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 6}
-    assert _sample(registry, "openlfr_stage_messages_dead_lettered_total", stage="echo",
-                   reason="decode") == 1
-
-
-def test_an_output_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries(
-    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], run_in_thread,
-    reader: Callable[[str], Reader],
-) -> None:
-    # Issue 11, failure 2 (any permanent delivery failure): the output topic takes records of
-    # at most 20 kB; one input's output is 60 kB of incompressible bytes. Before, the runner
-    # retried that batch for ever and nothing after it was processed.
-    topics = Topics(frames=unique_topic("frames"), out=unique_topic("out"),
-                    dlq=unique_topic("dlq"), group=unique_topic("group"))
-    ensure_topics(kafka_broker.bootstrap, {topics.frames: 1, topics.dlq: 1})
-    ensure_topics(kafka_broker.bootstrap, {topics.out: ECHO_OUT.partitions},
-                  config={"max.message.bytes": "20000"})
-    big = _frame("big-1", "cam-7").model_copy(update={"jpeg": os.urandom(60_000)})
-    good = _good(6)
-    where = _produce(kafka_broker.bootstrap, topics.frames,
-                     [*good[:3], ("cam-7", encode(big)), *good[3:]])
-    registry = CollectorRegistry()
-    runner = _runner(EchoStage(), kafka_broker, topics, batch_size=16, registry=registry,
-                     delivery_max_retries=2, backoff=Backoff(initial_s=0.05, max_s=0.2))
-    thread = run_in_thread(runner)
-
-    dlq = reader(topics.dlq)
-    letters = [decode(m.value(), DeadLetter) for m in dlq.read(until=1, timeout_s=30)]
-    assert len(letters) == 1, "no dead letter: the stage retries the refused output for ever"
-    out = reader(topics.out)
-    deadline = time.monotonic() + 30
-    while ({_source(m)[0] for m in out.read(until=len(out.messages) + 1, timeout_s=0.5)}
-           != {f"F-{i}" for i in range(6)} and time.monotonic() < deadline):
-        pass
-    while (_committed(kafka_broker.bootstrap, topics.group, topics.frames).get(0) != 7
-           and time.monotonic() < deadline):
-        time.sleep(0.2)
-    _stop(runner, thread)
-
-    letter = letters[0]
-    assert (letter.topic, letter.partition, letter.offset) == (topics.frames, *where[3])
-    assert letter.reason.startswith("delivery failed after 3 attempts: ")
-    assert "MSG_SIZE_TOO_LARGE" in letter.reason and topics.out in letter.reason
-    assert (letter.payload, letter.value) == ("omitted", b"")  # a frame: never its image
-    assert {_source(m)[0] for m in out.messages} == {f"F-{i}" for i in range(6)}
-    assert "BIG-1" not in {_source(m)[0] for m in out.messages}
-    assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 7}
-    assert _sample(registry, "openlfr_stage_messages_dead_lettered_total", stage="echo",
-                   reason="delivery") == 1
-    # The refused input alone was tried 1 + 2 times, after its batch was read again input by
-    # input.
-    assert _sample(registry, "openlfr_stage_backend_retries_total", stage="echo",
-                   reason="delivery_permanent") == 3
-
-
 def test_publisher_delivers_and_drops_when_its_queue_is_full(
     kafka_broker: KafkaBroker, unique_topic: Callable[[str], str],
     reader: Callable[[str], Reader],
@@ -687,246 +562,3 @@ def test_a_held_offset_is_not_committed_and_a_restart_resumes_from_it(
     assert second.seen[0] == (0, 4)
     assert sorted(_source(m)[2] for m in outputs[10:]) == [4, 5, 6, 7, 8, 9]
     assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == {0: 10}
-
-
-def test_health_app_answers_each_check_and_503_while_one_fails() -> None:
-    registry = CollectorRegistry()
-    stage_ok = {"value": False}
-    app = make_health_app(
-        ready={
-            "broker": lambda: (True, "ok"),
-            "stage": lambda: (stage_ok["value"], "ok" if stage_ok["value"] else "triton down"),
-            "broken": lambda: (True, "ok") if stage_ok["value"] else 1 / 0,
-        },
-        registry=registry,
-    )
-    PromCounter("openlfr_test_things_total", "Things.", registry=registry).inc(3)
-    server = run_http_in_thread(app, "127.0.0.1", 0)
-    try:
-        base = f"http://127.0.0.1:{server.port}"
-        assert _http(f"{base}/healthz")[0] == 200
-        status, body = _http(f"{base}/readyz")
-        assert status == 503
-        assert json.loads(body) == {
-            "ready": False,
-            "checks": {
-                "broker": {"ok": True, "reason": "ok"},
-                "stage": {"ok": False, "reason": "triton down"},
-                "broken": {"ok": False, "reason": "check raised ZeroDivisionError: division by zero"},
-            },
-        }
-        stage_ok["value"] = True
-        assert _http(f"{base}/readyz")[0] == 200
-        status, metrics = _http(f"{base}/metrics")
-        assert status == 200 and b"openlfr_test_things_total 3.0" in metrics
-    finally:
-        server.stop()
-    assert not server.is_alive()
-
-
-# -- as a service, in a subprocess --------------------------------------------------------------
-
-
-class Service:
-    """``python -m openlfr.testing.echo_stage`` with OPENLFR_* settings."""
-
-    def __init__(self, log: Path, **settings: object) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLFR_")}
-        for name, value in settings.items():
-            env[f"OPENLFR_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        self.log = log
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "openlfr.testing.echo_stage"],
-                env=env, cwd=paths.REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the service did not exit within {timeout_s} s\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    started: list[Service] = []
-    yield started
-    for service in started:
-        service.kill()
-
-
-def _http(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _service_settings(broker: KafkaBroker, topics: Topics, **extra: object) -> dict[str, object]:
-    return {
-        "bootstrap": broker.bootstrap, "group_id": topics.group, "topics": topics.env(),
-        "session_timeout_s": "6", "poll_timeout_s": "0.2", "http_host": "127.0.0.1",
-        "http_port": str(free_port()), "log_level": "INFO", **extra,
-    }
-
-
-def test_service_killed_mid_stream_loses_nothing_after_restart(
-    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], services: list[Service],
-    reader: Callable[[str], Reader], tmp_path: Path,
-) -> None:
-    topics = _topics(kafka_broker, unique_topic, frames_partitions=FRAMES.partitions)
-    total = 400
-    _produce(kafka_broker.bootstrap, topics.frames, _good(total))
-    settings = _service_settings(kafka_broker, topics, batch_size="10", echo_delay_s="0.05")
-    services.append(first := Service(tmp_path / "first.log", **settings))
-    out = reader(topics.out)
-    before = len(out.read(until=100, timeout_s=30))
-    assert 100 <= before < total, f"{before} outputs before the kill\n{first.log_tail()}"
-    first.kill()
-
-    settings["echo_delay_s"] = "0"
-    services.append(second := Service(tmp_path / "second.log", **settings))
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        seen = {_source(m)[0] for m in out.read(until=len(out.messages) + 1, timeout_s=0.5)}
-        if len(seen) == total:
-            break
-    second.process.send_signal(signal.SIGTERM)
-    assert second.wait(10) == 0, second.log_tail()
-    outputs = out.read_all()
-    out.close()
-
-    counts = Counter(_source(m)[0] for m in outputs)
-    assert set(counts) == {f"F-{i}" for i in range(total)}, second.log_tail()
-    duplicates = sum(counts.values()) - total
-    print(f"outputs={sum(counts.values())} inputs={total} replayed_after_sigkill={duplicates}")
-    assert _committed(kafka_broker.bootstrap, topics.group, topics.frames) == _end_offsets(
-        kafka_broker.bootstrap, topics.frames
-    )
-
-
-def test_service_answers_http_and_sigterm_commits_exactly_what_was_processed(
-    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], services: list[Service],
-    reader: Callable[[str], Reader], tmp_path: Path,
-) -> None:
-    topics = _topics(kafka_broker, unique_topic, frames_partitions=FRAMES.partitions)
-    total = 300
-    _produce(kafka_broker.bootstrap, topics.frames, _good(total))
-    settings = _service_settings(kafka_broker, topics, batch_size="5", echo_delay_s="0.05")
-    services.append(service := Service(tmp_path / "service.log", **settings))
-    base = f"http://127.0.0.1:{settings['http_port']}"
-
-    out = reader(topics.out)
-    out.read(until=50, timeout_s=30)
-    assert _http(f"{base}/healthz") == (200, b'{"status":"ok"}'), service.log_tail()
-    status, body = _http(f"{base}/readyz")
-    ready = json.loads(body)
-    assert status == 200 and ready["ready"], ready
-    assert set(ready["checks"]) == {"broker", "partitions", "progress", "stage"}
-    status, metrics = _http(f"{base}/metrics")
-    text = metrics.decode()
-    assert status == 200
-    assert f'openlfr_stage_messages_in_total{{stage="echo",topic="{topics.frames}"}}' in text
-    assert 'openlfr_stage_handle_seconds_count{stage="echo"}' in text
-    assert "openlfr_stage_consumer_lag_messages{" in text
-
-    service.process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    code = service.wait(10)
-    stop_s = time.monotonic() - started
-    assert code == 0, service.log_tail()
-    assert stop_s < 5, f"stopping took {stop_s:.1f} s"
-    outputs = out.read_all()
-    out.close()
-
-    assert 50 <= len(outputs) < total, "the stop should come mid-stream"
-    processed: dict[int, int] = {}
-    for message in outputs:
-        _, partition, offset = _source(message)
-        processed[partition] = max(processed.get(partition, 0), offset + 1)
-    assert len(outputs) == len({_source(m) for m in outputs}), "an input processed twice"
-    committed = _committed(kafka_broker.bootstrap, topics.group, topics.frames)
-    assert committed == processed, service.log_tail()
-    print(f"sigterm_stop_seconds={stop_s:.2f} processed={len(outputs)}/{total}")
-
-
-def test_readyz_says_stalled_while_the_stage_cannot_make_progress_and_ready_again_after(
-    kafka_broker: KafkaBroker, unique_topic: Callable[[str], str], services: list[Service],
-    reader: Callable[[str], Reader], tmp_path: Path,
-) -> None:
-    # Issue 11, failure 2: while the stage retried one batch for ever, /readyz said ready.
-    # Here its backend is down for its first 25 calls (about 5 s of retries) with input waiting.
-    topics = _topics(kafka_broker, unique_topic, frames_partitions=FRAMES.partitions)
-    _produce(kafka_broker.bootstrap, topics.frames, _good(5))
-    settings = _service_settings(
-        kafka_broker, topics, echo_fail_first="25", stall_after_s="1",
-        backoff_initial_s="0.2", backoff_max_s="0.2",
-    )
-    services.append(service := Service(tmp_path / "service.log", **settings))
-    base = f"http://127.0.0.1:{settings['http_port']}"
-
-    stalled: dict[str, object] | None = None
-    deadline = time.monotonic() + 30
-    while stalled is None and time.monotonic() < deadline:
-        try:
-            status, body = _http(f"{base}/readyz")
-        except OSError:
-            time.sleep(0.1)
-            continue
-        checks = json.loads(body).get("checks", {})
-        if status == 503 and not checks.get("progress", {"ok": True})["ok"]:
-            stalled = checks
-        time.sleep(0.1)
-    assert stalled is not None, f"/readyz never said stalled\n{service.log_tail()}"
-    assert stalled["progress"]["reason"].startswith("stalled: no batch finished for ")
-    assert "backend_unavailable: echo backend down" in stalled["progress"]["reason"]
-    assert stalled["partitions"]["ok"] and stalled["broker"]["ok"]
-    metrics = _http(f"{base}/metrics")[1].decode()
-    assert 'openlfr_stage_stalled{stage="echo"} 1.0' in metrics
-
-    outputs = reader(topics.out).read(until=5, timeout_s=30)
-    assert len(outputs) == 5, service.log_tail()
-    deadline = time.monotonic() + 10
-    while _http(f"{base}/readyz")[0] != 200 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    status, body = _http(f"{base}/readyz")
-    assert status == 200, body
-    assert json.loads(body)["checks"]["progress"] == {"ok": True, "reason": "ok"}
-    metrics = _http(f"{base}/metrics")[1].decode()
-    assert 'openlfr_stage_stalled{stage="echo"} 0.0' in metrics
-    assert 'openlfr_stage_progress_age_seconds{stage="echo"} 0.0' in metrics
-
-
-@pytest.mark.parametrize(
-    ("settings", "expected"),
-    [
-        ({}, "bad setting OPENLFR_BOOTSTRAP: Field required"),
-        ({"bootstrap": "127.0.0.1:9092", "batch_size": "0"}, "bad setting OPENLFR_BATCH_SIZE:"),
-        ({"bootstrap": "no-port"}, "bad setting OPENLFR_BOOTSTRAP: Value error, expected host"),
-        ({"bootstrap": "h:1", "log_level": "LOUD"}, "bad setting OPENLFR_LOG_LEVEL:"),
-        ({"bootstrap": "h:1", "delivery_max_retries": "-1"},
-         "bad setting OPENLFR_DELIVERY_MAX_RETRIES:"),
-        ({"bootstrap": "h:1", "stall_after_s": "0"}, "bad setting OPENLFR_STALL_AFTER_S:"),
-        ({"bootstrap": "h:1", "max_message_bytes": "1000"},
-         "bad setting OPENLFR_MAX_MESSAGE_BYTES:"),
-        ({"bootstrap": "h:1", "deadletter_payload_bytes": "900000"},
-         "bad setting OPENLFR_DEADLETTER_PAYLOAD_BYTES: Value error, 900000 does not fit"),
-    ],
-)
-def test_service_with_a_bad_setting_exits_2_naming_it(
-    settings: dict[str, str], expected: str, tmp_path: Path
-) -> None:
-    service = Service(tmp_path / "bad.log", **settings)
-    assert service.wait(30) == 2
-    assert expected in service.log.read_text(), service.log_tail()
