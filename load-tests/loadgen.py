@@ -62,7 +62,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_pipeline import Scrape, loadavg, machine, topic_timestamps  # noqa: E402
+from bench_common import loadavg, machine  # noqa: E402
+from bench_services import Scrape, topic_timestamps  # noqa: E402
 from loadgen_stack import LoadgenError, Stack, attach_stack, stack_cpu_s, start_stack  # noqa: E402
 
 from openlfr import paths  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_pipeline import Scrape
+from bench_services import Scrape
 
 if TYPE_CHECKING:
     from loadgen import Scenario
