@@ -92,9 +92,11 @@ CMD ["openlfr", "service", "match"]
 # ---- triton-cpu: Triton from the nvidia-pytriton wheel on the CPU, over the python variant.
 # The wheel carries tritonserver, its libraries and the Python backend, no ONNX Runtime backend:
 # each model runs onnxruntime inside the Python backend (deploy/triton/python/model.py). Its
-# virtualenv: onnxruntime, numpy<2 (the stub returns empty outputs with numpy 2), the wheel
-# without its dependencies (they are pytriton's Python API's: the server needs none of them) and
-# openlfr without its own, for the entry point (openlfr.inference.triton_exec).
+# virtualenv: onnxruntime, numpy<2 (the stub returns empty outputs with numpy 2) and the wheel
+# without its dependencies (they are pytriton's Python API's: the server needs none of them).
+# openlfr itself (for the entry point, openlfr.inference.triton_exec, which imports only the
+# standard library and its own package) goes in the last stage under /opt/triton/lib, which a
+# .pth file puts on the venv's path: a change under libs/ then redoes a 5 MB layer, not the venv.
 FROM ${PYTHON_IMAGE} AS triton-cpu-venv
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
@@ -103,11 +105,8 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secre
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
  && python -m venv /opt/triton/venv \
  && /opt/triton/venv/bin/pip install -c constraints.txt onnxruntime "numpy<2" \
- && /opt/triton/venv/bin/pip install --no-deps -c constraints.txt nvidia-pytriton
-COPY libs/ libs/
-RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked --mount=type=secret,id=pip-cert \
-    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
- && /opt/triton/venv/bin/pip install --no-deps ./libs
+ && /opt/triton/venv/bin/pip install --no-deps -c constraints.txt nvidia-pytriton \
+ && /opt/triton/venv/bin/python -c "import site; open(site.getsitepackages()[0] + '/openlfr-triton.pth', 'w').write('/opt/triton/lib\n')"
 
 FROM ${PYTHON_IMAGE} AS triton-cpu
 # The Python backend stub links libpython3.X.so.1.0: python:3.11-slim has it beside its
@@ -126,6 +125,7 @@ ENV PATH=/opt/triton/venv/bin:$PATH \
     HOME=/tmp
 COPY --from=triton-cpu-venv /opt/triton/venv /opt/triton/venv
 COPY --from=build /app/build/triton/python-image /models
+COPY libs/openlfr/ /opt/triton/lib/openlfr/
 # The backend directory (the stub beside the Python backend) laid out now, so a read-only root
 # file system does at run time; the entry point finds it in place. (A chmod -R over the venv or
 # /models here would copy them into this layer again: they are world-readable from their stages.)
