@@ -225,10 +225,11 @@ def test_compose_stack_from_the_images_alerts_once_per_enrolled_person(stack: St
     assert sorted(item["alert_id"] for item in review.json()["items"]) == sorted(a["alert_id"] for a in alerts)
     # The kill was mid-stream: the restarted match had embeddings left to consume.
     assert _metric(stack.url("match"), matched) > 0
-    # Prometheus (Debian's, in its image) scrapes the services by their compose names.
+    # Prometheus (Debian's, in its image) scrapes the services and Triton by their compose names.
     prometheus = "http://" + stack.compose("port", "prometheus", "9090").stdout.strip().replace("0.0.0.0", "127.0.0.1")
-    up = httpx.get(prometheus + "/api/v1/query", params={"query": 'up{job=~"match|alert"}'}, timeout=30).json()
-    assert sorted((r["metric"]["job"], r["value"][1]) for r in up["data"]["result"]) == [("alert", "1"), ("match", "1")], up
+    up = httpx.get(prometheus + "/api/v1/query", params={"query": 'up{job=~"match|alert|triton"}'}, timeout=30).json()
+    assert sorted((r["metric"]["job"], r["value"][1]) for r in up["data"]["result"]) == [
+        ("alert", "1"), ("match", "1"), ("triton", "1")], up
     # The models ran on Triton, not in the services' processes: Triton's own count of the
     # requests it answered, per model (the detector's two models share the work).
     triton = "http://" + stack.compose("port", "triton", "8002").stdout.strip().replace("0.0.0.0", "127.0.0.1")
