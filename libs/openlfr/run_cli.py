@@ -124,10 +124,16 @@ def largest_face(analyzer: Any) -> Any:
     return locate
 
 
+#: onnxruntime intra-op threads per stage in ``openlfr run`` unless ``--threads`` or
+#: ``OPENLFR_THREADS`` says otherwise (per-stage ``OPENLFR_*_INTRA_OP_THREADS`` still win).
+RUN_THREADS = 1
+
+
 def run_settings(args: argparse.Namespace) -> DetectSettings:
     """The settings ``openlfr run`` builds its models and detect stage from: the detect service's
     (:class:`~openlfr.pipeline.detect_settings.DetectSettings`, from ``OPENLFR_*``) with the
-    command's backend flags and ``--max-frame-age-s`` over them.
+    command's backend flags and ``--max-frame-age-s`` over them, and :data:`RUN_THREADS`
+    onnxruntime threads a stage unless the threads are set.
 
     Raises:
         pydantic.ValidationError: a bad setting.
@@ -135,7 +141,12 @@ def run_settings(args: argparse.Namespace) -> DetectSettings:
     from openlfr.cli import _settings
     from openlfr.pipeline.detect_settings import DetectSettings
 
-    values = {"max_frame_age_s": args.max_frame_age_s} if args.max_frame_age_s is not None else {}
+    values: dict[str, Any] = {"max_frame_age_s": args.max_frame_age_s} if args.max_frame_age_s is not None else {}
+    if args.threads is None and "OPENLFR_THREADS" not in os.environ:
+        # The four stages share this process and its cores: one onnxruntime thread a stage
+        # (about 10% less CPU than a pool per stage at the same wall time, docs/benchmarks.md).
+        # A service owns its process and keeps onnxruntime's default (a thread per CPU it may use).
+        values["threads"] = RUN_THREADS
     return _settings(args, DetectSettings, **values)
 
 

@@ -41,9 +41,12 @@ def stage_config(stage: DetectStage) -> dict[str, Any]:
         "detector": (detector.spec.name, detector.score_threshold, repr(detector.tile_grids), detector.tile_overlap),
         "detector_models": [spec.name for spec in detector.specs],
         "min_face_px": stage.analyzer.min_face_px,
-        "detect_threads": detector.backend.threading,
-        "embed_threads": stage.analyzer.embedder.backend.threading,
     }
+
+
+def stage_threads(stage: DetectStage) -> tuple[Any, Any]:
+    """The onnxruntime pools of the stage's detector and embedder sessions."""
+    return stage.analyzer.detector.backend.threading, stage.analyzer.embedder.backend.threading
 
 
 def _run_args(*extra: str) -> Any:
@@ -72,11 +75,23 @@ def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
         monkeypatch.setenv(key, value)
     service_settings = load_settings(detect_service.DetectServiceSettings)
     cli_settings = run_settings(_run_args())
-    assert cli_settings.detect_fields() == service_settings.detect_fields()
+    run_fields, service_fields = cli_settings.detect_fields(), service_settings.detect_fields()
+    if "OPENLFR_THREADS" not in env:  # below: run's own default of one thread a stage
+        assert (run_fields.pop("threads"), service_fields.pop("threads")) == (1, 0)
+    assert run_fields == service_fields
 
     service = detect_service.build(service_settings)
     live = build_detect_stage(cli_settings, live=True)
     assert stage_config(live) == stage_config(service)
+    # Threads: the same once set; unset, ``openlfr run`` (its stages share one process) gives
+    # each stage one onnxruntime thread and the service keeps onnxruntime's default.
+    run_detect, run_embed = stage_threads(live)
+    if "OPENLFR_THREADS" in env:
+        assert (run_detect, run_embed) == stage_threads(service)
+    else:
+        assert cli_settings.threads == 1 and service_settings.threads == 0
+        assert run_embed.intra_op_threads == (int(env.get("OPENLFR_EMBED_INTRA_OP_THREADS", 1)))
+        assert stage_threads(service)[1].intra_op_threads == int(env.get("OPENLFR_EMBED_INTRA_OP_THREADS", 0))
     if not env:
         assert isinstance(service.gate, PyramidGate)  # the default, for both
     detector_models = [spec.name for spec in live.analyzer.detector.specs]
@@ -95,6 +110,17 @@ def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
     expected = stage_config(service)
     del expected["max_frame_age_s"], expected["freshness"]
     assert from_file == expected
+
+
+def test_openlfr_run_takes_its_threads_from_the_flag_or_the_setting_before_its_own_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENLFR_THREADS", raising=False)
+    assert run_settings(_run_args()).threads == 1
+    assert run_settings(_run_args("--threads", "0")).threads == 0
+    monkeypatch.setenv("OPENLFR_THREADS", "2")
+    assert run_settings(_run_args()).threads == 2
+    assert run_settings(_run_args("--threads", "3")).threads == 3
 
 
 def test_the_run_flag_for_the_frame_age_limit_overrides_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
