@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--protocol", dest="triton_protocol", choices=["grpc", "http"], help="Triton protocol")
         p.add_argument("--detector", choices=["full", "short"], help="BlazeFace model (OPENLFR_DETECTOR)")
         p.add_argument("--threads", type=int,
-                       help="onnxruntime threads a stage, local backend (OPENLFR_THREADS; run: 1 unless set)")
+                       help="onnxruntime threads a stage, local backend (OPENLFR_THREADS; run on a file: 1 unless set)")
         p.add_argument("--model-dir", dest="model_dir", type=Path, help="built models (OPENLFR_MODEL_DIR)")
 
     models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)

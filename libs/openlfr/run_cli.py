@@ -124,15 +124,20 @@ def largest_face(analyzer: Any) -> Any:
     return locate
 
 
-#: onnxruntime intra-op threads per stage in ``openlfr run`` unless ``--threads`` or
+#: onnxruntime intra-op threads per stage in ``openlfr run`` on a file unless ``--threads`` or
 #: ``OPENLFR_THREADS`` says otherwise (per-stage ``OPENLFR_*_INTRA_OP_THREADS`` still win).
 RUN_THREADS = 1
+
+
+def is_live(source: str | None) -> bool:
+    """Whether ``--source`` is a camera (a stream URL or a device number), not a file or the sample."""
+    return source is not None and ("://" in source or source.strip().isdigit())
 
 
 def run_settings(args: argparse.Namespace) -> DetectSettings:
     """The settings ``openlfr run`` builds its models and detect stage from: the detect service's
     (:class:`~openlfr.pipeline.detect_settings.DetectSettings`, from ``OPENLFR_*``) with the
-    command's backend flags and ``--max-frame-age-s`` over them, and :data:`RUN_THREADS`
+    command's backend flags and ``--max-frame-age-s`` over them, and, on a file, :data:`RUN_THREADS`
     onnxruntime threads a stage unless the threads are set.
 
     Raises:
@@ -142,10 +147,11 @@ def run_settings(args: argparse.Namespace) -> DetectSettings:
     from openlfr.pipeline.detect_settings import DetectSettings
 
     values: dict[str, Any] = {"max_frame_age_s": args.max_frame_age_s} if args.max_frame_age_s is not None else {}
-    if args.threads is None and "OPENLFR_THREADS" not in os.environ:
-        # The four stages share this process and its cores: one onnxruntime thread a stage
-        # (about 10% less CPU than a pool per stage at the same wall time, docs/benchmarks.md).
-        # A service owns its process and keeps onnxruntime's default (a thread per CPU it may use).
+    if args.threads is None and "OPENLFR_THREADS" not in os.environ and not is_live(args.source):
+        # A file: the four stages share this process and its cores, one onnxruntime thread a
+        # stage (8-10% less CPU than a pool per stage, about 12% more wall time,
+        # docs/benchmarks.md). A live source keeps onnxruntime's default, as the services do:
+        # there keeping up with the camera comes first.
         values["threads"] = RUN_THREADS
     return _settings(args, DetectSettings, **values)
 
@@ -215,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         return _fail(f"--sample-fps {args.sample_fps:g}: must be positive")
     if args.batch_size < 1:
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
-    if source is not None and "://" not in source and not source.strip().isdigit() and not Path(source).exists():
+    if source is not None and not is_live(source) and not Path(source).exists():
         return _fail(f"--source {source}: no such file or folder")
 
     try:

@@ -112,12 +112,16 @@ def test_openlfr_run_and_the_detect_service_build_the_same_detect_stage(
     assert from_file == expected
 
 
-def test_openlfr_run_takes_its_threads_from_the_flag_or_the_setting_before_its_own_default(
+def test_openlfr_run_on_a_file_takes_its_threads_from_the_flag_or_the_setting_before_its_own_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("OPENLFR_THREADS", raising=False)
     assert run_settings(_run_args()).threads == 1
     assert run_settings(_run_args("--threads", "0")).threads == 0
+    # A camera keeps onnxruntime's default, as the services do: keeping up comes first.
+    for camera in ("rtsp://cam.example/stream", "0"):
+        args = build_parser().parse_args(["run", "--source", camera, "--watchlist", "people"])
+        assert run_settings(args).threads == 0
     monkeypatch.setenv("OPENLFR_THREADS", "2")
     assert run_settings(_run_args()).threads == 2
     assert run_settings(_run_args("--threads", "3")).threads == 3
