@@ -156,6 +156,58 @@ def run_settings(args: argparse.Namespace) -> DetectSettings:
     return _settings(args, DetectSettings, **values)
 
 
+def source_problem(source: str) -> str | None:
+    """Why ``--source`` cannot give a frame, found before any model is loaded, or None.
+
+    A camera (stream URL or device) is only checked for its scheme here: whether it answers is
+    known once frames are read (``--max-reconnects``). An image folder must hold an image, and
+    a file must be a video whose first frame decodes.
+    """
+    import cv2
+
+    from openlfr.pipeline.sources import IMAGE_SUFFIXES, open_source
+
+    try:
+        open_source(source, realtime_files=False)  # the scheme or the file's kind; opens nothing
+    except ValueError as exc:
+        reason = str(exc)
+        for said in (source.strip(), str(Path(source.strip()).expanduser())):
+            reason = reason.removeprefix(f"{said}: ")
+        return f"--source {source}: {reason}"
+    if is_live(source):
+        return None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            return f"--source {source}: an image folder with no image in it ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        return None
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # the refusal is ours to word, not FFmpeg's
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened() or not capture.grab():
+            return f"--source {source}: cannot be read as a video (no frame decodes)"
+    finally:
+        capture.release()
+    return None
+
+
+def watchlist_problem(folder: Path) -> str | None:
+    """Why the ``--watchlist`` folder cannot enrol anyone, by its layout alone (before any model is
+    loaded), or None: it must hold a folder per subject with at least one file in it. Whether
+    the photos are usable is the enrolment's to say (each refusal listed)."""
+    from openlfr.watchlist.loader import subject_files
+
+    entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".")]
+    if any(e.is_dir() and subject_files(e) for e in entries):
+        return None
+    loose = [e.name for e in entries if e.is_file()]
+    layout = f"give one folder per subject, named by the subject id, with their photos in it ({folder}/SUBJECT_ID/photo.jpg)"
+    if loose:
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        return f"--watchlist {folder}: {len(loose)} file(s) not in a subject's folder ({shown}); {layout}"
+    return f"--watchlist {folder}: no subject folder with a photo in it; {layout}"
+
+
 def _fail(message: str, *, code: int = 2) -> int:
     print(f"openlfr run: {message}", file=sys.stderr)
     return code
@@ -223,6 +275,10 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         return _fail(f"--batch-size {args.batch_size}: must be at least 1")
     if source is not None and not is_live(source) and not Path(source).exists():
         return _fail(f"--source {source}: no such file or folder")
+    problem = (source_problem(source) if source is not None else None) or (
+        watchlist_problem(Path(watchlist)) if watchlist is not None else None)
+    if problem is not None:
+        return _fail(problem)
 
     try:
         settings = run_settings(args)

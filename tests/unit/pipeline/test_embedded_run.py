@@ -125,6 +125,64 @@ def test_bad_flags_are_refused_naming_the_flag(args: list[str], named: str, tmp_
     assert proc.returncode == 2 and named in proc.stderr, proc.stderr
 
 
+def _tiny_video(path: Path) -> Path:
+    """A few decodable frames, enough for ``--source`` to pass its check."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    for k in range(3):
+        writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    writer.release()
+    return path
+
+
+def _layout(tmp_path: Path, case: str) -> tuple[list[str], str]:
+    """``openlfr run``'s arguments for one refused input and the words its refusal must hold."""
+    video = _tiny_video(tmp_path / "clip.mp4")
+    people = tmp_path / "people"
+    (people / "ada").mkdir(parents=True)
+    (people / "ada" / "photo.jpg").write_bytes(b"layout only: refused before any photo is read")
+    if case == "empty watchlist":
+        (tmp_path / "empty").mkdir()
+        return ["--source", str(video), "--watchlist", str(tmp_path / "empty")], "no subject folder with a photo in it"
+    if case == "photos not in per-person folders":
+        flat = tmp_path / "flat"
+        flat.mkdir()
+        for name in ("a.jpg", "b.jpg"):
+            (flat / name).write_bytes(b"x")
+        (flat / "nobody").mkdir()  # an empty subject folder does not count
+        return ["--source", str(video), "--watchlist", str(flat)], "2 file(s) not in a subject's folder (a.jpg, b.jpg)"
+    if case == "empty source folder":
+        (tmp_path / "frames").mkdir()
+        (tmp_path / "frames" / "notes.txt").write_text("not an image")
+        return ["--source", str(tmp_path / "frames"), "--watchlist", str(people)], "an image folder with no image in it"
+    if case == "not a video":
+        (tmp_path / "notes.txt").write_text("not a video")
+        return ["--source", str(tmp_path / "notes.txt"), "--watchlist", str(people)], "notes.txt: not a video file"
+    if case == "corrupt video":
+        (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")
+        return ["--source", str(tmp_path / "broken.mp4"), "--watchlist", str(people)], "cannot be read as a video"
+    assert case == "unknown scheme"
+    return ["--source", "ftp://cam/1", "--watchlist", str(people)], "--source ftp://cam/1: unsupported scheme 'ftp'"
+
+
+@pytest.mark.parametrize("case", ["empty watchlist", "photos not in per-person folders", "empty source folder",
+                                  "not a video", "corrupt video", "unknown scheme"])
+def test_inputs_that_cannot_give_an_alert_are_refused_before_any_model(case: str, tmp_path: Path) -> None:
+    """Exit 2 naming the flag, before a model is loaded or a subject enrolled (no cohort, model
+    or build folder is needed to get here), with no FFmpeg noise."""
+    args, words = _layout(tmp_path, case)
+    env = {**os.environ, "OPENLFR_BUILD_DIR": str(tmp_path / "no-build"), "OPENLFR_MODEL_DIR": str(tmp_path / "no-models")}
+    proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and proc.stderr.startswith("openlfr run: --"), proc.stderr
+    assert "enrolled" not in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr
+    assert "moov atom" not in proc.stderr and "[mov," not in proc.stderr, proc.stderr
+    assert not (tmp_path / "no-build").exists()
+
+
 def test_a_watchlist_nobody_could_be_enrolled_from_is_refused(run_env: dict[str, str], faces_dir: Path,
                                                                tmp_path: Path) -> None:
     watchlist = tmp_path / "watchlist"
@@ -187,3 +245,52 @@ def test_ctrl_c_stops_cleanly_with_the_summary(run_env: dict[str, str]) -> None:
     err = "".join(lines)
     assert "stopped by Ctrl-C after" in err and "frame(s) processed of" in err, err
     assert "Traceback" not in err
+
+
+def test_a_file_shows_a_progress_bar_of_frames_done_and_total_on_a_terminal(model_dir: Path, faces_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """On a terminal (stderr a pty) a file's run draws a bar of frames processed out of the frames it
+    will give at --sample-fps: 30 frames at 10 fps sampled at 5 fps are 15; off a terminal, none."""
+    import fcntl
+    import os as _os
+    import pty
+    import struct
+    import termios
+
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for k in range(30):
+        writer.write(np.full((120, 160, 3), 3 * k, np.uint8))
+    writer.release()
+    people = tmp_path / "people" / "obama"
+    people.mkdir(parents=True)
+    shutil.copyfile(faces_dir / "face_recognition/examples/knn_examples/train/obama/obama.jpg", people / "obama.jpg")
+    args = [sys.executable, "-m", "openlfr.cli", "run", "--source", str(video), "--watchlist", str(tmp_path / "people"),
+            "--sample-fps", "5", "--floor", "0.9"]
+    env = {**os.environ, "OPENLFR_MODEL_DIR": str(model_dir)}
+    env.pop("OPENLFR_BUILD_DIR", None)  # the project's cohort, built by set-up
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=terminal, env=env, cwd=paths.REPO_ROOT)
+    _os.close(terminal)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = _os.read(main, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _os.close(main)
+    assert proc.wait(300) == 0, seen.decode(errors="replace")
+    shown = seen.decode(errors="replace")
+    counts = [(int(done), int(total)) for done, total in re.findall(r"openlfr run:[^\r\n]*?(\d+)/(\d+) \[", shown)]
+    assert counts and {total for _, total in counts} == {15}, shown
+    assert counts[0][0] == 0 and counts[-1][0] == 15 and all(done <= 15 for done, _ in counts), shown
+    assert "15 frame(s) processed of" in shown, shown
+    quiet = subprocess.run(args, capture_output=True, text=True, env=env, cwd=paths.REPO_ROOT, timeout=300, check=False)
+    assert quiet.returncode == 0 and "/15 [" not in quiet.stderr, quiet.stderr
