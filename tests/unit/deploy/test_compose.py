@@ -129,4 +129,22 @@ def test_unauthenticated_monitoring_is_published_on_loopback_only() -> None:
     for name in ("prometheus", "grafana"):
         ports = compose["services"][name]["ports"]
         assert ports and all(str(p).startswith("127.0.0.1:") for p in ports), (name, ports)
-    assert compose["services"]["kafka"]["image"].endswith(":4.3.1")  # the version every test runs
+
+
+def test_every_broker_image_runs_the_kafka_version_the_tests_run() -> None:
+    """The tests' broker runs the jars of deploy/kafka/pom.xml's <kafka.version>; compose (both
+    files) and services.yaml name a broker image of that version, so a bump of one shows here."""
+    import re
+
+    from openlfr import paths
+
+    pom = (paths.REPO_ROOT / "deploy/kafka/pom.xml").read_text()
+    found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    assert found, "deploy/kafka/pom.xml names no <kafka.version>"
+    version = found.group(1)
+    named: dict[str, list[str]] = {}
+    for listed in ("docker-compose.yml", "deploy/compose/local.yml", "deploy/services.yaml"):
+        text = (paths.REPO_ROOT / listed).read_text()
+        named[listed] = re.findall(r"\b(?:openlfr/kafka|apache/kafka|bitnami/kafka|confluentinc/cp-kafka):(\S+)", text)
+    assert all(named.values()), named  # each file names the broker image
+    assert all(tag == version for tags in named.values() for tag in tags), (version, named)
