@@ -35,7 +35,7 @@ from openlfr.review.exceptions import (
     SubjectNotFound,
 )
 from openlfr.review.registry_client import RegistryClient
-from openlfr.review.report import build_report, iso_utc, render_markdown
+from openlfr.review.report import NOT_ASKED, build_report, iso_utc, render_markdown
 from openlfr.review.schemas import (
     AlertPagePublic,
     AlertPublic,
@@ -386,9 +386,12 @@ def make_review_router(
         who: Principal = reader,
     ) -> Response:
         """What a force publishes for a deployment: purpose, authority, cameras, window, threshold,
-        watchlist size, model version, faces and tracks, alerts and how many were wrong."""
+        watchlist size, model version, faces and tracks, alerts and how many were wrong, and the
+        look-alike watch (``"unknown (reason)"`` when the registry does not serve it or fails)."""
         tallies = store.tallies(deployment_id)
         deployment: dict[str, Any] | None = None
+        look_alikes: dict[str, Any] | None = None
+        look_alikes_unknown = NOT_ASKED
         if registry_client is None:
             if tallies is None:
                 raise HTTPException(
@@ -404,7 +407,17 @@ def make_review_router(
             except RegistryUnavailable as exc:
                 logger.warning('report: registry unavailable deployment_id="%s" error="%s"', deployment_id, exc)
                 raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=str(exc)) from exc
-        report = build_report(deployment, tallies or Tallies(deployment_id), generated_ts=clock())
+            # The look-alike watch alone failing leaves the rest of the report standing.
+            try:
+                look_alikes = registry_client.get_look_alikes(deployment_id)
+            except RegistryUnavailable as exc:
+                logger.warning('report: look-alikes unavailable deployment_id="%s" error="%s"', deployment_id, exc)
+                look_alikes_unknown = str(exc)
+            else:
+                if look_alikes is None:
+                    look_alikes_unknown = "the registry does not serve the look-alike watch"
+        report = build_report(deployment, tallies or Tallies(deployment_id), generated_ts=clock(),
+                              look_alikes=look_alikes, look_alikes_unknown=look_alikes_unknown)
         audit.append(
             actor=who.name,
             action="export",
@@ -414,6 +427,7 @@ def make_review_router(
                 "alerts": report["alerts"],
                 "adjudicated": report["adjudicated"],
                 "registry": deployment is not None,
+                "look_alikes": look_alikes is not None,
             },
         )
         if format_ == "markdown":

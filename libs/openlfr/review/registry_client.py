@@ -1,5 +1,6 @@
 """Reading deployments and subjects from the registry's API: for the per-deployment report, and
-for the alert stage's checks of every match (``openlfr.pipeline.match_trust``)."""
+for the alert stage's checks of every match (``openlfr.pipeline.match_trust``); and the match
+service's look-alike watch of a deployment, for the report."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ class RegistryClient(Protocol):
 
         Raises:
             SubjectNotFound: the registry does not know it.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        ...
+
+    def get_look_alikes(self, deployment_id: str) -> dict[str, Any] | None:
+        """The look-alike watch of a deployment (``GET /v1/deployments/{id}/look-alikes``, served
+        by the match service beside the registry's API), or None where it is not served (404).
+
+        Raises:
             RegistryUnavailable: the registry could not be asked.
         """
         ...
@@ -87,6 +97,23 @@ class HttpRegistryClient:
         return self._get(f"/v1/watchlists/{urllib.parse.quote(watchlist_id, safe='')}",
                          what=f"watchlist {watchlist_id!r}", not_found=lambda: WatchlistNotFound(watchlist_id))
 
+    def get_look_alikes(self, deployment_id: str) -> dict[str, Any] | None:
+        """The look-alike watch of a deployment (``GET /v1/deployments/{id}/look-alikes``): per
+        subject, the counts of near-miss tracks since the match process started.
+
+        Returns:
+            The answer (``LookAlikes``), or None on a 404: a registry without the match stage
+            beside it does not serve the route (nor does one that no longer knows the deployment).
+
+        Raises:
+            RegistryUnavailable: the registry could not be asked, or answered with another error.
+        """
+        path = f"/v1/deployments/{urllib.parse.quote(deployment_id, safe='')}/look-alikes"
+        try:
+            return self._get(path, what=f"the look-alikes of deployment {deployment_id!r}", not_found=_NotServed)
+        except _NotServed:
+            return None
+
     def _get(self, path: str, *, what: str, not_found: Callable[[], Exception]) -> dict[str, Any]:
         request = urllib.request.Request(self.base_url + path, headers={"Accept": "application/json"})
         if self._token is not None:
@@ -110,6 +137,10 @@ class HttpRegistryClient:
         if not isinstance(record, dict):
             raise RegistryUnavailable(f"the registry's answer for {what} is not a JSON object")
         return record
+
+
+class _NotServed(Exception):
+    """A 404 where "not served" is an answer, not an error."""
 
 
 def _detail(exc: urllib.error.HTTPError) -> str:

@@ -1,9 +1,12 @@
 """The per-deployment report a force publishes: what ran, where, when, and how often it was wrong.
 
 :func:`build_report` joins the registry's deployment record (``GET /v1/deployments/{id}``) with
-the review store's tallies; :func:`render_markdown` writes it for people. Every field the
-registry did not give reads ``"unknown"`` (the report never guesses), and a report built
-without the registry says that the deployment's details are unknown.
+the review store's tallies and, where the match service serves it, the deployment's look-alike
+watch (``GET /v1/deployments/{id}/look-alikes``: per subject, the tracks that came within a
+margin of its threshold without matching, since the match process started; counts only);
+:func:`render_markdown` writes it for people. Every field the registry did not give reads
+``"unknown"`` (the report never guesses), and a report built without the registry says that
+the deployment's details are unknown.
 """
 
 from __future__ import annotations
@@ -123,7 +126,89 @@ def summary_line(tallies: Tallies) -> str:
     )
 
 
-def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, generated_ts: float) -> dict[str, Any]:
+#: Why the look-alike watch reads unknown when nobody said otherwise.
+NOT_ASKED = "the registry was not asked"
+
+#: Whence the look-alike counts come, and since when.
+LOOK_ALIKES_SOURCE = "from the match service, counted since its match process started"
+
+
+def _look_alike_subjects(value: object) -> list[dict[str, Any]] | None:
+    """The subjects of a look-alike answer, or None where any is not as expected."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    subjects = []
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            return None
+        subject_id, n = entry.get("subject_id"), entry.get("near_miss_tracks")
+        attracts = entry.get("attracts_strangers")
+        if not (isinstance(subject_id, str) and subject_id and isinstance(n, int) and not isinstance(n, bool)
+                and n >= 1 and isinstance(attracts, bool)):
+            return None
+        subjects.append({"subject_id": subject_id, "near_miss_tracks": n, "attracts_strangers": attracts})
+    return subjects
+
+
+def look_alike_section(answer: Mapping[str, Any] | None, deployment_id: str, *,
+                       unknown_reason: str = NOT_ASKED) -> dict[str, Any]:
+    """The report's look-alike watch from the match service's answer.
+
+    Args:
+        answer: ``GET /v1/deployments/{id}/look-alikes`` (``LookAlikes``), or None when it was
+            not asked or not served.
+        deployment_id: the report's deployment (an answer naming another is not used).
+        unknown_reason: why there is no answer (read only when ``answer`` is None).
+
+    Returns:
+        ``watch`` (where the counts come from, or ``"unknown (reason)"``), the margins
+        (``score_margin`` raw, ``z_margin`` normalised), ``min_tracks``,
+        ``subjects_with_near_misses`` and ``attracting_strangers`` (each ``{subject_id,
+        near_miss_tracks}``, most first); every field ``"unknown"`` without a usable answer.
+    """
+    section: dict[str, Any] = {
+        "watch": f"{UNKNOWN} ({unknown_reason})",
+        "score_margin": UNKNOWN,
+        "z_margin": UNKNOWN,
+        "min_tracks": UNKNOWN,
+        "subjects_with_near_misses": UNKNOWN,
+        "attracting_strangers": UNKNOWN,
+    }
+    if answer is None:
+        return section
+    subjects = _look_alike_subjects(answer.get("subjects"))
+    named = answer.get("deployment_id")
+    if named is not None and named != deployment_id:
+        section["watch"] = f"{UNKNOWN} (the match service answered for deployment {named!r})"
+        logger.warning('report: look-alikes of another deployment asked="%s" answered="%s"', deployment_id, named)
+        return section
+    if subjects is None:
+        section["watch"] = f"{UNKNOWN} (the match service's answer is not as expected)"
+        logger.warning('report: look-alikes answer not as expected deployment_id="%s"', deployment_id)
+        return section
+    attracting = sorted((s for s in subjects if s["attracts_strangers"]),
+                        key=lambda s: (-s["near_miss_tracks"], s["subject_id"]))
+    min_tracks = answer.get("min_tracks")
+    section.update(
+        watch=LOOK_ALIKES_SOURCE,
+        score_margin=_number(answer.get("score_margin")),
+        z_margin=_number(answer.get("z_margin")),
+        min_tracks=min_tracks if isinstance(min_tracks, int) and not isinstance(min_tracks, bool) else UNKNOWN,
+        subjects_with_near_misses=len(subjects),
+        attracting_strangers=[{"subject_id": s["subject_id"], "near_miss_tracks": s["near_miss_tracks"]}
+                              for s in attracting],
+    )
+    return section
+
+
+def build_report(
+    deployment: Mapping[str, Any] | None,
+    tallies: Tallies,
+    *,
+    generated_ts: float,
+    look_alikes: Mapping[str, Any] | None = None,
+    look_alikes_unknown: str = NOT_ASKED,
+) -> dict[str, Any]:
     """The report of one deployment.
 
     Args:
@@ -131,12 +216,18 @@ def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, gene
             registry was not asked; missing keys read ``"unknown"``.
         tallies: the store's counts for the deployment (zeros if it has had no alert).
         generated_ts: when the report is made (epoch seconds).
+        look_alikes: the match service's look-alike watch of the deployment
+            (``GET /v1/deployments/{id}/look-alikes``), or None when it was not asked, not
+            served or could not be read.
+        look_alikes_unknown: why ``look_alikes`` is None ("the registry does not serve it", the
+            registry's error); read only then.
 
     Returns:
         A JSON-ready dict: the deployment's purpose, authority, cameras, window, threshold,
         watchlists and their size at the snapshot, model version, faces processed and tracks,
         then alerts, adjudicated, confirmed, rejected, pending, awaiting_second, precision,
-        false_alert_share and a plain-words ``summary``.
+        false_alert_share, a plain-words ``summary`` and ``look_alikes``
+        (:func:`look_alike_section`).
     """
     known = deployment is not None
     d: Mapping[str, Any] = deployment or {}
@@ -186,6 +277,7 @@ def build_report(deployment: Mapping[str, Any] | None, tallies: Tallies, *, gene
     faces = report["faces_processed"]
     if isinstance(faces, int) and faces > 0:
         report["alerts_per_1000_faces"] = round(1000 * tallies.alerts / faces, 3)
+    report["look_alikes"] = look_alike_section(look_alikes, report["deployment_id"], unknown_reason=look_alikes_unknown)
     return report
 
 
@@ -201,6 +293,49 @@ def _cell(value: object) -> str:
     else:
         text = str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _margins(section: Mapping[str, Any]) -> str:
+    score, z = section.get("score_margin", UNKNOWN), section.get("z_margin", UNKNOWN)
+    return (f"{score} below the subject's score threshold (and, under per-subject thresholds, "
+            f"{z} below its normalised one)")
+
+
+def _attracting(value: object) -> str:
+    if not isinstance(value, list):
+        return UNKNOWN
+    if not value:
+        return "none"
+    return ", ".join(
+        f"{s.get('subject_id')} ({s.get('near_miss_tracks')} tracks)" for s in value if isinstance(s, Mapping)
+    )
+
+
+def _look_alike_lines(section: Mapping[str, Any]) -> list[str]:
+    """The look-alike watch section of the Markdown page."""
+    watch = section.get("watch", f"{UNKNOWN} ({NOT_ASKED})")
+    rows: list[tuple[str, object]] = [("Look-alike watch", watch)]
+    if watch == LOOK_ALIKES_SOURCE:
+        rows += [
+            ("Near-miss margin", _margins(section)),
+            ("Subjects with near-miss tracks", section.get("subjects_with_near_misses")),
+            ("Near-miss tracks at which a subject attracts strangers", section.get("min_tracks")),
+            ("Subjects that attract strangers (near-miss tracks)", _attracting(section.get("attracting_strangers"))),
+        ]
+    return [
+        "## Look-alike watch",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {name} | {_cell(value)} |" for name, value in rows),
+        "",
+        "A near miss is the track of a passer-by who raised no alert but whose best score came within "
+        "the margin of a watchlist subject's threshold. Only these counts are kept, per subject and "
+        "since the match process started: no image, face or template of a passer-by. A subject that "
+        "keeps drawing strangers close to its threshold looks like many of the people passing, so "
+        "strangers are likelier to be wrongly alerted on it: its reference images should be reviewed.",
+        "",
+    ]
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -260,5 +395,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "Every alert is reviewed by people before anyone acts on it: an alert is confirmed only when "
         "two different reviewers confirm it, and rejected when either rejects it with a reason.",
         "",
+        *_look_alike_lines(_mapping(report.get("look_alikes"))),
     ]
     return "\n".join(lines)

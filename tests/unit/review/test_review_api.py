@@ -23,10 +23,13 @@ class FakeRegistry:
     """A registry client answering from a dict, or failing as told."""
 
     def __init__(self, deployments: dict[str, dict[str, Any]], *, down: bool = False,
-                 subjects: dict[str, dict[str, Any]] | None = None) -> None:
+                 subjects: dict[str, dict[str, Any]] | None = None,
+                 look_alikes: dict[str, dict[str, Any]] | None = None) -> None:
         self.deployments = deployments
         self.subjects = subjects or {}
+        self.look_alikes = look_alikes or {}
         self.down = down
+        self.look_alikes_down = False
         self.asked: list[str] = []
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
@@ -44,6 +47,13 @@ class FakeRegistry:
         if subject_id not in self.subjects:
             raise SubjectNotFound(subject_id)
         return self.subjects[subject_id]
+
+    def get_look_alikes(self, deployment_id: str) -> dict[str, Any] | None:
+        self.asked.append(f"{deployment_id}/look-alikes")
+        if self.down or self.look_alikes_down:
+            raise RegistryUnavailable("the registry answered HTTP 503 for the look-alikes of deployment "
+                                      f"{deployment_id!r}: the match stage is not ready")
+        return self.look_alikes.get(deployment_id)  # None: not served
 
 
 DEPLOYMENT = {
@@ -383,6 +393,43 @@ def test_report_of_a_deployment_without_alerts_and_of_an_unknown_one(tmp_path: P
     review.store.close()
 
 
+LOOK_ALIKES = {
+    "deployment_id": "dep-1", "z_margin": 1.0, "score_margin": 0.03, "min_tracks": 5,
+    "subjects": [{"subject_id": "subject-1", "near_miss_tracks": 7, "attracts_strangers": True},
+                 {"subject_id": "subject-2", "near_miss_tracks": 1, "attracts_strangers": False}],
+}
+
+
+def test_report_with_the_look_alike_watch_and_when_it_fails_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = FakeRegistry({"dep-1": DEPLOYMENT, "dep-2": {"id": "dep-2"}}, look_alikes={"dep-1": LOOK_ALIKES})
+    review = build_review_app(tmp_path, registry_client=registry)
+    client = TestClient(review.app)
+    report = client.get("/v1/deployments/dep-1/report", headers=bearer("victor")).json()
+    assert report["look_alikes"]["watch"].startswith("from the match service, counted since its match process")
+    assert report["look_alikes"]["subjects_with_near_misses"] == 2
+    assert report["look_alikes"]["attracting_strangers"] == [{"subject_id": "subject-1", "near_miss_tracks": 7}]
+    page = client.get("/v1/deployments/dep-1/report", params={"format": "markdown"}, headers=bearer("victor")).text
+    assert "| Subjects that attract strangers (near-miss tracks) | subject-1 (7 tracks) |" in page
+    # Not served (a registry without the match stage beside it): unknown, saying so.
+    report = client.get("/v1/deployments/dep-2/report", headers=bearer("victor")).json()
+    assert report["look_alikes"]["watch"] == "unknown (the registry does not serve the look-alike watch)"
+    assert report["look_alikes"]["attracting_strangers"] == "unknown"
+    # The look-alikes alone failing: the report stands, the watch reads unknown with the reason, a warning is logged.
+    registry.look_alikes_down = True
+    with caplog.at_level("WARNING", logger="openlfr.review.api"):
+        r = client.get("/v1/deployments/dep-1/report", headers=bearer("victor"))
+    assert r.status_code == 200 and r.json()["purpose"] == DEPLOYMENT["purpose"]
+    assert r.json()["look_alikes"]["watch"] == ("unknown (the registry answered HTTP 503 for the look-alikes of "
+                                                "deployment 'dep-1': the match stage is not ready)")
+    assert any("look-alikes unavailable" in rec.getMessage() and "dep-1" in rec.getMessage() for rec in caplog.records)
+    exports = [rec.details for rec in review.audit_records() if rec.action == "export"]
+    assert [(d["registry"], d["look_alikes"]) for d in exports] == [(True, True), (True, True), (True, False),
+                                                                     (True, False)]
+    review.store.close()
+
+
 def test_report_without_a_registry(tmp_path: Path) -> None:
     review = build_review_app(tmp_path, registry_client=None)
     client = TestClient(review.app)
@@ -394,6 +441,7 @@ def test_report_without_a_registry(tmp_path: Path) -> None:
     assert (report["deployment_id"], report["alerts"], report["purpose"], report["watchlist_size"]) == (
         "dep-1", 1, "unknown", "unknown"
     )
+    assert report["look_alikes"]["watch"] == "unknown (the registry was not asked)"
     r = client.get("/v1/deployments/dep-2/report", headers=bearer("victor"))
     assert r.status_code == 404 and "no registry is configured" in r.json()["detail"]
     review.store.close()

@@ -1,4 +1,5 @@
-"""The per-deployment report: numbers, unknowns, plain words, Markdown; the registry client over HTTP."""
+"""The per-deployment report: numbers, unknowns, plain words, Markdown, the look-alike watch; the
+registry client over HTTP."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from pydantic import SecretStr
 
 from openlfr.review.exceptions import DeploymentNotFound, RegistryUnavailable
 from openlfr.review.registry_client import HttpRegistryClient
-from openlfr.review.report import UNKNOWN, build_report, render_markdown, summary_line
+from openlfr.review.report import (
+    LOOK_ALIKES_SOURCE,
+    UNKNOWN,
+    build_report,
+    look_alike_section,
+    render_markdown,
+    summary_line,
+)
 from openlfr.review.store import Tallies
 from openlfr.service.http import run_http_in_thread
 
@@ -154,6 +162,103 @@ def test_markdown() -> None:
     assert "| Purpose | unknown |" in empty
 
 
+# -- the look-alike watch --------------------------------------------------------------------------
+
+#: ``GET /v1/deployments/westfield-2026-11-26/look-alikes`` as the match service answers it.
+LOOK_ALIKES: dict[str, Any] = {
+    "deployment_id": "westfield-2026-11-26",
+    "z_margin": 1.0,
+    "score_margin": 0.03,
+    "min_tracks": 5,
+    "subjects": [
+        {"subject_id": "subj-b", "near_miss_tracks": 9, "attracts_strangers": True},
+        {"subject_id": "subj-a", "near_miss_tracks": 9, "attracts_strangers": True},
+        {"subject_id": "subj-c", "near_miss_tracks": 12, "attracts_strangers": True},
+        {"subject_id": "subj-d", "near_miss_tracks": 2, "attracts_strangers": False},
+    ],
+}
+
+
+def test_report_with_the_look_alike_watch() -> None:
+    report = build_report(DEPLOYMENT, Tallies("westfield-2026-11-26"), generated_ts=GENERATED, look_alikes=LOOK_ALIKES)
+    assert report["look_alikes"] == {
+        "watch": LOOK_ALIKES_SOURCE,
+        "score_margin": 0.03,
+        "z_margin": 1.0,
+        "min_tracks": 5,
+        "subjects_with_near_misses": 4,
+        "attracting_strangers": [{"subject_id": "subj-c", "near_miss_tracks": 12},
+                                 {"subject_id": "subj-a", "near_miss_tracks": 9},
+                                 {"subject_id": "subj-b", "near_miss_tracks": 9}],
+    }
+    assert "since its match process started" in report["look_alikes"]["watch"]
+    page = render_markdown(report)
+    assert "\n## Look-alike watch\n" in page
+    assert f"| Look-alike watch | {LOOK_ALIKES_SOURCE} |" in page
+    assert "| Subjects with near-miss tracks | 4 |" in page
+    assert "| Near-miss tracks at which a subject attracts strangers | 5 |" in page
+    assert ("| Subjects that attract strangers (near-miss tracks) | subj-c (12 tracks), subj-a (9 tracks), "
+            "subj-b (9 tracks) |") in page
+    assert "| Near-miss margin | 0.03 below the subject's score threshold (and, under per-subject thresholds, " \
+           "1.0 below its normalised one) |" in page
+    assert "its reference images should be reviewed" in page
+    assert "subj-d" not in page  # a subject under the count is only counted
+
+
+def test_a_quiet_deployment_has_no_subject_attracting_strangers() -> None:
+    quiet = {**LOOK_ALIKES, "subjects": []}
+    report = build_report(DEPLOYMENT, Tallies("westfield-2026-11-26"), generated_ts=GENERATED, look_alikes=quiet)
+    section = report["look_alikes"]
+    assert (section["subjects_with_near_misses"], section["attracting_strangers"]) == (0, [])
+    page = render_markdown(report)
+    assert "| Subjects with near-miss tracks | 0 |" in page
+    assert "| Subjects that attract strangers (near-miss tracks) | none |" in page
+
+
+@pytest.mark.parametrize("deployment", [DEPLOYMENT, None])
+def test_without_an_answer_the_look_alike_watch_is_unknown(deployment: dict[str, Any] | None) -> None:
+    report = build_report(deployment, Tallies("westfield-2026-11-26"), generated_ts=GENERATED)
+    section = report["look_alikes"]
+    assert section["watch"] == "unknown (the registry was not asked)"
+    for key in ("score_margin", "z_margin", "min_tracks", "subjects_with_near_misses", "attracting_strangers"):
+        assert section[key] == UNKNOWN, key
+    page = render_markdown(report)
+    assert "| Look-alike watch | unknown (the registry was not asked) |" in page
+    assert "Subjects with near-miss tracks" not in page
+
+
+def test_the_reason_the_look_alike_watch_is_unknown_is_shown() -> None:
+    report = build_report(DEPLOYMENT, Tallies("westfield-2026-11-26"), generated_ts=GENERATED,
+                          look_alikes_unknown="the registry answered HTTP 500 | database is locked")
+    assert report["look_alikes"]["watch"] == "unknown (the registry answered HTTP 500 | database is locked)"
+    assert "| Look-alike watch | unknown (the registry answered HTTP 500 \\| database is locked) |" in (
+        render_markdown(report))
+
+
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ({**LOOK_ALIKES, "deployment_id": "elsewhere"},
+         "unknown (the match service answered for deployment 'elsewhere')"),
+        ({**LOOK_ALIKES, "subjects": "many"}, "unknown (the match service's answer is not as expected)"),
+        ({**LOOK_ALIKES, "subjects": [{"subject_id": "s", "near_miss_tracks": True, "attracts_strangers": False}]},
+         "unknown (the match service's answer is not as expected)"),
+        ({**LOOK_ALIKES, "subjects": [{"subject_id": "s", "near_miss_tracks": 3}]},
+         "unknown (the match service's answer is not as expected)"),
+    ],
+)
+def test_an_unexpected_look_alike_answer_is_not_guessed_from(answer: dict, reason: str) -> None:
+    section = look_alike_section(answer, "westfield-2026-11-26")
+    assert section["watch"] == reason
+    assert section["subjects_with_near_misses"] == UNKNOWN and section["attracting_strangers"] == UNKNOWN
+
+
+def test_missing_margins_read_unknown() -> None:
+    section = look_alike_section({"subjects": []}, "d")
+    assert section["watch"] == LOOK_ALIKES_SOURCE and section["subjects_with_near_misses"] == 0
+    assert (section["score_margin"], section["z_margin"], section["min_tracks"]) == (UNKNOWN, UNKNOWN, UNKNOWN)
+
+
 # -- the registry client, against a real HTTP server ------------------------------------------------
 
 REGISTRY_TOKEN = "alert-service-token-0123456789"
@@ -174,6 +279,16 @@ def registry_url() -> Iterator[str]:
         if deployment_id != DEPLOYMENT["id"]:
             raise HTTPException(404, detail="no such deployment")
         return DEPLOYMENT
+
+    @app.get("/v1/deployments/{deployment_id}/look-alikes")
+    def get_look_alikes(deployment_id: str, authorization: str = Header(default="")) -> Any:
+        if authorization != f"Bearer {REGISTRY_TOKEN}":
+            raise HTTPException(401, detail="unknown token")
+        if deployment_id == "broken":
+            raise HTTPException(503, detail="the match stage is not ready")
+        if deployment_id != DEPLOYMENT["id"]:
+            raise HTTPException(404, detail="no such deployment")
+        return LOOK_ALIKES
 
     server = run_http_in_thread(app, "127.0.0.1", 0)
     yield f"http://127.0.0.1:{server.port}"
@@ -197,6 +312,16 @@ def test_registry_client_errors(registry_url: str) -> None:
         HttpRegistryClient(registry_url, token=SecretStr("wrong-token-0123456789")).get_deployment("x")
 
 
+def test_registry_client_reads_the_look_alikes(registry_url: str) -> None:
+    client = HttpRegistryClient(registry_url, token=SecretStr(REGISTRY_TOKEN))
+    assert client.get_look_alikes(DEPLOYMENT["id"]) == LOOK_ALIKES
+    assert client.get_look_alikes("not-served-here") is None  # a 404: not served, not an error
+    with pytest.raises(RegistryUnavailable, match="HTTP 503 .*the match stage is not ready"):
+        client.get_look_alikes("broken")
+    with pytest.raises(RegistryUnavailable, match="HTTP 401 .*unknown token"):
+        HttpRegistryClient(registry_url, token=SecretStr("wrong-token-0123456789")).get_look_alikes(DEPLOYMENT["id"])
+
+
 def test_registry_client_when_nothing_listens() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -204,6 +329,8 @@ def test_registry_client_when_nothing_listens() -> None:
     client = HttpRegistryClient(f"http://127.0.0.1:{port}", token=None, timeout_s=2)
     with pytest.raises(RegistryUnavailable, match="could not be reached"):
         client.get_deployment("d")
+    with pytest.raises(RegistryUnavailable, match="could not be reached"):
+        client.get_look_alikes("d")
 
 
 @pytest.mark.parametrize("url, timeout", [("ftp://registry", 1.0), ("registry:8080", 1.0), ("http://r", 0)])
