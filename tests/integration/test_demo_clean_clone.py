@@ -50,4 +50,6 @@ def test_make_demo_runs_on_a_clean_clone_with_only_python(tmp_path: Path) -> Non
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert not (clone / "build" / "kafka").exists()  # nothing of the tests' set-up was fetched
+    # Set-up says what it does: pip's own lines for the pinned packages, not minutes of silence.
+    assert "setup: installing" in out and "Collecting numpy" in out, out[:3000]
     assert "ALERT " in proc.stdout and "subject=barack_obama" in proc.stdout, out[-3000:]
