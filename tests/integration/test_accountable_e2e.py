@@ -191,8 +191,13 @@ def test_enrol_deploy_alert_review_report_retain_audit(
     assert report["faces_processed"] > 0 and report["tracks"] > 0 and report["watchlist_size"] == 1
     assert report["threshold"] == pytest.approx(0.705) and report["model_version"].startswith("dlib_resnet_v1@")
     assert report["authorised_by"] == "Test Superintendent"
+    # The look-alike watch, read from the match service beside the registry (counts only).
+    look_alikes = report["look_alikes"]
+    assert look_alikes["watch"] == "from the match service, counted since its match process started", look_alikes
+    assert isinstance(look_alikes["subjects_with_near_misses"], int)
+    assert isinstance(look_alikes["attracting_strangers"], list)
     status, markdown = alert_svc.get(f"/v1/deployments/{DEPLOYMENT}/report?format=markdown", token=tokens["viewer"])
-    assert status == 200 and DEPLOYMENT in markdown
+    assert status == 200 and DEPLOYMENT in markdown and "## Look-alike watch" in markdown
 
     # Retention: restarted with a crop retention shorter than the alert's age, the crops go.
     assert alert_svc.get(f"/v1/alerts/{alert.alert_id}/probe.jpg", token=tokens["viewer"])[0] == 200
