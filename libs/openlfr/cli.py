@@ -170,6 +170,9 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
 SERVICES = ("ingest", "detect", "embed", "match", "alert")
 
+#: The verbose flag's spellings, taken out of a service's own arguments (``openlfr service NAME -v``).
+VERBOSE_FLAGS = frozenset({"-v", "--verbose"})
+
 
 def cmd_service(args: argparse.Namespace) -> int:
     """Run one pipeline service (``services/<name>/main.py``) in the foreground."""
@@ -180,6 +183,11 @@ def cmd_service(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"openlfr service: {exc}", file=sys.stderr)
         return 2
+    # -v before or after NAME, as everywhere: a service's log level is a setting, so it sets
+    # OPENLFR_LOG_LEVEL=DEBUG for this process (over the environment and --env-file).
+    service_args = [a for a in args.service_args if a not in VERBOSE_FLAGS]
+    if getattr(args, "verbose", False) or len(service_args) < len(args.service_args):
+        os.environ["OPENLFR_LOG_LEVEL"] = "DEBUG"
     # argparse names the program after sys.argv[0]: the service's usage line and its errors then
     # read "openlfr service NAME ...", the command the user typed, not "openlfr ...".
     program = sys.argv[0] if sys.argv else ""
@@ -188,7 +196,7 @@ def cmd_service(args: argparse.Namespace) -> int:
     else:
         sys.argv.append(f"openlfr service {args.name}")
     try:
-        return int(module.main(args.service_args))
+        return int(module.main(service_args))
     finally:
         sys.argv[0] = program
 
@@ -300,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     service = sub.add_parser(
         "service", help="run one pipeline service (settings from OPENLFR_* variables)",
         description="Run one pipeline service in the foreground. openlfr service NAME --help lists its options "
-                    "and every setting it reads with its default; --check-config validates them all and exits.")
+                    "and every setting it reads with its default; --check-config validates them all and exits; "
+                    "-v, before or after NAME, logs at DEBUG (OPENLFR_LOG_LEVEL=DEBUG).")
     service.add_argument("name", choices=SERVICES, help="the service")
     service.add_argument("service_args", nargs=argparse.REMAINDER,
                          help="the service's own options: --help, --check-config, --env-file FILE")

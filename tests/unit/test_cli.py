@@ -134,3 +134,27 @@ def test_a_service_option_error_names_the_service_command(capsys) -> None:
     err = capsys.readouterr().err
     assert "usage: openlfr service embed [-h]" in err
     assert "openlfr service embed: error: unrecognized arguments: --no-such-option" in err
+
+
+@pytest.mark.parametrize("argv", [["service", "detect", "-v", "--check-config"],
+                                  ["service", "detect", "--check-config", "--verbose"],
+                                  ["-v", "service", "detect", "--check-config"]])
+def test_verbose_reaches_a_service_as_its_log_level(argv: list[str], monkeypatch, capsys) -> None:
+    """``-v`` before or after ``service NAME`` is the service's OPENLFR_LOG_LEVEL=DEBUG (it was
+    refused as an unknown argument after NAME, and ignored before it), over the environment's."""
+    from openlfr.service.settings import ServiceSettings, load_settings
+
+    monkeypatch.setenv("OPENLFR_BOOTSTRAP", "127.0.0.1:9")
+    monkeypatch.setenv("OPENLFR_LOG_LEVEL", "WARNING")
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out == "settings ok\n"
+    assert load_settings(ServiceSettings).log_level == "DEBUG"
+
+
+def test_without_verbose_a_service_keeps_its_log_level(monkeypatch, capsys) -> None:
+    from openlfr.service.settings import ServiceSettings, load_settings
+
+    monkeypatch.setenv("OPENLFR_BOOTSTRAP", "127.0.0.1:9")
+    monkeypatch.setenv("OPENLFR_LOG_LEVEL", "WARNING")
+    assert cli.main(["service", "detect", "--check-config"]) == 0, capsys.readouterr().err
+    assert load_settings(ServiceSettings).log_level == "WARNING"
