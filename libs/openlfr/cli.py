@@ -170,6 +170,9 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
 SERVICES = ("ingest", "detect", "embed", "match", "alert")
 
+#: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+
 #: The verbose flag's spellings, taken out of a service's own arguments (``openlfr service NAME -v``).
 VERBOSE_FLAGS = frozenset({"-v", "--verbose"})
 
@@ -391,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        # A command's own Ctrl-C handling (openlfr run's summary once frames flow) comes first;
+        # one that reaches here stopped it in set-up or between steps: a line, not a traceback.
+        logger.debug("command=%s stopped by Ctrl-C", args.command)
+        where = " during set-up (models, enrolment, calibration), before any frame was read" if args.command == "run" else ""
+        print(f"openlfr {args.command}: stopped by Ctrl-C{where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ValidationError as exc:
         for err in exc.errors():
             name = "OPENLFR_" + "_".join(str(p) for p in err["loc"]).upper()

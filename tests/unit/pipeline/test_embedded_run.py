@@ -294,3 +294,46 @@ def test_a_file_shows_a_progress_bar_of_frames_done_and_total_on_a_terminal(mode
     assert "15 frame(s) processed of" in shown, shown
     quiet = subprocess.run(args, capture_output=True, text=True, env=env, cwd=paths.REPO_ROOT, timeout=300, check=False)
     assert quiet.returncode == 0 and "/15 [" not in quiet.stderr, quiet.stderr
+
+
+def test_ctrl_c_during_enrolment_ends_in_a_line_not_a_traceback(model_dir: Path, faces_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """SIGINT while the watchlist is being enrolled (before any frame): exit 130 and one line saying
+    so; it was a KeyboardInterrupt traceback from onnxruntime."""
+    import signal
+    import threading
+
+    watchlist = tmp_path / "watchlist"
+    for k, photo in enumerate(sorted((faces_dir / "utkface_balanced").glob("*.jpg"))[:80]):
+        (watchlist / f"p{k:02d}").mkdir(parents=True)
+        shutil.copyfile(photo, watchlist / f"p{k:02d}" / photo.name)
+    video = _tiny_video(tmp_path / "clip.mp4")
+    env = {**os.environ, "OPENLFR_MODEL_DIR": str(model_dir)}
+    env.pop("OPENLFR_BUILD_DIR", None)  # the project's cohort, built by set-up
+    proc = subprocess.Popen([sys.executable, "-m", "openlfr.cli", "run", "-v", "--source", str(video),
+                             "--watchlist", str(watchlist)], env=env, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    lines: list[str] = []
+    enrolling = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "enrolled subject" in line:  # the first of 80 subjects: enrolment is under way
+                enrolling.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert enrolling.wait(300), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    err = "".join(lines)
+    assert "openlfr run: stopped by Ctrl-C during set-up" in err and "Traceback" not in err, err[-3000:]
+    assert "normalised threshold" not in err  # it stopped before calibration, as the line says
