@@ -398,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         # A command's own Ctrl-C handling (openlfr run's summary once frames flow) comes first;
         # one that reaches here stopped it in set-up or between steps: a line, not a traceback.
         logger.debug("command=%s stopped by Ctrl-C", args.command)
-        where = " during set-up (models, enrolment, calibration), before any frame was read" if args.command == "run" else ""
+        where = ""
+        if args.command == "run":
+            where = " during set-up (models, enrolment, calibration), before any frame was read"
         print(f"openlfr {args.command}: stopped by Ctrl-C{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ValidationError as exc:

@@ -173,7 +173,8 @@ def test_inputs_that_cannot_give_an_alert_are_refused_before_any_model(case: str
     """Exit 2 naming the flag, before a model is loaded or a subject enrolled (no cohort, model
     or build folder is needed to get here), with no FFmpeg noise."""
     args, words = _layout(tmp_path, case)
-    env = {**os.environ, "OPENLFR_BUILD_DIR": str(tmp_path / "no-build"), "OPENLFR_MODEL_DIR": str(tmp_path / "no-models")}
+    env = {**os.environ, "OPENLFR_BUILD_DIR": str(tmp_path / "no-build"),
+           "OPENLFR_MODEL_DIR": str(tmp_path / "no-models")}
     proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", *args], capture_output=True, text=True,
                           env=env, timeout=120, check=False, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
