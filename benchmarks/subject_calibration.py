@@ -15,6 +15,9 @@ What it measures, per method, pooled over ``--splits`` random splits of the UTKF
   ordered pair: one enrolled, one searching), the worst/best ratio, and a 95% interval by
   resampling people; FPIR of those people's searches against the gallery by group;
 * the cost: milliseconds per face for the probe's cohort statistics (cohort of 250, and 5,000).
+* tracks of five photos of one person decided per photo, by votes, or by a template, with
+  single-view or mirrored probes (``TRACK_DECISIONS``; both views are embedded for this, the
+  rest follows ``OPENLFR_EMBED_MIRROR`` as the product does).
 
 Methods: ``global`` (raw score, one threshold); ``znorm`` (the reference's mean and SD over the
 whole stats cohort); ``as-norm`` (adaptive symmetric: top 10% of the stats cohort, reference and
@@ -67,8 +70,9 @@ class Face:
     attrs: dict[str, str]
 
 
-def load_faces(seed_cache: Path) -> list[Face]:
-    """Every usable shared-set image (largest face), UTKFace crops a person each, with groups."""
+def load_faces(seed_cache: Path, settings: ModelSettings | None = None) -> list[Face]:
+    """Every usable shared-set image (largest face), UTKFace crops a person each, with groups,
+    embedded as ``settings`` say (default: the environment's, as the product runs)."""
     tables = paths.build_dir() / "eval-tables"
     labels, attributes = tables / "labels.csv", tables / "attributes.csv"
     if not labels.is_file():
@@ -76,7 +80,7 @@ def load_faces(seed_cache: Path) -> list[Face]:
         write_csv(labels, label_rows, list(label_rows[0]))
         write_csv(attributes, attribute_rows, list(attribute_rows[0]))
     dataset = load_dataset(FACES, labels=labels, attributes=attributes)
-    settings = ModelSettings()
+    settings = settings or ModelSettings()
     cache = EmbeddingCache(seed_cache, analyzer_version(settings))
     analyzer = None
     keys = [image.path for image in dataset.images]
@@ -150,7 +154,8 @@ def run_split(faces: list[Face], seed: int) -> dict[str, dict]:
     gallery = [labelled[k][0] for k in people]
     mates = [f for k in people for f in labelled[k][1:]]
     cohort_people, searched = split_utk(utk, rng)
-    cohort = make_cohort([CohortFace(f.vector, f.sha256, "") for f in cohort_people], model_version="bench")
+    cohort = make_cohort([CohortFace(f.vector, f.sha256, "") for f in cohort_people], model_version="bench",
+                         embed_mirror=ModelSettings().embed_mirror)
     stats_vectors = cohort.vectors[cohort.parts == 0]
     cal_vectors = cohort.vectors[cohort.parts == 1]
     base_norm = ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0]))
@@ -211,13 +216,28 @@ def template(vectors: np.ndarray) -> np.ndarray:
     return (mean / np.linalg.norm(mean) * norms.mean()).astype(np.float32)
 
 
-def run_tracks(faces: list[Face], seed: int) -> dict[str, dict]:
-    """Tracks of TRACK_LENGTH photos of one person: per photo, and one template per track.
+#: Track decisions compared (name: probe view, reference view, decision). Views: ``single`` (a
+#: face's descriptor as cut) or ``mirror`` (averaged with its flipped chip's: references since
+#: enrolment took the mirror rule, probes with ``OPENLFR_EMBED_MIRROR``). ``photo`` scores every
+#: photo as its own search (the per-frame decision); ``votes3`` a track by its third-best photo
+#: for a subject (the match stage's old ``min_votes=3``); ``template`` by the mean of its photos.
+TRACK_DECISIONS: dict[str, tuple[str, str, str]] = {
+    "photo": ("single", "single", "photo"),
+    "votes3": ("single", "single", "votes3"),
+    "template, single-view probes": ("single", "mirror", "template"),
+    "template, mirrored probes": ("mirror", "mirror", "template"),
+}
+
+
+def run_tracks(views: dict[str, list[Face]], seed: int) -> dict[str, dict]:
+    """Tracks of TRACK_LENGTH photos of one person, decided each way of ``TRACK_DECISIONS``.
 
     Half of the labelled people with enough photos are enrolled (first photo), the other half
     only search; each person's remaining photos are cut into tracks. The cohort is half the
-    UTKFace people, as in ``run_split``.
+    UTKFace people, as in ``run_split``, in the probes' view.
     """
+    vector = {view: {f.key: f.vector for f in faces} for view, faces in views.items()}
+    faces = [f for f in views["single"] if all(f.key in v for v in vector.values())]
     rng = np.random.default_rng(1000 + seed)
     labelled: dict[str, list[Face]] = defaultdict(list)
     for face in faces:
@@ -226,33 +246,42 @@ def run_tracks(faces: list[Face], seed: int) -> dict[str, dict]:
     people = sorted(k for k, v in labelled.items() if len(v) >= 1 + TRACK_LENGTH)
     order = rng.permutation(len(people))
     enrolled = sorted(people[i] for i in order[: len(people) // 2])
-    gallery = np.stack([labelled[k][0].vector for k in enrolled])
-    tracks: list[tuple[str, np.ndarray]] = []
+    tracks: list[tuple[str, list[str]]] = []
     for person in people:
         photos = labelled[person][1:] if person in enrolled else labelled[person]
         photos = [photos[i] for i in rng.permutation(len(photos))]
         for start in range(0, len(photos) - TRACK_LENGTH + 1, TRACK_LENGTH):
-            tracks.append((person, np.stack([f.vector for f in photos[start : start + TRACK_LENGTH]])))
+            tracks.append((person, [f.key for f in photos[start : start + TRACK_LENGTH]]))
     utk = [f for f in faces if f.key.startswith("utkface_balanced/")]
     cohort_people, _ = split_utk(utk, rng)
-    cohort = make_cohort([CohortFace(f.vector, f.sha256, "") for f in cohort_people], model_version="bench")
-    stats_vectors = cohort.vectors[cohort.parts == 0]
-    base_norm = ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0]))
+    track_ids = [p for p, _ in tracks]
     out: dict[str, dict] = {}
     for method in ("global", "as-norm"):
-        scorer = Scorer(method, base_norm)
-        photo_probes = np.concatenate([t for _, t in tracks])
-        photo_ids = [p for p, t in tracks for _ in range(len(t))]
-        per_photo = open_set(scorer.matrix(gallery, photo_probes).T, enrolled, photo_ids, enrolled=set(enrolled))
-        templates = np.stack([template(t) for _, t in tracks])
-        per_track = open_set(scorer.matrix(gallery, templates).T, enrolled, [p for p, _ in tracks], enrolled=set(enrolled))
-        out[method] = {
-            "photo": {name: per_photo.fnir_at_fpir(t).fnir for name, t in TARGETS.items()},
-            "template": {name: per_track.fnir_at_fpir(t).fnir for name, t in TARGETS.items()},
-            "methods": {name: per_track.fnir_at_fpir(t).method for name, t in TARGETS.items()},
-            "n": {"mated_tracks": per_track.n_mated, "nonmated_tracks": per_track.n_nonmated,
-                  "gallery": len(enrolled), "mated_photos": per_photo.n_mated, "nonmated_photos": per_photo.n_nonmated},
-        }
+        out[method] = {}
+        for name, (probe_view, ref_view, decision) in TRACK_DECISIONS.items():
+            vec = vector[probe_view]
+            cohort = make_cohort([CohortFace(vector[probe_view][f.key], f.sha256, "") for f in cohort_people],
+                                 model_version="bench", embed_mirror=probe_view == "mirror")
+            stats_vectors = cohort.vectors[cohort.parts == 0]
+            scorer = Scorer(method, ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0])))
+            gallery = np.stack([vector[ref_view][labelled[k][0].key] for k in enrolled])
+            if decision == "photo":
+                probes = np.stack([vec[key] for _, keys in tracks for key in keys])
+                ids = [p for p, keys in tracks for _ in keys]
+                result = open_set(scorer.matrix(gallery, probes).T, enrolled, ids, enrolled=set(enrolled))
+            elif decision == "votes3":
+                scores = np.stack([np.sort(scorer.matrix(gallery, np.stack([vec[k] for k in keys])), axis=1)[:, -3]
+                                   for _, keys in tracks])
+                result = open_set(scores, enrolled, track_ids, enrolled=set(enrolled))
+            else:
+                templates = np.stack([template(np.stack([vec[k] for k in keys])) for _, keys in tracks])
+                result = open_set(scorer.matrix(gallery, templates).T, enrolled, track_ids, enrolled=set(enrolled))
+            out[method][name] = {
+                "fnir": {t: result.fnir_at_fpir(v).fnir for t, v in TARGETS.items()},
+                "methods": {t: result.fnir_at_fpir(v).method for t, v in TARGETS.items()},
+                "n": {"searches": result.n_mated + result.n_nonmated, "mated": result.n_mated,
+                      "nonmated": result.n_nonmated, "gallery": len(enrolled)},
+            }
     return out
 
 
@@ -329,15 +358,16 @@ def print_tables(summary: dict) -> None:
         print(f"| {method} | " + " | ".join(cells) + " |")
     tracks = summary.get("tracks")
     if tracks:
-        n = tracks["global"]["n"]
-        print(f"\nTracks of {TRACK_LENGTH} photos ({n['mated_tracks']} mated, {n['nonmated_tracks']} non-mated per split, "
-              f"gallery {n['gallery']}): FNIR at FPIR")
+        n = tracks["global"]["template, mirrored probes"]["n"]
+        print(f"\nTracks of {TRACK_LENGTH} photos ({n['mated']} mated, {n['nonmated']} non-mated per split, "
+              f"gallery {n['gallery']}): FNIR at FPIR (per split: the 1e-3 figures)")
         print("| decision | 1e-2 | 1e-3 | 1/6000 |")
         print("| --- | ---: | ---: | ---: |")
         for method in ("global", "as-norm"):
-            for kind in ("photo", "template"):
-                row = tracks[method][kind]
-                print(f"| {method}, per {kind} | {row['1e-2']:.1%} | {row['1e-3']:.1%} | {row['1/6000']:.1%} |")
+            for name in TRACK_DECISIONS:
+                row = tracks[method][name]
+                print(f"| {method}, {name} | {row['fnir']['1e-2']:.1%} | {row['fnir']['1e-3']:.1%} | "
+                      f"{row['fnir']['1/6000']:.1%} |  " + " ".join(f"{x:.2f}" for x in row["per_split_1e-3"]))
     for method, entry in summary["methods"].items():
         print(f"\n{method}:")
         for column in GROUP_COLUMNS:
@@ -354,12 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.splits < 1:
         parser.error("--splits must be at least 1")
     faces = load_faces(paths.build_dir() / "eval-cache")
+    views = {"single": load_faces(paths.build_dir() / "eval-cache", ModelSettings(embed_mirror=False)),
+             "mirror": load_faces(paths.build_dir() / "eval-cache", ModelSettings(embed_mirror=True))}
     splits = []
     track_runs = []
     try:
         for seed in range(args.splits):
             splits.append(run_split(faces, seed))
-            track_runs.append(run_tracks(faces, seed))
+            track_runs.append(run_tracks(views, seed))
             print(f"split {seed + 1}/{args.splits} done", file=sys.stderr)
     except KeyboardInterrupt:
         if not splits:
@@ -368,11 +400,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(splits, args.bootstrap)
     summary["tracks"] = {
         method: {
-            kind: {name: float(np.nanmean([r[method][kind][name] for r in track_runs])) for name in TARGETS}
-            for kind in ("photo", "template")
-        } | {"methods": track_runs[0][method]["methods"], "n": track_runs[0][method]["n"]}
+            name: {
+                "fnir": {t: float(np.nanmean([r[method][name]["fnir"][t] for r in track_runs])) for t in TARGETS},
+                "per_split_1e-3": [float(r[method][name]["fnir"]["1e-3"]) for r in track_runs],
+                "methods": track_runs[0][method][name]["methods"],
+                "n": track_runs[0][method][name]["n"],
+            }
+            for name in TRACK_DECISIONS
+        }
         for method in ("global", "as-norm")
     }
+    summary["embed_mirror"] = ModelSettings().embed_mirror
     summary["cost_ms_per_face"] = probe_stats_cost()
     summary["splits"] = len(splits)
     summary["command"] = "benchmarks/subject_calibration.py " + " ".join(argv or sys.argv[1:])

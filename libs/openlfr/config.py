@@ -72,6 +72,12 @@ class ModelSettings(BaseSettings):
     #: The face embedder: a built-in model (``dlib_resnet_v1``, ``faceres_v1``) or the path of an
     #: embedder manifest JSON (``openlfr.models.manifest``). Detect and embed must agree.
     embedder: str = "dlib_resnet_v1"
+    #: Embed each face and its mirror image and average the two (``FaceEmbedder.mirror``), as
+    #: enrolment does for references: FNIR at FPIR 1e-3 on the shared set's tracks 39.5% ->
+    #: 35.5%, for a second embedding per face (docs/accuracy.md, "Mirrored probes"). Detect-side
+    #: analysis, the embed stage, enrolment, cohorts and evaluation all follow it; a cohort built
+    #: the other way is refused (its analysis differs).
+    embed_mirror: bool = True
 
     @field_validator("embedder")
     @classmethod

@@ -301,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
               f"(expect alerts for {', '.join(samples.expected_subjects)})", file=sys.stderr)
     try:
         cohort = Cohort.load(cohort_path or default_cohort_path(embedder))
-        cohort.check_model(embedder)
+        cohort.check_model(embedder, embed_mirror=analyzer.embedder.mirror)
     except CohortError as exc:
         return _fail(str(exc))
     norm = cohort.norm()

@@ -88,7 +88,7 @@ def build(settings: MatchServiceSettings) -> HostedMatchStage:
     embedder = settings.embedder_version()  # what the embed service stamps on every vector
     try:
         cohort = Cohort.load(registry_settings.cohort, setting=COHORT_SETTING)
-        cohort.check_model(embedder, setting=COHORT_SETTING)
+        cohort.check_model(embedder, embed_mirror=settings.embed_mirror, setting=COHORT_SETTING)
     except CohortError as exc:
         logger.error('bad setting: %s', exc)  # the message names OPENLFR_REGISTRY_COHORT
         raise SystemExit(EXIT_BAD_SETTINGS) from exc

@@ -73,6 +73,7 @@ def embed_cohort(
     analyzer: ImageAnalyzer | None,
     cache: EmbeddingCache | None,
     model_version: str,
+    embed_mirror: bool,
     top_fraction: float = DEFAULT_TOP_FRACTION,
     exclude_identities: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
@@ -105,5 +106,6 @@ def embed_cohort(
         faces.append(CohortFace(vector=vector, sha256=result.sha256, identity=item.identity))
     header = dict(meta or {})
     header["refused"] = len(refused)
-    cohort = make_cohort(faces, model_version=model_version, top_fraction=top_fraction, meta=header)
+    cohort = make_cohort(faces, model_version=model_version, embed_mirror=embed_mirror, top_fraction=top_fraction,
+                         meta=header)
     return CohortBuild(cohort=cohort, refused=refused)

@@ -111,6 +111,7 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
             analyzer=analyzer,
             cache=cache,
             model_version=embedder,
+            embed_mirror=settings.embed_mirror,
             top_fraction=args.top_fraction or DEFAULT_TOP_FRACTION,
             exclude_identities=args.exclude,
             progress=bar.update,

@@ -103,16 +103,38 @@ class Cohort:
         stats = self.vectors[self.parts == 0]
         return ScoreNorm(stats, top_k=top_k_for(stats.shape[0], self.top_fraction), cohort_id=self.short_id)
 
-    def check_model(self, model_version: str, *, setting: str = "--cohort") -> None:
-        """Refuse to use this cohort with vectors of another model.
+    @property
+    def embed_mirror(self) -> bool:
+        """Whether its faces were embedded with their mirror images averaged in
+        (``OPENLFR_EMBED_MIRROR``); a file from before the setting was not."""
+        return bool(self.meta.get("embed_mirror", False))
+
+    def fits(self, model_version: str, *, embed_mirror: bool) -> bool:
+        """Whether it was embedded as the vectors it will be compared with are."""
+        return model_version == self.model_version and embed_mirror == self.embed_mirror
+
+    def check_model(self, model_version: str, *, embed_mirror: bool, setting: str = "--cohort") -> None:
+        """Refuse to use this cohort with vectors of another model, or embedded another way.
+
+        Its statistics and calibration are of its own vectors: compared with vectors made
+        otherwise (another network, or with or without mirrored views) they would put a false
+        rate on a threshold.
 
         Raises:
-            CohortError: the versions differ (the message names ``setting``).
+            CohortError: the versions or the views differ (the message names ``setting``).
         """
         if model_version != self.model_version:
             raise CohortError(
                 f"{setting}: the cohort was embedded with {self.model_version}, the watchlist uses "
                 f"{model_version}; rebuild it with `openlfr cohort build` for this model"
+            )
+        if embed_mirror != self.embed_mirror:
+            def views(on: bool) -> str:
+                return "with mirrored views averaged in" if on else "without mirrored views"
+            raise CohortError(
+                f"{setting}: the cohort's faces were embedded {views(self.embed_mirror)}, this configuration "
+                f"embeds {views(embed_mirror)} (OPENLFR_EMBED_MIRROR={'true' if embed_mirror else 'false'}); "
+                "rebuild it with `openlfr cohort build` under this setting"
             )
 
     def save(self, path: Path) -> None:
@@ -180,10 +202,14 @@ def make_cohort(
     faces: Sequence[CohortFace],
     *,
     model_version: str,
+    embed_mirror: bool = True,
     top_fraction: float = DEFAULT_TOP_FRACTION,
     meta: dict[str, Any] | None = None,
 ) -> Cohort:
     """Split, calibrate and package cohort faces.
+
+    ``embed_mirror`` says how the vectors were made (``OPENLFR_EMBED_MIRROR``, on by default);
+    it is recorded, enters the fingerprint and is checked where the cohort is used.
 
     Raises:
         CohortError: fewer than ``MIN_COHORT`` faces, vectors of different lengths, or a part
@@ -207,6 +233,7 @@ def make_cohort(
     header = dict(meta or {})
     header.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     header.update(
+        embed_mirror=bool(embed_mirror),
         people=len({f.identity or f.sha256 for f in faces}),
         stats_faces=int((parts == 0).sum()),
         calibration_faces=int((parts == 1).sum()),
@@ -224,7 +251,7 @@ def make_cohort(
         identities=identities,
         parts=parts,
         model_version=model_version,
-        fingerprint=fingerprint(faces, model_version),
+        fingerprint=fingerprint(faces, model_version + ("+mirror" if embed_mirror else "")),
         top_fraction=float(top_fraction),
         calibration=calibration,
         meta=header,

@@ -186,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         try:
             cohort = Cohort.load(args.cohort)
-            cohort.check_model(settings.embedder_version())
+            cohort.check_model(settings.embedder_version(), embed_mirror=settings.embed_mirror)
         except CohortError as exc:
             print(f"openlfr evaluate: {exc}", file=sys.stderr)
             return 2

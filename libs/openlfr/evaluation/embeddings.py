@@ -76,6 +76,7 @@ def analyzer_version(settings: object) -> AnalysisVersion:
     return AnalysisVersion.of(
         {
             "embedder": settings.embedder_version(),
+            **({"embed_mirror": "1"} if settings.embed_mirror else {}),
             **_manifest_part(settings),
             "detector": model_version(settings.model_dir, detector.name),
             "landmarks": "shape_predictor_5@" + sha256_file(sources.dlib_model_path("shape_predictor_5"))[:12],

@@ -152,7 +152,7 @@ def build_sample_cohort(
 
     if out.is_file() and not force:
         try:
-            if Cohort.load(out).model_version == model_version:
+            if Cohort.load(out).fits(model_version, embed_mirror=settings.embed_mirror):  # type: ignore[attr-defined]
                 return out
         except CohortError:
             pass  # unreadable or of an old schema: rebuilt below
@@ -168,6 +168,7 @@ def build_sample_cohort(
         analyzer=analyzer,  # type: ignore[arg-type]
         cache=cache,
         model_version=model_version,
+        embed_mirror=settings.embed_mirror,  # type: ignore[attr-defined]
         exclude_identities=SAMPLE_IDENTITIES,
         meta={"source": f"shared face set at {faces_dir} (sample cohort: labelled people but the sample's, "
                         f"and {ONE_PER_PERSON_FOLDER})"},

@@ -144,7 +144,7 @@ class RegistryCore:
     ) -> None:
         if not model_version:
             raise ValueError("Registry.model_version: must not be empty")
-        cohort.check_model(model_version, setting=COHORT_SETTING)
+        cohort.check_model(model_version, embed_mirror=analyzer.embedder.mirror, setting=COHORT_SETTING)
         builtin = builtin_manifest(model_version)
         near = settings.near_duplicate_score or (builtin.near_duplicate_score if builtin is not None else None)
         if near is None:
@@ -302,7 +302,10 @@ class RegistryCore:
         direct = [i for i, c in enumerate(chips) if c.shape[:2] == (side, side)]
         other = [i for i, c in enumerate(chips) if c.shape[:2] != (side, side)]
         with self._analyze_lock:
-            if direct:
+            if direct and self.analyzer.embedder.mirror:  # it averages each chip with its flipped copy itself
+                for i, vector in zip(direct, self.analyzer.embedder.embed(np.stack([chips[i] for i in direct])), strict=True):
+                    out[i] = vector
+            elif direct:
                 views = [chips[i] for i in direct] + [np.ascontiguousarray(chips[i][:, ::-1]) for i in direct]
                 embedded = self.analyzer.embedder.embed(np.stack(views))
                 for k, i in enumerate(direct):

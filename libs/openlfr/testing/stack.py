@@ -71,7 +71,8 @@ def demo_cohort(timeout_s: float = 1800) -> Path:
     path = demo_cohort_path()
     if path.is_file():
         try:
-            if Cohort.load(path).model_version == ModelSettings().embedder_version():
+            settings = ModelSettings()
+            if Cohort.load(path).fits(settings.embedder_version(), embed_mirror=settings.embed_mirror):
                 return path
         except CohortError:
             pass  # unreadable or of an old schema: rebuilt below

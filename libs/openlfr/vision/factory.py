@@ -40,7 +40,7 @@ def build_analyzer(
         predictor=ShapePredictor.load_cached(
             sources.dlib_model_path("shape_predictor_5"), cache_dir=paths.build_dir() / "cache"
         ),
-        embedder=FaceEmbedder(backend=embed_backend, manifest=settings.embedder_manifest()),
+        embedder=FaceEmbedder(backend=embed_backend, manifest=settings.embedder_manifest(), mirror=settings.embed_mirror),
         min_face_px=settings.min_face_px,
         keep_chips=keep_chips,
     )

@@ -243,6 +243,8 @@ def _mirrored_chip_vectors(chips: Sequence[np.ndarray], images: Sequence[np.ndar
         return []
     stacked = np.stack(chips)
     n = len(chips)
+    if analyzer.embedder.mirror:  # it averages each chip with its flipped copy itself
+        return list(analyzer.embedder.embed(stacked))
     if _takes_dlib_chip(analyzer):
         embedded = analyzer.embedder.embed(np.ascontiguousarray(np.concatenate([stacked, stacked[:, :, ::-1]])))
         return [with_mirror(embedded[k], embedded[n + k]) for k in range(n)]

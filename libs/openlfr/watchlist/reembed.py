@@ -75,10 +75,15 @@ def _largest(faces: object) -> int | None:
 
 def mirrored_vectors(images: Sequence[np.ndarray], analyzer: FaceAnalyzer) -> list[np.ndarray | None]:
     """Each image's reference vector by the enrolment rule (``openlfr.watchlist.references``): its
-    largest face's descriptor averaged with the mirror image's; None where no face is found."""
+    largest face's descriptor averaged with the mirror image's; None where no face is found.
+    An embedder that averages mirrored views itself (``FaceEmbedder.mirror``) already gives that
+    descriptor: the mirror image is not analysed again."""
     if not images:
         return []
     found = analyzer.analyze_many(list(images))
+    if analyzer.embedder.mirror:
+        return [None if (i := _largest(f)) is None or f.embeddings is None else np.asarray(f.embeddings[i], np.float32)
+                for f in found]
     mirrored = analyzer.analyze_many([image[:, ::-1].copy() for image in images])
     out: list[np.ndarray | None] = []
     for faces, flipped in zip(found, mirrored, strict=True):

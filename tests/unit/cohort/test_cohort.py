@@ -83,9 +83,9 @@ def test_load_refuses_what_is_not_a_cohort(tmp_path: Path, shared_cohort_faces: 
 
 def test_a_cohort_is_bound_to_its_model(shared_cohort_faces: list[CohortFace]) -> None:
     cohort = make_cohort(shared_cohort_faces, model_version=MODEL)
-    cohort.check_model(MODEL)
+    cohort.check_model(MODEL, embed_mirror=True)
     with pytest.raises(CohortError, match="rebuild it with `openlfr cohort build`"):
-        cohort.check_model("mobilefacenet@abc")
+        cohort.check_model("mobilefacenet@abc", embed_mirror=True)
 
 
 def test_too_small_a_cohort_is_refused(shared_cohort_faces: list[CohortFace]) -> None:
@@ -118,3 +118,17 @@ def test_subject_with_look_alikes_gets_a_higher_threshold(shared_cohort_faces: l
         return (2 * z_star + ref.mu / ref.sd + probe.mu / probe.sd) / (1 / ref.sd + 1 / probe.sd)
 
     assert raw_threshold(crowded) > raw_threshold(sparse) + 0.01
+
+
+def test_a_cohort_embedded_another_way_is_refused_naming_the_setting(shared_cohort_faces) -> None:
+    """Its statistics are of its own vectors: with or without mirrored views is part of the model."""
+    mirrored = make_cohort(shared_cohort_faces, model_version=MODEL)
+    single = make_cohort(shared_cohort_faces, model_version=MODEL, embed_mirror=False)
+    assert mirrored.embed_mirror and not single.embed_mirror
+    assert mirrored.fingerprint != single.fingerprint
+    mirrored.check_model(MODEL, embed_mirror=True)
+    assert mirrored.fits(MODEL, embed_mirror=True) and not mirrored.fits(MODEL, embed_mirror=False)
+    with pytest.raises(CohortError, match="OPENLFR_EMBED_MIRROR=false.*openlfr cohort build"):
+        mirrored.check_model(MODEL, embed_mirror=False, setting="OPENLFR_REGISTRY_COHORT")
+    with pytest.raises(CohortError, match="^--cohort: .*without mirrored views"):
+        single.check_model(MODEL, embed_mirror=True)
