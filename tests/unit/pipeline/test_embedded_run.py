@@ -106,6 +106,7 @@ def test_a_named_rate_accepts_a_threshold_above_the_target(run_env: dict[str, st
     ("args", "named"),
     [
         (["--source", "v.mp4"], "--watchlist"),
+        (["--watchlist", "."], "give both --source and --watchlist"),
         (["--target-fpir", "2"], "--target-fpir"),
         (["--target-fpir", "often"], "--target-fpir"),
         (["--accept-fpir", "0.01"], "--accept-fpir applies to a named --threshold"),
