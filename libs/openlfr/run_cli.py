@@ -201,7 +201,8 @@ def watchlist_problem(folder: Path) -> str | None:
     if any(e.is_dir() and subject_files(e) for e in entries):
         return None
     loose = [e.name for e in entries if e.is_file()]
-    layout = f"give one folder per subject, named by the subject id, with their photos in it ({folder}/SUBJECT_ID/photo.jpg)"
+    layout = ("give one folder per subject, named by the subject id, with their photos in it "
+              f"({folder}/SUBJECT_ID/photo.jpg)")
     if loose:
         shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
         return f"--watchlist {folder}: {len(loose)} file(s) not in a subject's folder ({shown}); {layout}"
@@ -277,6 +278,9 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         return _fail(f"--source {source}: no such file or folder")
     problem = (source_problem(source) if source is not None else None) or (
         watchlist_problem(Path(watchlist)) if watchlist is not None else None)
+    if problem is None and args.cohort is not None and not Path(args.cohort).is_file():
+        problem = (f"--cohort: no cohort file at {args.cohort}; "
+                   f"build one with `openlfr cohort build DIR --out {args.cohort}`")
     if problem is not None:
         return _fail(problem)
 

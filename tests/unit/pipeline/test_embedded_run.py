@@ -164,12 +164,15 @@ def _layout(tmp_path: Path, case: str) -> tuple[list[str], str]:
     if case == "corrupt video":
         (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing")
         return ["--source", str(tmp_path / "broken.mp4"), "--watchlist", str(people)], "cannot be read as a video"
+    if case == "missing cohort":
+        return (["--source", str(video), "--watchlist", str(people), "--cohort", str(tmp_path / "none.npz")],
+                f"--cohort: no cohort file at {tmp_path / 'none.npz'}; build one with `openlfr cohort build")
     assert case == "unknown scheme"
     return ["--source", "ftp://cam/1", "--watchlist", str(people)], "--source ftp://cam/1: unsupported scheme 'ftp'"
 
 
 @pytest.mark.parametrize("case", ["empty watchlist", "photos not in per-person folders", "empty source folder",
-                                  "not a video", "corrupt video", "unknown scheme"])
+                                  "not a video", "corrupt video", "unknown scheme", "missing cohort"])
 def test_inputs_that_cannot_give_an_alert_are_refused_before_any_model(case: str, tmp_path: Path) -> None:
     """Exit 2 naming the flag, before a model is loaded or a subject enrolled (no cohort, model
     or build folder is needed to get here), with no FFmpeg noise."""
