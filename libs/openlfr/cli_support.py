@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 #: The environment variable holding the caller's API token (never taken as an argument).
 TOKEN_ENV = "OPENLFR_TOKEN"
@@ -71,6 +72,25 @@ def token() -> str | None:
         print(f"openlfr: set {TOKEN_ENV} to an API token (tokens are never taken as arguments)", file=sys.stderr)
         return None
     return value
+
+
+def folder_layout_problem(folder: Path) -> str | None:
+    """Why a watchlist folder cannot enrol anyone by its layout alone, or None: it must hold a
+    folder per subject (hidden ones left out) with at least one file in it. Checked before any
+    model is loaded or any API call made; whether the photos are usable is the enrolment's to say.
+    """
+    from openlfr.watchlist.loader import subject_files
+
+    entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".")]
+    if any(e.is_dir() and subject_files(e) for e in entries):
+        return None
+    loose = [e.name for e in entries if e.is_file()]
+    layout = ("give one folder per subject, named by the subject id, with their photos in it "
+              f"({folder}/SUBJECT_ID/photo.jpg)")
+    if loose:
+        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
+        return f"{len(loose)} file(s) not in a subject's folder ({shown}); {layout}"
+    return f"no subject folder with a photo in it; {layout}"
 
 
 def fail(what: str, message: str, *, code: int = EXIT_REFUSED) -> int:

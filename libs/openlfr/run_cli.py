@@ -193,20 +193,11 @@ def source_problem(source: str) -> str | None:
 
 def watchlist_problem(folder: Path) -> str | None:
     """Why the ``--watchlist`` folder cannot enrol anyone, by its layout alone (before any model is
-    loaded), or None: it must hold a folder per subject with at least one file in it. Whether
-    the photos are usable is the enrolment's to say (each refusal listed)."""
-    from openlfr.watchlist.loader import subject_files
+    loaded), or None (:func:`openlfr.cli_support.folder_layout_problem`)."""
+    from openlfr.cli_support import folder_layout_problem
 
-    entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".")]
-    if any(e.is_dir() and subject_files(e) for e in entries):
-        return None
-    loose = [e.name for e in entries if e.is_file()]
-    layout = ("give one folder per subject, named by the subject id, with their photos in it "
-              f"({folder}/SUBJECT_ID/photo.jpg)")
-    if loose:
-        shown = ", ".join(loose[:5]) + (f" and {len(loose) - 5} more" if len(loose) > 5 else "")
-        return f"--watchlist {folder}: {len(loose)} file(s) not in a subject's folder ({shown}); {layout}"
-    return f"--watchlist {folder}: no subject folder with a photo in it; {layout}"
+    problem = folder_layout_problem(folder)
+    return None if problem is None else f"--watchlist {folder}: {problem}"
 
 
 def _fail(message: str, *, code: int = 2) -> int:

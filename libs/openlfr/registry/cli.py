@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from openlfr.cli_support import EXIT_USAGE, MATCH_API, fail, refused, token
+from openlfr.cli_support import EXIT_USAGE, MATCH_API, fail, folder_layout_problem, refused, token
 from openlfr.registry.client import RegistryClient
 from openlfr.registry.core import MAX_PAGE
 from openlfr.registry.exceptions import RegistryApiError, RegistryUnreachable
@@ -100,6 +100,8 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
         return fail(what, "give a folder or --csv, not both", code=EXIT_USAGE)
     if args.folder is not None and not args.folder.is_dir():
         return fail(what, f"{args.folder} is not a directory", code=EXIT_USAGE)
+    if args.folder is not None and (layout := folder_layout_problem(args.folder)) is not None:
+        return fail(what, f"{args.folder}: {layout}", code=EXIT_USAGE)  # before any call: nothing created
     if not 0 < args.expires_days:
         return fail(what, f"--expires-days: {args.expires_days:g} must be more than 0", code=EXIT_USAGE)
 

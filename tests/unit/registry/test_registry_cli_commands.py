@@ -281,3 +281,24 @@ def test_a_csv_without_its_columns_is_refused_before_any_change(served, monkeypa
     rc, _, err = _run(capsys, "watchlist", "enroll", "--csv", str(bad), "--api", url, "--watchlist-id", "new", *ENROL)
     assert rc == 2 and "openlfr watchlist enroll: --csv: bulk_enrol: " in err and "lacks the columns" in err
     assert env.registry.list_watchlists().total == 0
+
+
+@pytest.mark.parametrize(("layout", "words"), [("empty", "no subject folder with a photo in it"),
+                                               ("flat", "1 file(s) not in a subject's folder (a.jpg)")])
+def test_a_folder_with_no_subject_folder_is_refused_before_any_change(served, monkeypatch, tmp_path: Path,
+                                                                      image_bytes, capsys, layout: str,
+                                                                      words: str) -> None:
+    """An empty folder, or photos not in a folder per person: exit 2 naming the folder and the
+    layout wanted, before any call (it created a watchlist, refused every file, deleted it again
+    and exited 1)."""
+    env, url = served
+    folder = tmp_path / "people"
+    folder.mkdir()
+    if layout == "flat":
+        (folder / "a.jpg").write_bytes(image_bytes["kit"])
+        (folder / "nobody").mkdir()  # a subject folder with nothing in it does not count
+    _as(monkeypatch, env, "alice")
+    rc, out, err = _run(capsys, "watchlist", "enroll", str(folder), "--api", url, "--watchlist-id", "new", *ENROL)
+    assert rc == 2 and f"openlfr watchlist enroll: {folder}: {words}" in err and out == "", err
+    assert "SUBJECT_ID/photo.jpg" in err
+    assert env.registry.list_watchlists().total == 0 and "watchlist.create" not in env.actions()
