@@ -4,6 +4,7 @@ either at start naming the variable."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,7 +162,9 @@ def test_a_bad_setting_stops_the_detect_service_naming_it(
 
 @pytest.mark.parametrize(("name", "value"), BAD_SETTINGS[:3])
 def test_a_bad_setting_stops_openlfr_run_naming_it(name: str, value: str, tmp_path: Path, faces_dir: Path) -> None:
-    (tmp_path / "people").mkdir()
+    # A watchlist laid out as the command takes it (its layout is checked before the settings).
+    (tmp_path / "people" / "biden").mkdir(parents=True)
+    shutil.copy(faces_dir / "face_recognition" / "examples" / "biden.jpg", tmp_path / "people" / "biden" / "biden.jpg")
     video = faces_dir / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
     env = {"PATH": "/usr/bin:/bin", name: value}
     proc = subprocess.run([sys.executable, "-m", "openlfr.cli", "run", "--source", str(video),
