@@ -290,12 +290,12 @@ def cmd_run(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912, PLR0915
         samples = build_samples(samples_dir(), paths.build_dir() / "samples", locate=largest_face(analyzer))
         source, watchlist = str(samples.video), samples.watchlist
         if cohort_path is None:
-            cohort_path = build_sample_cohort(samples_dir(), default_cohort_path(embedder), analyzer=analyzer,
-                                              settings=settings, model_version=embedder)
+            cohort_path = build_sample_cohort(samples_dir(), default_cohort_path(embedder, embed_mirror=settings.embed_mirror),
+                                              analyzer=analyzer, settings=settings, model_version=embedder)
         print(f"openlfr run: sample input {source} with watchlist {watchlist} "
               f"(expect alerts for {', '.join(samples.expected_subjects)})", file=sys.stderr)
     try:
-        cohort = Cohort.load(cohort_path or default_cohort_path(embedder))
+        cohort = Cohort.load(cohort_path or default_cohort_path(embedder, embed_mirror=settings.embed_mirror))
         cohort.check_model(embedder, embed_mirror=analyzer.embedder.mirror)
     except CohortError as exc:
         return _fail(str(exc))

@@ -29,13 +29,14 @@ person (people with two or more images also let the cohort estimate the miss rat
 DEFAULT_COHORT = "cohort/default.npz"
 
 
-def default_cohort_path(embedder: str = "dlib_resnet_v1") -> Path:
+def default_cohort_path(embedder: str = "dlib_resnet_v1", *, embed_mirror: bool = True) -> Path:
     """Where the demo's cohort for an embedder lives: ``build/cohort/default.npz`` for the default
-    embedder (set-up builds it from the shared set), ``build/cohort/default-<name>.npz`` for another."""
+    embedder (set-up builds it from the shared set), ``build/cohort/default-<name>.npz`` for another;
+    ``-single`` before ``.npz`` for one embedded without mirrored views (``OPENLFR_EMBED_MIRROR=false``),
+    so each setting keeps its own."""
     name = embedder.split("@", 1)[0]
-    if name == "dlib_resnet_v1":
-        return paths.build_dir() / DEFAULT_COHORT
-    return paths.build_dir() / "cohort" / f"default-{name}.npz"
+    path = paths.build_dir() / (DEFAULT_COHORT if name == "dlib_resnet_v1" else f"cohort/default-{name}.npz")
+    return path if embed_mirror else path.with_name(path.stem + "-single.npz")
 
 
 def add_cohort_parser(sub: argparse._SubParsersAction, backend_args) -> None:  # noqa: ANN001 - argparse internals
@@ -81,7 +82,8 @@ def cmd_cohort_build(args: argparse.Namespace) -> int:
     from openlfr.evaluation.embeddings import EmbeddingCache, analyzer_version
     from openlfr.vision.factory import build_analyzer
 
-    out = args.out or default_cohort_path(_settings_of(args).embedder_manifest().name)
+    settings = _settings_of(args)
+    out = args.out or default_cohort_path(settings.embedder_manifest().name, embed_mirror=settings.embed_mirror)
     if args.sample:
         return _build_sample(args, out)
     if args.faces is None:
@@ -178,8 +180,9 @@ def cmd_cohort_show(args: argparse.Namespace) -> int:
 
     try:
         target = parse_rate(args.target_fpir, name="--target-fpir")
-        cohort = Cohort.load(args.path or default_cohort_path(_settings_of(args).embedder_manifest().name),
-                             setting="PATH")
+        settings = _settings_of(args)
+        cohort = Cohort.load(args.path or default_cohort_path(settings.embedder_manifest().name,
+                                                              embed_mirror=settings.embed_mirror), setting="PATH")
     except (CohortError, ValueError) as exc:
         print(f"openlfr cohort show: {exc}", file=sys.stderr)
         return 2

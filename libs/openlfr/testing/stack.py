@@ -53,7 +53,8 @@ def demo_cohort_path() -> Path:
     from openlfr.cohort.cli import default_cohort_path
     from openlfr.config import ModelSettings
 
-    return default_cohort_path(ModelSettings().embedder_version())
+    settings = ModelSettings()
+    return default_cohort_path(settings.embedder_version(), embed_mirror=settings.embed_mirror)
 
 
 def demo_cohort(timeout_s: float = 1800) -> Path:

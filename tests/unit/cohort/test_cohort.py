@@ -132,3 +132,11 @@ def test_a_cohort_embedded_another_way_is_refused_naming_the_setting(shared_coho
         mirrored.check_model(MODEL, embed_mirror=False, setting="OPENLFR_REGISTRY_COHORT")
     with pytest.raises(CohortError, match="^--cohort: .*without mirrored views"):
         single.check_model(MODEL, embed_mirror=True)
+
+
+def test_each_view_keeps_its_own_demo_cohort() -> None:
+    from openlfr.cohort.cli import default_cohort_path
+
+    assert default_cohort_path("dlib_resnet_v1@abc").name == "default.npz"
+    assert default_cohort_path("dlib_resnet_v1@abc", embed_mirror=False).name == "default-single.npz"
+    assert default_cohort_path("faceres_v1@abc", embed_mirror=False).name == "default-faceres_v1-single.npz"
