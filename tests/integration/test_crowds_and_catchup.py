@@ -8,10 +8,16 @@
   (detect 1 s, embed 5 s) while the sample walk-by video plays in real time: when it goes on,
   the backlog is caught up and each enrolled person still gives one alert, which says how late
   it was. Before, every frame older than 1 s was shed and both alerts were lost.
+* The broker itself killed (SIGKILL) while the walk-by video plays, and restarted on the same
+  ports and data after about 5 s (its start-up adds to the outage, well inside the 30 s lateness
+  bound): ingest keeps the frames until it is back, and each enrolled person still gives one
+  alert, none twice. With catch-up off (``OPENLFR_CATCHUP_LATENESS_S=0``, the behaviour before
+  it) the frames that waited out the outage are shed as stale and the alerts are lost.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -26,6 +32,7 @@ from openlfr.messages.codec import decode, encode, headers_for
 from openlfr.messages.models import Embeddings, Faces, Frame
 from openlfr.pipeline.frame_parts import DEFAULT_MESSAGE_MAX_BYTES
 from openlfr.pipeline.samples import Samples
+from openlfr.subprocesses import free_port
 from openlfr.testing.kafka_broker import KafkaBroker
 from openlfr.testing.stack import ServiceStack, StackError
 from openlfr.vision.images import decode_image
@@ -129,3 +136,60 @@ def test_an_outage_of_detect_loses_no_alert_and_the_alerts_say_how_late(stack: S
         assert alert.lateness_s is not None and 1.0 < alert.lateness_s <= 30.0, alert.lateness_s
     assert detect.metric('openlfr_stage_messages_dropped_total{stage="detect",reason="stale"') == 0
     assert stack.stop_all()["detect"] == 0
+
+
+@pytest.fixture
+def own_broker(kafka_broker: KafkaBroker, tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A broker of this test's own, on fixed ports so that it comes back where the services look
+    (the session's broker stays up for the other tests; ``kafka_broker`` fetched the jars)."""
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    broker = KafkaBroker(work_dir=tmp_path / "kafka", port=port, controller_port=controller_port,
+                         startup_timeout_s=90)
+    with broker:
+        yield broker
+
+
+def test_a_broker_killed_mid_walk_loses_no_alert(own_broker: KafkaBroker, samples: Samples, tmp_path: Path) -> None:
+    stack = ServiceStack(own_broker.bootstrap, tmp_path / "stack")
+    stack.env.pop("OPENLFR_MAX_FRAME_AGE_S")  # the production limits: detect 1 s, embed 5 s
+    try:
+        try:
+            stack.start_ready("detect", "embed", "match", "alert")
+            stack.enrol_and_deploy(samples.watchlist, cameras=["cam-out"])
+            stack.env.update({"OPENLFR_CAMERAS": f"cam-out={samples.video}", "OPENLFR_FILE_MODE": "realtime",
+                              "OPENLFR_SAMPLE_FPS": "5"})
+            ingest = stack.start("ingest")
+            stack.wait_ready(ingest)  # the video plays: the first walker is coming
+        except StackError as exc:
+            pytest.fail(str(exc))
+        assert own_broker.pid is not None
+        killed, killed_ts = time.monotonic(), time.time()
+        os.kill(own_broker.pid, signal.SIGKILL)
+        assert own_broker.wait(timeout_s=30) is not None
+        own_broker.stop()  # forget the dead process; its data and ports stay
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - killed)))
+        own_broker.start()
+        outage_s = time.monotonic() - killed
+        assert ingest.proc.wait(timeout=120) == 0, ingest.log_tail()  # the video played, in real time
+        assert "publish failed" not in ingest.log.read_text(), ingest.log_tail()  # no frame lost at ingest
+
+        deadline = time.monotonic() + 300
+        alerts = stack.alerts()
+        while len(alerts) < len(samples.expected_subjects) and time.monotonic() < deadline:
+            time.sleep(1)
+            alerts = stack.alerts()
+        time.sleep(3)  # a late duplicate would show
+        alerts = stack.alerts()
+        assert sorted(a.subject_id for a in alerts) == sorted(samples.expected_subjects), (
+            f"outage {outage_s:.1f} s", stack.services["detect"].log_tail(), stack.services["embed"].log_tail())
+        # The later walker was filmed while the broker was down and reached detect only after it.
+        assert max(a.capture_ts for a in alerts) > killed_ts
+        for alert in alerts:
+            assert alert.lateness_s is None or 0.0 < alert.lateness_s <= 30.0, alert.lateness_s
+        assert any(a.lateness_s is not None for a in alerts)  # taken from the backlog, and said so
+        assert stack.services["detect"].metric('openlfr_stage_messages_dropped_total{stage="detect",reason="stale"') == 0
+    finally:
+        stack.kill_all()
