@@ -7,6 +7,9 @@ tracker) so far ahead that every real message looks stale. A stage therefore ref
 whose capture time is more than ``max_skew_s`` ahead of its own clock: the runner dead-letters it
 with the reason (how far ahead, and the setting), and it is counted per camera and stage in
 ``openlfr_capture_time_ahead_total``; the alert rule ``OpenLFRCameraClockAhead`` fires on it.
+Before that, ``openlfr_capture_time_ahead_seconds`` shows per camera how far ahead of the stage's
+clock its latest capture time was (0 when behind, as it normally is by the pipeline's latency),
+and ``OpenLFRCameraClockDrifting`` warns while a camera runs ahead but is still accepted.
 
 Refused rather than clamped: a clamped time would put a false capture time on an alert that a
 reviewer reads as fact, and the dead letter keeps the original for inspection. The skew is
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from openlfr.prom import metrics_for
 
@@ -32,7 +35,8 @@ DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 
 
 class _AheadMetrics:
-    """``openlfr_capture_time_ahead_total``, one per Prometheus registry."""
+    """``openlfr_capture_time_ahead_total`` and ``openlfr_capture_time_ahead_seconds``, one per
+    Prometheus registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.counter = Counter(
@@ -40,6 +44,14 @@ class _AheadMetrics:
             f"Inputs refused (dead-lettered) because their capture time was more than {MAX_CLOCK_SKEW_SETTING} "
             "ahead of the stage's clock, per stage and camera: a camera or ingest host clock running fast, "
             "or forged messages.",
+            ["stage", "camera_id"],
+            registry=registry,
+        )
+        self.ahead = Gauge(
+            "openlfr_capture_time_ahead_seconds",
+            "How far ahead of the stage's clock the latest capture time of each camera was, in seconds (0 when "
+            f"behind it): a clock drifting fast shows here before inputs pass {MAX_CLOCK_SKEW_SETTING} and are "
+            "refused.",
             ["stage", "camera_id"],
             registry=registry,
         )
@@ -59,7 +71,9 @@ class FutureGuard:
             raise ValueError(f"FutureGuard.max_skew_s: expected 0 < seconds <= 86400 or None, got {max_skew_s}")
         self.stage = stage
         self.max_skew_s = max_skew_s
-        self._counter = metrics_for(_AheadMetrics, registry).counter
+        metrics = metrics_for(_AheadMetrics, registry)
+        self._counter = metrics.counter
+        self._ahead = metrics.ahead
 
     def limit(self, now: float) -> float | None:
         """The latest capture time accepted at ``now`` (None: no limit)."""
@@ -68,7 +82,10 @@ class FutureGuard:
     def refuse(self, *, camera_id: str, capture_ts: float, now: float) -> str | None:
         """The reason to refuse a capture time ``now``, counted and logged; None when it is acceptable."""
         limit = self.limit(now)
-        if limit is None or capture_ts <= limit:
+        if limit is None:
+            return None
+        self._ahead.labels(self.stage, camera_id).set(max(0.0, capture_ts - now))
+        if capture_ts <= limit:
             return None
         self._counter.labels(self.stage, camera_id).inc()
         ahead = capture_ts - now
