@@ -45,7 +45,7 @@ import numpy as np
 
 from openlfr import paths
 from openlfr.cohort.cohort import CohortFace, make_cohort
-from openlfr.cohort.norm import ScoreNorm, normalise_arrays, score_matrix, top_k_for
+from openlfr.cohort.norm import DEFAULT_TOP_FRACTION, ScoreNorm, normalise_arrays, score_matrix, top_k_for
 from openlfr.config import ModelSettings
 from openlfr.evaluation.dataset import load_dataset, shared_set_tables, write_csv
 from openlfr.evaluation.embeddings import EmbeddingCache, analyse_files, analyzer_version
@@ -143,6 +143,10 @@ class Scorer:
         return np.sort(m[upper])
 
 
+#: The share of the stats cohort a statistic is taken over (``--top-fraction``; the product's default).
+TOP_FRACTION = DEFAULT_TOP_FRACTION
+
+
 def run_split(faces: list[Face], seed: int) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
     utk = [f for f in faces if f.key.startswith("utkface_balanced/")]
@@ -158,7 +162,7 @@ def run_split(faces: list[Face], seed: int) -> dict[str, dict]:
                          embed_mirror=ModelSettings().embed_mirror)
     stats_vectors = cohort.vectors[cohort.parts == 0]
     cal_vectors = cohort.vectors[cohort.parts == 1]
-    base_norm = ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0]))
+    base_norm = ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0], TOP_FRACTION))
     g = np.stack([f.vector for f in gallery])
     probes = np.stack([f.vector for f in mates + searched])
     probe_ids = [f.identity for f in mates] + [f"utk:{f.key}" for f in searched]
@@ -263,7 +267,7 @@ def run_tracks(views: dict[str, list[Face]], seed: int) -> dict[str, dict]:
             cohort = make_cohort([CohortFace(vector[probe_view][f.key], f.sha256, "") for f in cohort_people],
                                  model_version="bench", embed_mirror=probe_view == "mirror")
             stats_vectors = cohort.vectors[cohort.parts == 0]
-            scorer = Scorer(method, ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0])))
+            scorer = Scorer(method, ScoreNorm(stats_vectors, top_k=top_k_for(stats_vectors.shape[0], TOP_FRACTION)))
             gallery = np.stack([vector[ref_view][labelled[k][0].key] for k in enrolled])
             if decision == "photo":
                 probes = np.stack([vec[key] for _, keys in tracks for key in keys])
@@ -380,9 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=10, help="random splits of the UTKFace people (default 10)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples per interval (default 1000)")
     parser.add_argument("--out", type=Path, default=paths.REPO_ROOT / "benchmarks" / "results" / "subject_calibration.json")
+    parser.add_argument("--top-fraction", type=float, default=DEFAULT_TOP_FRACTION,
+                        help=f"share of the stats cohort a statistic is taken over (default {DEFAULT_TOP_FRACTION}, "
+                             "the product's; `openlfr cohort build --top-fraction`)")
     args = parser.parse_args(argv)
     if args.splits < 1:
         parser.error("--splits must be at least 1")
+    if not 0.0 < args.top_fraction <= 1.0:
+        parser.error("--top-fraction must be in (0, 1]")
+    global TOP_FRACTION
+    TOP_FRACTION = args.top_fraction
     faces = load_faces(paths.build_dir() / "eval-cache")
     views = {"single": load_faces(paths.build_dir() / "eval-cache", ModelSettings(embed_mirror=False)),
              "mirror": load_faces(paths.build_dir() / "eval-cache", ModelSettings(embed_mirror=True))}
@@ -411,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in ("global", "as-norm")
     }
     summary["embed_mirror"] = ModelSettings().embed_mirror
+    summary["top_fraction"] = TOP_FRACTION
     summary["cost_ms_per_face"] = probe_stats_cost()
     summary["splits"] = len(splits)
     summary["command"] = "benchmarks/subject_calibration.py " + " ".join(argv or sys.argv[1:])
