@@ -10,8 +10,10 @@ the vector store is down. Every change is audited with the caller's name as acto
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations at run
 # time, and the role dependencies are aliases local to ``make_registry_router``.
 
+import base64
+import binascii
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -31,12 +33,15 @@ from openlfr.registry.models import (
     DeploymentStatus,
     DeploymentUpdate,
     SLUG_PATTERN,
+    EnrolmentRefusal,
     ErrorMessage,
     ImagePublic,
     ImageRefusal,
     Provenance,
     ReembedStatus,
     SubjectCreate,
+    SubjectEnrolled,
+    SubjectEnrolment,
     SubjectPage,
     SubjectPublic,
     SubjectUpdate,
@@ -104,9 +109,33 @@ def _http_errors() -> Iterator[None]:
         ) from exc
 
 
+#: An upload's refusal reason by the status ``read_image`` answers with.
+_UPLOAD_REASONS = {HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too_large", HTTPStatus.UNSUPPORTED_MEDIA_TYPE: "unsupported_type"}
+
+
 async def _raw_body(request: Request) -> bytes:
     """The request body as bytes (bounded by the app's body size limit)."""
     return await request.body()
+
+
+@contextmanager
+def _undo_if_empty(
+    registry: Registry, subject: Callable[[], SubjectPublic | None], enrolled: Callable[[], list[ImagePublic]], *,
+    actor: str,
+) -> Iterator[None]:
+    """On any error, delete the subject an enrolment created if it has no image yet; a failure of
+    that deletion is logged, the enrolment's own error is what the caller gets."""
+    try:
+        yield
+    except BaseException:
+        created = subject()
+        if created is not None and not enrolled():
+            try:
+                registry.delete_subject(created.id, actor=actor)
+            except Exception as exc:  # noqa: BLE001 - the original error is re-raised below
+                logger.error('enrolment failed and its subject could not be deleted subject_id="%s" error="%s"',
+                             created.id, exc)
+        raise
 
 
 def make_registry_router(registry: Registry, access: Access, limits: ApiSettings) -> APIRouter:
@@ -243,6 +272,67 @@ def make_registry_router(registry: Registry, access: Access, limits: ApiSettings
         with _http_errors():
             registry.delete_subject(subject_id, actor=who.name)
         return Response(status_code=HTTPStatus.NO_CONTENT)
+
+    @router.post(
+        "/watchlists/{watchlist_id}/enrolments", status_code=HTTPStatus.CREATED, response_model=SubjectEnrolled,
+        tags=["subjects"], summary="Put a subject on a watchlist with its photos, all or nothing",
+        description=(
+            "Creates the subject and enrols its photos (base64 in the body) as single uploads would be, "
+            "one at a time under the same policy and audit. The subject is kept only when at least one "
+            "photo is enrolled: when every photo is refused it is deleted again before the answer (422, "
+            "each photo's reason), so no subject without an image is left behind, whatever happens to "
+            "the caller. More photos than one request carries go up one at a time afterwards."
+        ),
+        responses={
+            **_AUTH, **_404, **_409, **_503,
+            422: {"description": "The body is invalid, or no photo was enrolled (``reason`` no_image_enrolled, "
+                                 "with each photo's refusal); nothing is left behind."},
+        },
+    )
+    def enrol_subject(watchlist_id: WatchlistId, body: SubjectEnrolment, who: WatchlistAdmin) -> SubjectEnrolled:
+        subject = None
+        enrolled: list[ImagePublic] = []
+        refused: list[EnrolmentRefusal] = []
+        # A registry error (a store that fails) answers as a single upload's would, after the
+        # subject is deleted again if it has no image yet.
+        with _http_errors(), _undo_if_empty(registry, lambda: subject, lambda: enrolled, actor=who.name):
+            for index, upload in enumerate(body.images):
+                try:
+                    data = base64.b64decode(upload.content_base64, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    refused.append(EnrolmentRefusal(index=index, reason="unreadable", message=f"not base64: {exc}"))
+                    continue
+                with decode_slots.slot():  # bounded memory: one decoded photo of this request at a time
+                    try:
+                        image = read_image(data, content_type=upload.content_type,
+                                           max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+                    except HTTPException as exc:
+                        refused.append(EnrolmentRefusal(index=index, reason=_UPLOAD_REASONS.get(
+                            exc.status_code, "unreadable"), message=str(exc.detail)))
+                        continue
+                    if subject is None:  # created at the first photo that can be analysed
+                        subject = registry.create_subject(watchlist_id, body.subject, actor=who.name)
+                    try:
+                        enrolled.append(registry.enrol_image(subject.id, data, source=upload.source,
+                                                             actor=who.name, image=image))
+                    except ImageRefused as exc:
+                        refused.append(EnrolmentRefusal(index=index, reason=exc.reason, message=exc.message))
+                    except Conflict as exc:
+                        refused.append(EnrolmentRefusal(index=index, reason=exc.reason or "conflict",
+                                                        message=exc.message or str(exc)))
+        if not enrolled:
+            if subject is not None:
+                with _http_errors():
+                    registry.delete_subject(subject.id, actor=who.name)
+            raise HTTPException(HTTPStatus.UNPROCESSABLE_ENTITY, detail={
+                "reason": "no_image_enrolled",
+                "message": f"none of the {len(body.images)} photo(s) could be enrolled, so the subject was not "
+                           "created: " + "; ".join(f"[{r.index}] {r.reason}: {r.message}" for r in refused),
+                "refused": [r.model_dump() for r in refused],
+            })
+        with _http_errors():
+            subject = registry.get_subject(subject.id)  # with the images it now has
+        return SubjectEnrolled(subject=subject, images=enrolled, refused=refused)
 
     # -- reference images ------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ the per-row values of the CSV where given and the defaults otherwise. One bad fi
 the run: every file that is not enrolled is in the report with the reason. Only an
 authentication or authorisation failure stops it (nothing else would succeed either).
 
-All or nothing per subject: a subject the run created whose every photo was refused is deleted
-again at the end (it could never be searched for, yet would count as enrolled), and so is a
-watchlist the run created when nothing was enrolled on it; the report names both. A subject
-that existed before the run is never deleted. Deletion is audited like any other.
+All or nothing per subject, on the registry's side: a subject that does not exist yet goes up
+with its photos in one request (``POST /v1/watchlists/{id}/enrolments``), which keeps the subject
+only when a photo is enrolled, so no subject without an image is left behind even if this run is
+killed; photos beyond one request's share follow one at a time once the subject has an image. A
+watchlist the run created is deleted again when nothing was enrolled on it; the report names
+what was not enrolled and why. A subject that existed before the run is never deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import csv
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +31,7 @@ from tqdm import tqdm
 
 from openlfr.registry.client import IMAGE_CONTENT_TYPES, RegistryClient
 from openlfr.registry.exceptions import RegistryApiError, RegistryUnreachable
-from openlfr.registry.models import SLUG_PATTERN, Category, SubjectCreate, WatchlistCreate
+from openlfr.registry.models import MAX_ENROLMENT_IMAGES, SLUG_PATTERN, Category, SubjectCreate, WatchlistCreate
 from openlfr.watchlist.loader import subject_files
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ CSV_REQUIRED = ("path", "subject_id")
 CSV_OPTIONAL = ("display_name", "category", "reason", "legal_basis", "expires_at", "source")
 _SLUG = re.compile(SLUG_PATTERN)
 _SUBJECT_FIELDS = ("display_name", "category", "reason", "legal_basis", "expires_at")
+#: Most bytes of photos (before base64) one all-or-nothing request carries: well under the API's
+#: default body limit (``OPENLFR_API_MAX_BODY_BYTES``, 16 MiB) once base64 adds a third.
+REQUEST_IMAGE_BYTES = 8 * 1024 * 1024
 
 #: Why a file was not enrolled, besides the registry's own image refusals
 #: (``unreadable``, ``no_face``, ``multiple_faces``, ``too_small``, ``too_blurred``, ``low_quality``).
@@ -97,8 +102,8 @@ class BulkReport:
         subjects_created: the subjects the run created and kept (each with an image), in order.
         enrolled: per subject, images enrolled by this run.
         refused: every file not enrolled, with the reason.
-        subjects_removed: subjects the run created and deleted again, every photo refused.
-        left_behind: subjects the run created with no image that it could not delete (why).
+        subjects_removed: subjects not enrolled because every photo was refused (the registry kept
+            none of them).
         watchlist_created: the run created the watchlist.
         watchlist_removed: ... and deleted it again, nothing having been enrolled.
         watchlist_kept: why a watchlist the run created with nothing enrolled was not deleted.
@@ -109,7 +114,6 @@ class BulkReport:
     enrolled: dict[str, int] = field(default_factory=dict)
     refused: list[BulkRefusal] = field(default_factory=list)
     subjects_removed: list[str] = field(default_factory=list)
-    left_behind: dict[str, str] = field(default_factory=dict)
     watchlist_created: bool = False
     watchlist_removed: bool = False
     watchlist_kept: str | None = None
@@ -135,10 +139,7 @@ class BulkReport:
         for subject_id in self.subjects_removed:
             files = sum(1 for item in self.refused if item.subject_id == subject_id)
             lines.append(f"subject {subject_id} not enrolled: every one of its {files} file(s) was refused; the "
-                         "subject this run created for it was deleted again")
-        for subject_id, why in self.left_behind.items():
-            lines.append(f"subject {subject_id} LEFT BEHIND with no image (every file refused) and could not be "
-                         f"deleted: {why}; delete it: openlfr subject delete {subject_id} --yes")
+                         "registry kept no subject for it")
         if self.watchlist_removed:
             lines.append(f"watchlist {self.watchlist_id} deleted again: this run created it and enrolled nothing")
         elif self.watchlist_kept:
@@ -209,13 +210,11 @@ def bulk_enrol(
     try:
         _enrol_items(client, items, watchlist_id=watchlist_id, defaults=defaults, report=report, progress=progress)
     except BaseException:
-        # Stopped (Ctrl-C, a refused token): what it created with no image goes all the same.
-        _remove_empty(client, report)
-        if report.left_behind:
-            logger.warning('bulk enrolment stopped; subjects left with no image subject_ids="%s"',
-                           ",".join(report.left_behind))
+        # Stopped (Ctrl-C, a refused token): an empty watchlist it created goes all the same (the
+        # registry never keeps a subject it created without an image).
+        _remove_empty_watchlist(client, report)
         raise
-    _remove_empty(client, report)
+    _remove_empty_watchlist(client, report)
     logger.info(
         'bulk enrolment done watchlist_id="%s" subjects_created="%d" images="%d" refused="%d"',
         watchlist_id, len(report.subjects_created), report.images_enrolled, len(report.refused),
@@ -227,42 +226,37 @@ def _enrol_items(
     client: RegistryClient, items: list[_Item], *, watchlist_id: str, defaults: SubjectDefaults, report: BulkReport,
     progress: bool,
 ) -> None:
-    subjects: dict[str, str | None] = {}  # subject id -> None when usable, else why not
+    by_subject: dict[str, list[_Item]] = {}
+    for item in items:
+        by_subject.setdefault(item.subject_id, []).append(item)
     with tqdm(total=len(items), desc=f"enrolling on {watchlist_id}", unit="image", file=sys.stderr,
               disable=not progress) as bar:
-        for item in items:
-            if item.subject_id not in subjects:
-                subjects[item.subject_id] = _ensure_subject(client, item, watchlist_id, defaults, report)
-            problem = subjects[item.subject_id]
-            if problem is None:
-                report.enrolled.setdefault(item.subject_id, 0)
-                _upload(client, item, defaults, report)
-            else:
-                reason, _, detail = problem.partition(":")
-                report.refused.append(BulkRefusal(item.path, item.subject_id, reason, detail.strip()))
-            bar.update(1)
+
+        def done(n: int = 1) -> None:
+            bar.update(n)
             bar.set_postfix(enrolled=report.images_enrolled, refused=len(report.refused), refresh=False)
 
+        for subject_id, group in by_subject.items():
+            state = _subject_state(client, subject_id, watchlist_id)
+            if state == "new":
+                rest = _enrol_new_subject(client, group, watchlist_id, defaults, report, done)
+            elif state == "exists":
+                rest = group
+            else:
+                reason, _, detail = state.partition(":")
+                report.refused.extend(BulkRefusal(i.path, subject_id, reason, detail.strip()) for i in group)
+                done(len(group))
+                rest = []
+            for item in rest:
+                report.enrolled.setdefault(item.subject_id, 0)
+                _upload(client, item, defaults, report)
+                done()
 
-def _remove_empty(client: RegistryClient, report: BulkReport) -> None:
-    """Delete the subjects this run created that got no image, then the watchlist it created
-    when nothing was enrolled; a deletion that fails is kept in ``left_behind`` with why."""
-    for subject_id in [s for s in report.subjects_created if not report.enrolled.get(s)]:
-        try:
-            client.delete_subject(subject_id)
-        except (RegistryApiError, RegistryUnreachable) as exc:
-            report.left_behind[subject_id] = str(exc)
-            logger.warning('bulk enrolment could not delete an empty subject subject_id="%s" error="%s"',
-                           subject_id, exc)
-            continue
-        report.subjects_created.remove(subject_id)
-        report.enrolled.pop(subject_id, None)
-        report.subjects_removed.append(subject_id)
-        logger.info('bulk enrolment deleted a subject with every photo refused subject_id="%s"', subject_id)
+
+def _remove_empty_watchlist(client: RegistryClient, report: BulkReport) -> None:
+    """Delete the watchlist this run created when nothing was enrolled on it (``watchlist_kept``
+    says why not, when it is kept)."""
     if not report.watchlist_created or report.images_enrolled:
-        return
-    if report.left_behind:
-        report.watchlist_kept = "it holds the subjects that could not be deleted"
         return
     try:
         others = client.get_watchlist(report.watchlist_id).subject_count
@@ -332,47 +326,112 @@ def _csv_items(csv_path: Path, report: BulkReport) -> Iterator[_Item]:
         yield _Item(path, subject_id, {k: row[k] for k in CSV_OPTIONAL if row.get(k)})
 
 
-def _ensure_subject(
-    client: RegistryClient, item: _Item, watchlist_id: str, defaults: SubjectDefaults, report: BulkReport
-) -> str | None:
-    """None when the subject exists on the watchlist or was created; else ``"reason: detail"``."""
+def _subject_state(client: RegistryClient, subject_id: str, watchlist_id: str) -> str:
+    """``exists`` (on this watchlist), ``new``, or ``"reason: detail"`` why its files cannot go up."""
     try:
-        existing = client.get_subject(item.subject_id)
+        existing = client.get_subject(subject_id)
     except RegistryApiError as exc:
         if exc.status_code in (401, 403):
             raise
-        if exc.status_code != 404:
-            return f"subject_refused: {exc.message}"
+        return "new" if exc.status_code == 404 else f"subject_refused: {exc.message}"
     except RegistryUnreachable as exc:
         return f"unreachable: {exc}"
-    else:
-        if existing.watchlist_id != watchlist_id:
-            return f"subject_on_other_watchlist: subject {item.subject_id!r} is on watchlist {existing.watchlist_id!r}"
-        return None
+    if existing.watchlist_id != watchlist_id:
+        return f"subject_on_other_watchlist: subject {subject_id!r} is on watchlist {existing.watchlist_id!r}"
+    return "exists"
+
+
+def _enrol_new_subject(
+    client: RegistryClient, group: list[_Item], watchlist_id: str, defaults: SubjectDefaults, report: BulkReport,
+    done: Callable[[int], None],
+) -> list[_Item]:
+    """Create the subject with its first photos in one all-or-nothing request (the next share of
+    photos if every one of a share is refused); returns the photos left for single uploads once
+    the subject exists with an image, none when it could not be created."""
+    subject_id = group[0].subject_id
     values = {
-        "id": item.subject_id,
-        "display_name": item.values.get("display_name", item.subject_id),
-        "category": item.values.get("category", defaults.category),
-        "reason": item.values.get("reason", defaults.reason),
-        "legal_basis": item.values.get("legal_basis", defaults.legal_basis),
-        "expires_at": item.values.get("expires_at", defaults.expires_at),
+        "id": subject_id,
+        "display_name": group[0].values.get("display_name", subject_id),
+        "category": group[0].values.get("category", defaults.category),
+        "reason": group[0].values.get("reason", defaults.reason),
+        "legal_basis": group[0].values.get("legal_basis", defaults.legal_basis),
+        "expires_at": group[0].values.get("expires_at", defaults.expires_at),
     }
     try:
         body = SubjectCreate.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return f"invalid_subject: {problems}"
+        report.refused.extend(BulkRefusal(i.path, subject_id, "invalid_subject", problems) for i in group)
+        done(len(group))
+        return []
+    pending = list(group)
+    while pending:
+        share: list[tuple[_Item, bytes, str]] = []
+        size = 0
+        while pending and len(share) < MAX_ENROLMENT_IMAGES:
+            item = pending[0]
+            upload = _read(item, report)
+            if upload is None:
+                pending.pop(0)
+                done(1)
+                continue
+            if share and size + len(upload[0]) > REQUEST_IMAGE_BYTES:
+                break
+            pending.pop(0)
+            share.append((item, *upload))
+            size += len(upload[0])
+        if not share:
+            break
+        images = [(data, content_type, share_item.values.get("source", defaults.source))
+                  for share_item, data, content_type in share]
+        try:
+            enrolled = client.enrol_subject(watchlist_id, body, images)
+        except RegistryApiError as exc:
+            if exc.status_code in (401, 403):
+                raise
+            refused = exc.detail.get("refused") if isinstance(exc.detail, dict) else None
+            if exc.reason == "no_image_enrolled" and isinstance(refused, list):
+                for refusal in refused:
+                    item = share[int(refusal["index"])][0]
+                    report.refused.append(BulkRefusal(item.path, subject_id, refusal["reason"], refusal["message"]))
+                done(len(share))
+                continue  # nothing was kept: try the next share of photos
+            report.refused.extend(BulkRefusal(i.path, subject_id, "subject_refused", exc.message) for i, _, _ in share)
+            report.refused.extend(BulkRefusal(i.path, subject_id, "subject_refused", exc.message) for i in pending)
+            done(len(share) + len(pending))
+            return []
+        except RegistryUnreachable as exc:
+            report.refused.extend(BulkRefusal(i.path, subject_id, "unreachable", str(exc)) for i, _, _ in share)
+            done(len(share))
+            continue
+        report.subjects_created.append(subject_id)
+        report.enrolled[subject_id] = len(enrolled.images)
+        for refusal in enrolled.refused:
+            item = share[refusal.index][0]
+            report.refused.append(BulkRefusal(item.path, subject_id, refusal.reason, refusal.message))
+        logger.info('bulk enrolment created subject subject_id="%s" watchlist_id="%s" images="%d"',
+                    subject_id, watchlist_id, len(enrolled.images))
+        done(len(share))
+        return pending
+    if subject_id not in report.subjects_removed and any(r.subject_id == subject_id for r in report.refused):
+        report.subjects_removed.append(subject_id)
+    return []
+
+
+def _read(item: _Item, report: BulkReport) -> tuple[bytes, str] | None:
+    """A file's bytes and content type, or None with the file in ``report.refused`` and why."""
+    content_type = IMAGE_CONTENT_TYPES.get(item.path.suffix.lower())
+    if content_type is None:
+        suffix = item.path.suffix or "(none)"
+        detail = f"suffix {suffix!r} is not one of {sorted(IMAGE_CONTENT_TYPES)}"
+        report.refused.append(BulkRefusal(item.path, item.subject_id, "unsupported_type", detail))
+        return None
     try:
-        client.create_subject(watchlist_id, body)
-    except RegistryApiError as exc:
-        if exc.status_code in (401, 403):
-            raise
-        return f"subject_refused: {exc.message}"
-    except RegistryUnreachable as exc:
-        return f"unreachable: {exc}"
-    report.subjects_created.append(item.subject_id)
-    logger.info('bulk enrolment created subject subject_id="%s" watchlist_id="%s"', item.subject_id, watchlist_id)
-    return None
+        return item.path.read_bytes(), content_type
+    except OSError as exc:
+        report.refused.append(BulkRefusal(item.path, item.subject_id, "unreadable",
+                                          f"cannot read file ({exc.strerror or exc})"))
+        return None
 
 
 def _upload(client: RegistryClient, item: _Item, defaults: SubjectDefaults, report: BulkReport) -> None:
@@ -380,16 +439,10 @@ def _upload(client: RegistryClient, item: _Item, defaults: SubjectDefaults, repo
         report.refused.append(BulkRefusal(item.path, item.subject_id, reason, detail))
         logger.info('bulk enrolment refused path="%s" reason="%s"', item.path, reason)
 
-    content_type = IMAGE_CONTENT_TYPES.get(item.path.suffix.lower())
-    if content_type is None:
-        suffix = item.path.suffix or "(none)"
-        refuse("unsupported_type", f"suffix {suffix!r} is not one of {sorted(IMAGE_CONTENT_TYPES)}")
+    upload = _read(item, report)
+    if upload is None:
         return
-    try:
-        data = item.path.read_bytes()
-    except OSError as exc:
-        refuse("unreadable", f"cannot read file ({exc.strerror or exc})")
-        return
+    data, content_type = upload
     source = item.values.get("source", defaults.source)
     try:
         client.enrol_image(item.subject_id, data, content_type=content_type, source=source)

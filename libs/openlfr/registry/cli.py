@@ -119,7 +119,7 @@ def cmd_watchlist_enroll(args: argparse.Namespace) -> int:
         if report.watchlist_created:
             print(f"watchlist {args.watchlist_id} created", file=sys.stderr)
         print(report.summary())
-        return 0 if report.images_enrolled and not report.left_behind else 1
+        return 0 if report.images_enrolled else 1
 
     return _run(args, what, enrol)
 

@@ -6,7 +6,9 @@ the answer's detail, and a connection failure or timeout :class:`RegistryUnreach
 
 from __future__ import annotations
 
+import base64
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -23,6 +25,7 @@ from openlfr.registry.models import (
     DeploymentUpdate,
     ImagePublic,
     SubjectCreate,
+    SubjectEnrolled,
     SubjectPage,
     SubjectPublic,
     SubjectUpdate,
@@ -155,6 +158,21 @@ class RegistryClient:
 
     def delete_subject(self, subject_id: str) -> None:
         self._request("DELETE", f"/v1/subjects/{subject_id}")
+
+    def enrol_subject(
+        self, watchlist_id: str, subject: SubjectCreate, images: Sequence[tuple[bytes, str, str]]
+    ) -> SubjectEnrolled:
+        """Create a subject with its photos (``(data, content_type, source)`` each), all or nothing.
+
+        When every photo is refused the registry keeps no subject and this raises
+        RegistryApiError 422 with ``reason`` ``no_image_enrolled`` and ``detail["refused"]``.
+        """
+        body = {
+            "subject": self._body(subject),
+            "images": [{"content_base64": base64.b64encode(data).decode("ascii"), "content_type": content_type,
+                        "source": source} for data, content_type, source in images],
+        }
+        return self._model(SubjectEnrolled, "POST", f"/v1/watchlists/{watchlist_id}/enrolments", json=body)
 
     # -- images ------------------------------------------------------------------------------
 

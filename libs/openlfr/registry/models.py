@@ -211,6 +211,36 @@ class SubjectUpdate(_Patch):
     status: SubjectStatus | None = None
 
 
+#: Most photos one all-or-nothing enrolment request may carry (more go up one at a time once
+#: the subject has an image).
+MAX_ENROLMENT_IMAGES = 32
+
+
+class EnrolmentImage(_Request):
+    """One photo of a subject enrolment (``POST /v1/watchlists/{id}/enrolments``)."""
+
+    content_base64: str = Field(min_length=1, description="the image file, base64 (RFC 4648, standard alphabet)")
+    content_type: str = Field(max_length=100, description="image/jpeg, image/png, image/webp or image/bmp; the "
+                                                          "content decides, as for a single upload")
+    source: Provenance = Field(description="where the image came from (required provenance)")
+
+
+class SubjectEnrolment(_Request):
+    """A new subject and its photos: created together, or not at all."""
+
+    subject: SubjectCreate
+    images: list[EnrolmentImage] = Field(min_length=1, max_length=MAX_ENROLMENT_IMAGES)
+
+
+class EnrolmentRefusal(_Response):
+    """A photo of an enrolment request that was not enrolled, by its place in ``images``."""
+
+    index: int = Field(ge=0)
+    reason: str = Field(description="unreadable, unsupported_type, too_large, no_face, multiple_faces, too_small, "
+                                    "too_blurred, low_quality, duplicate, near_duplicate or too_many_images")
+    message: str
+
+
 class SubjectPublic(_Response):
     """A subject as the registry keeps it (never a vector)."""
 
@@ -468,6 +498,15 @@ class ReembedStatus(_Response):
     watchlists_needing: dict[str, int] = Field(
         default_factory=dict, description="now: watchlist id -> subjects with references not yet re-embedded"
     )
+
+
+class SubjectEnrolled(_Response):
+    """The subject created, the images enrolled, and the photos refused with why."""
+
+    subject: SubjectPublic
+    images: list[ImagePublic]
+    refused: list[EnrolmentRefusal]
+
 
 
 # -- errors (for the OpenAPI document) -----------------------------------------------------

@@ -194,7 +194,7 @@ def test_bulk_is_all_or_nothing_per_subject(served, admin, tmp_path: Path, image
 
     report = bulk_enrol(admin, watchlist_id="wl-1", defaults=defaults(env), folder=root, progress=False)
     assert report.subjects_created == ["obama"] and report.subjects_removed == ["dog"]
-    assert report.enrolled == {"obama": 1} and not report.left_behind
+    assert report.enrolled == {"obama": 1}
     assert not report.watchlist_created and not report.watchlist_removed
     assert "subject dog not enrolled: every one of its 2 file(s) was refused" in report.summary()
     assert [s.id for s in admin.list_subjects("wl-1").items] == ["obama"]
@@ -210,16 +210,16 @@ def test_bulk_is_all_or_nothing_per_subject(served, admin, tmp_path: Path, image
 
 
 class _InterruptedClient(RegistryClient):
-    """Stops the run as Ctrl-C would, at the second upload (a fault not to be caused for real in
-    a test process)."""
+    """Stops the run as Ctrl-C would, at the second subject's request (a fault not to be caused
+    for real in a test process)."""
 
     uploads = 0
 
-    def enrol_image(self, subject_id: str, data: bytes, **kwargs):
+    def enrol_subject(self, watchlist_id: str, subject, images):  # noqa: ANN001, ANN201 - as the base
         self.uploads += 1
         if self.uploads == 2:
             raise KeyboardInterrupt
-        return super().enrol_image(subject_id, data, **kwargs)
+        return super().enrol_subject(watchlist_id, subject, images)
 
 
 def test_a_stopped_run_leaves_no_subject_without_an_image(served, tmp_path: Path, image_bytes) -> None:
@@ -231,4 +231,55 @@ def test_a_stopped_run_leaves_no_subject_without_an_image(served, tmp_path: Path
     with _InterruptedClient(url, env.tokens["alice"][0]) as client, pytest.raises(KeyboardInterrupt):
         bulk_enrol(client, watchlist_id="wl-stop", defaults=defaults(env), folder=root, progress=False,
                    watchlist_name="stopped")
-    assert [s.id for s in env.registry.list_subjects("wl-stop").items] == ["a-obama"]  # b-rose: created, removed
+    assert [s.id for s in env.registry.list_subjects("wl-stop").items] == ["a-obama"]  # b-rose: never created
+
+
+def _subject_body(env, subject_id: str) -> dict[str, str]:
+    return {"id": subject_id, "display_name": subject_id, "category": "wanted", "reason": "warrant 7/27",
+            "legal_basis": "PACE s.24", "expires_at": env.clock.iso(days=90)}
+
+
+def _photo(data: bytes, content_type: str = "image/jpeg") -> dict[str, str]:
+    import base64
+
+    return {"content_base64": base64.b64encode(data).decode("ascii"), "content_type": content_type,
+            "source": "custody export"}
+
+
+def test_the_registry_keeps_a_subject_only_with_an_image(served, admin, image_bytes) -> None:
+    """POST /v1/watchlists/{id}/enrolments: the subject and its photos together, or nothing."""
+    env, _ = served
+    photos = [_photo(image_bytes["no_face"]), _photo(b"not an image at all"), _photo(image_bytes["two_people"]),
+              _photo(image_bytes["obama"], "image/gif")]
+    answer = env.call("alice", "POST", "/v1/watchlists/wl-1/enrolments",
+                      json={"subject": _subject_body(env, "dog"), "images": photos})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert detail["reason"] == "no_image_enrolled" and "so the subject was not created" in detail["message"]
+    assert [(r["index"], r["reason"]) for r in detail["refused"]] == [
+        (0, "no_face"), (1, "unsupported_type"), (2, "multiple_faces"), (3, "unsupported_type")]
+    assert env.call("alice", "GET", "/v1/subjects/dog").status_code == 404
+    assert admin.list_subjects("wl-1").total == 0
+
+    # One good photo among bad ones: the subject is kept with it, the rest refused by index.
+    answer = env.call("alice", "POST", "/v1/watchlists/wl-1/enrolments", json={
+        "subject": _subject_body(env, "obama"),
+        "images": [_photo(image_bytes["no_face"]), _photo(image_bytes["obama"]),
+                   {**_photo(b"x"), "content_base64": "%%"}],
+    })
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["subject"]["id"] == "obama" and len(body["subject"]["images"]) == 1
+    assert [i["id"] for i in body["images"]] == [i["id"] for i in body["subject"]["images"]]
+    assert [(r["index"], r["reason"]) for r in body["refused"]] == [(0, "no_face"), (2, "unreadable")]
+
+    # The id is taken now: 409 and nothing changes; a viewer may not enrol; a bad body is a 422.
+    again = env.call("alice", "POST", "/v1/watchlists/wl-1/enrolments",
+                     json={"subject": _subject_body(env, "obama"), "images": [_photo(image_bytes["obama2"])]})
+    assert again.status_code == 409, again.text
+    assert len(env.call("alice", "GET", "/v1/subjects/obama").json()["images"]) == 1
+    assert env.call("alice", "POST", "/v1/watchlists/wl-1/enrolments",
+                    json={"subject": _subject_body(env, "x"), "images": []}).status_code == 422
+    assert env.call("alice", "POST", "/v1/watchlists/nope/enrolments",
+                    json={"subject": _subject_body(env, "x"), "images": [_photo(image_bytes["obama2"])]}
+                    ).status_code == 404
