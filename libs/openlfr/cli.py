@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from openlfr import paths
 from openlfr.config import ModelSettings
+from openlfr.api.errors import validation_message
 from openlfr.audit.cli import add_audit_parser
 from openlfr.cohort.cli import add_cohort_parser
 from openlfr.evaluation.cli import add_evaluate_parser
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         for err in exc.errors():
             name = "OPENLFR_" + "_".join(str(p) for p in err["loc"]).upper()
-            print(f"openlfr: bad setting {name}: {err['msg']}", file=sys.stderr)
+            print(f"openlfr: bad setting {name}: {validation_message(err)}", file=sys.stderr)
         return 2
     except Exception as exc:  # a command-line tool reports, it does not dump a traceback
         from openlfr.inference.exceptions import InferenceError

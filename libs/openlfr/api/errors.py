@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+
+def validation_message(err: Mapping[str, Any]) -> str:
+    """One pydantic validation error's message in words: a validator's own message without
+    pydantic's ``Value error, `` preamble, anything else as pydantic words it."""
+    message = str(err.get("msg", "invalid"))
+    return message.removeprefix("Value error, ") if err.get("type") == "value_error" else message
+
 
 def detail_words(detail: object) -> str:
     """A ``detail`` as one line: a string as itself, a ``{"reason", "message"}`` refusal as its

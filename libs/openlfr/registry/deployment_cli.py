@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from openlfr.api.errors import validation_message
 from openlfr.cli_support import EXIT_USAGE, MATCH_API, TIME_FORMS, fail, iso_time, refused
 from openlfr.registry.cli import client_for
 from openlfr.registry.exceptions import RegistryApiError, RegistryUnreachable
@@ -108,7 +109,7 @@ def _update_body(args: argparse.Namespace) -> Any:  # noqa: ANN401 - DeploymentU
     except ValidationError as exc:
         flags = {**_DEPLOYMENT_FLAGS, "threshold": "--threshold"}
         raise ValueError("; ".join(
-            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {err['msg']}"
+            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {validation_message(err)}"
             for err in exc.errors()
         )) from exc
 
@@ -160,7 +161,7 @@ def _deployment_body(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | No
     except ValidationError as exc:
         flags = {**_DEPLOYMENT_FLAGS, "threshold": threshold_flag}
         raise ValueError("; ".join(
-            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {err['msg']}"
+            f"{flags.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else 'request'}: {validation_message(err)}"
             for err in exc.errors()
         )) from exc
 

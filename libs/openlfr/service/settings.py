@@ -16,6 +16,7 @@ from typing import Literal, NoReturn, TypeVar
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from openlfr.api.errors import validation_message
 from openlfr.kafka.clients import DEFAULT_MAX_MESSAGE_BYTES
 from openlfr.kafka.deadletter import DEFAULT_DEADLETTER_PAYLOAD_BYTES, payload_budget
 from openlfr.kafka.security import (
@@ -272,7 +273,7 @@ def settings_error_lines(exc: ValidationError, *, prefix: str = ENV_PREFIX) -> l
         loc = err.get("loc") or ()
         first = str(loc[0]) if loc else ""
         detail = ".".join(str(p) for p in loc[1:])
-        message = err.get("msg", "invalid")
+        message = validation_message(err)
         if not first:
             lines.append(f"bad settings: {message}")
             continue

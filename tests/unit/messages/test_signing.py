@@ -90,11 +90,11 @@ def test_an_unsigned_version_1_match_is_not_a_match() -> None:
     ("env", "complaint"),
     [
         ({}, "bad setting OPENLFR_MATCH_SIGNING_KEY: Field required"),
-        ({"OPENLFR_MATCH_SIGNING_KEY": "short"}, "bad setting OPENLFR_MATCH_SIGNING_KEY: Value error, "
+        ({"OPENLFR_MATCH_SIGNING_KEY": "short"}, "bad setting OPENLFR_MATCH_SIGNING_KEY: "
                                                  "OPENLFR_MATCH_SIGNING_KEY must be at least 32 characters"),
         ({"OPENLFR_MATCH_SIGNING_KEY": "CHANGE-ME-" * 4}, "is a placeholder"),
         ({"OPENLFR_MATCH_SIGNING_KEY": KEY, "OPENLFR_MATCH_SIGNING_KEY_PREVIOUS": "x" * 40},
-         "bad setting OPENLFR_MATCH_SIGNING_KEY_PREVIOUS: Value error, "
+         "bad setting OPENLFR_MATCH_SIGNING_KEY_PREVIOUS: "
          "OPENLFR_MATCH_SIGNING_KEY_PREVIOUS is a placeholder"),
     ],
 )

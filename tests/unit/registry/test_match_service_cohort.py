@@ -42,7 +42,7 @@ def service_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path
 def test_without_a_cohort_the_service_exits_2_naming_the_setting(match_main, service_env, capsys) -> None:
     assert match_main.main(["--check-config"]) == 2
     err = capsys.readouterr().err
-    assert "bad setting OPENLFR_REGISTRY_COHORT: Value error, required" in err
+    assert "bad setting OPENLFR_REGISTRY_COHORT: required" in err
     assert "openlfr cohort build" in err
 
 
