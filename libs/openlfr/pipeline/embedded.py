@@ -140,7 +140,8 @@ class EmbeddedPipeline:
             try:
                 ingest.run(stop)
             except BaseException as exc:  # reported after the run; the other cameras go on
-                logger.error('ingest failed camera_id="%s" error="%s"', ingest.camera_id, exc)
+                # The caller reports it (openlfr run names the flag); ingest has logged it.
+                logger.debug('ingest failed camera_id="%s" error="%s"', ingest.camera_id, exc)
                 errors.append(exc)
 
         threads = [threading.Thread(target=run_ingest, args=(i,), name=f"ingest-{i.camera_id}", daemon=True)

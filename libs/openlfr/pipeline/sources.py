@@ -318,11 +318,6 @@ class StreamSource(FrameSource):
         failed_in_a_row = 0  # reopen attempts since the last frame
         while not stop.is_set():
             if not first:
-                if self.max_reconnects is not None and failed_in_a_row > self.max_reconnects:
-                    raise SourceUnreachable(
-                        f"{self.description}: no frame after {failed_in_a_row - 1} reconnect attempt(s) "
-                        f"(--max-reconnects {self.max_reconnects}); is it reachable?"
-                    )
                 self.reconnects += 1
                 on_event("reconnect")
             first = False
@@ -350,6 +345,12 @@ class StreamSource(FrameSource):
                     cap.release()
             if stop.is_set():
                 break
+            if self.max_reconnects is not None and failed_in_a_row > self.max_reconnects:
+                # Given up now, not after announcing (and waiting for) one more reconnect.
+                raise SourceUnreachable(
+                    f"{self.description}: no frame after {failed_in_a_row - 1} reconnect attempt(s) "
+                    f"(--max-reconnects {self.max_reconnects}); is it reachable?"
+                )
             wait = self.backoff.spread(delay)
             logger.warning(
                 'source="%s" %s; reconnect="%d" in_s="%.2f"',

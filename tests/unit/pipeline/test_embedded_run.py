@@ -214,6 +214,9 @@ def test_an_unreachable_stream_is_given_up_naming_the_flag(run_env: dict[str, st
     assert proc.returncode == 1, proc.stderr
     assert "--source: stream rtsp://127.0.0.1:9/nothing-here: no frame after 1 reconnect attempt(s)" in proc.stderr
     assert "Traceback" not in proc.stderr and "VIDEOIO" not in proc.stderr
+    # One reconnect announced (not a second it never makes), the reason said by ingest and the command.
+    assert 'reconnect="1"' in proc.stderr and 'reconnect="2"' not in proc.stderr
+    assert proc.stderr.count("no frame after 1 reconnect attempt(s)") == 2
 
 
 def test_ctrl_c_stops_cleanly_with_the_summary(run_env: dict[str, str]) -> None:
