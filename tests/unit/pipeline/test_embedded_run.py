@@ -207,10 +207,14 @@ def test_a_missing_cohort_is_refused_naming_the_flag(run_env: dict[str, str], tm
     assert proc.returncode == 2 and "--cohort: no cohort file" in proc.stderr and "openlfr cohort build" in proc.stderr
 
 
-def test_an_unreachable_stream_is_given_up_naming_the_flag(run_env: dict[str, str]) -> None:
-    sample = Path(run_env["OPENLFR_BUILD_DIR"]) / "samples"
-    proc = _run(run_env, "--source", "rtsp://127.0.0.1:9/nothing-here", "--watchlist", str(sample / "watchlist"),
-                "--max-reconnects", "1", timeout=300)
+def test_an_unreachable_stream_is_given_up_naming_the_flag(run_env: dict[str, str], faces_dir: Path,
+                                                           tmp_path: Path) -> None:
+    (tmp_path / "people" / "biden").mkdir(parents=True)  # its own watchlist: runs alone too
+    shutil.copy(faces_dir / "face_recognition" / "examples" / "biden.jpg", tmp_path / "people" / "biden")
+    from openlfr.testing.stack import demo_cohort
+
+    proc = _run(run_env, "--source", "rtsp://127.0.0.1:9/nothing-here", "--watchlist", str(tmp_path / "people"),
+                "--cohort", str(demo_cohort()), "--max-reconnects", "1", timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert "--source: stream rtsp://127.0.0.1:9/nothing-here: no frame after 1 reconnect attempt(s)" in proc.stderr
     assert "Traceback" not in proc.stderr and "VIDEOIO" not in proc.stderr
