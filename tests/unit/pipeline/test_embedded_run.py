@@ -225,36 +225,8 @@ def test_an_unreachable_stream_is_given_up_naming_the_flag(run_env: dict[str, st
 
 def test_ctrl_c_stops_cleanly_with_the_summary(run_env: dict[str, str]) -> None:
     """SIGINT while a file plays in real time: exit 130 and the summary of what was done, no traceback."""
-    import signal
-    import threading
-
-    # As from a terminal: SIGINT at its default in the child, even where this test runs with it
-    # ignored (a background job of a non-interactive shell, as some CI runners start it).
-    proc = subprocess.Popen([sys.executable, "-m", "openlfr.cli", "run", "--realtime"], env=run_env,
-                            cwd=paths.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
-    lines: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if "normalised threshold" in line:  # enrolled and calibrated: frames are flowing next
-                started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(300), "".join(lines)
-        threading.Event().wait(2.0)  # a few frames into the sample (about 9 s in real time)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(120) == 130, "".join(lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(10)
-    err = "".join(lines)
+    err = _ctrl_c_after(["run", "--realtime"], run_env, "normalised threshold", settle_s=2.0)
+    # ("normalised threshold": enrolled and calibrated, frames flowing next; 2 s: a few frames in)
     assert "stopped by Ctrl-C after" in err and "frame(s) processed of" in err, err
     assert "Traceback" not in err
 
@@ -312,9 +284,6 @@ def test_ctrl_c_during_enrolment_ends_in_a_line_not_a_traceback(model_dir: Path,
                                                                  tmp_path: Path) -> None:
     """SIGINT while the watchlist is being enrolled (before any frame): exit 130 and one line saying
     so; it was a KeyboardInterrupt traceback from onnxruntime."""
-    import signal
-    import threading
-
     watchlist = tmp_path / "watchlist"
     for k, photo in enumerate(sorted((faces_dir / "utkface_balanced").glob("*.jpg"))[:80]):
         (watchlist / f"p{k:02d}").mkdir(parents=True)
@@ -322,30 +291,42 @@ def test_ctrl_c_during_enrolment_ends_in_a_line_not_a_traceback(model_dir: Path,
     video = _tiny_video(tmp_path / "clip.mp4")
     env = {**os.environ, "OPENLFR_MODEL_DIR": str(model_dir)}
     env.pop("OPENLFR_BUILD_DIR", None)  # the project's cohort, built by set-up
-    proc = subprocess.Popen([sys.executable, "-m", "openlfr.cli", "run", "-v", "--source", str(video),
-                             "--watchlist", str(watchlist)], env=env, cwd=paths.REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+    # "enrolled subject": the first of 80 subjects, enrolment under way.
+    err = _ctrl_c_after(["run", "-v", "--source", str(video), "--watchlist", str(watchlist)], env, "enrolled subject")
+    assert "openlfr run: stopped by Ctrl-C during set-up" in err and "Traceback" not in err, err[-3000:]
+    assert "normalised threshold" not in err  # it stopped before calibration, as the line says
+
+
+def _ctrl_c_after(args: list[str], env: dict[str, str], marker: str, *, settle_s: float = 0.0) -> str:
+    """Run ``openlfr ARGS``, send SIGINT once ``marker`` is on its stderr (and ``settle_s`` more),
+    expect exit 130; its stderr. SIGINT is at its default in the child, as from a terminal, even
+    where the test runs with it ignored (a background job of a non-interactive shell, as some CI
+    runners start it)."""
+    import signal
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "openlfr.cli", *args], env=env, cwd=paths.REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     lines: list[str] = []
-    enrolling = threading.Event()
+    seen = threading.Event()
 
     def read() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "enrolled subject" in line:  # the first of 80 subjects: enrolment is under way
-                enrolling.set()
+            if marker in line:
+                seen.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert enrolling.wait(300), "".join(lines)
+        assert seen.wait(300), "".join(lines)
+        threading.Event().wait(settle_s)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 130, "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
     reader.join(10)
-    err = "".join(lines)
-    assert "openlfr run: stopped by Ctrl-C during set-up" in err and "Traceback" not in err, err[-3000:]
-    assert "normalised threshold" not in err  # it stopped before calibration, as the line says
+    return "".join(lines)
